@@ -1,0 +1,29 @@
+# Two entry points a new user needs: `make demo` (the main job) and `make test`.
+# Both create .venv on first use and reuse it afterwards (re-installed when setup.cfg changes).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mzoo demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/latency.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

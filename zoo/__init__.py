@@ -1,0 +1,20 @@
+"""Mobile Zoo's model zoo: a timm-style registry of mobile CNNs built from architecture specs.
+
+``zoo.create_model('hgcnet_1x')`` builds a registered model; importing ``zoo`` also registers every
+zoo model with timm, so ``timm.create_model('hgcnet_1x')`` works afterwards.
+"""
+
+from . import hgcnet  # noqa: F401  (registers the HGCNet family)
+from .costs import Cost, OpCost, count, count_module, format_count, iter_ops
+from .pretrained import (PretrainedCfg, WeightsError, WeightsHashError, WeightsLoadError,
+                         WeightsNotFoundError)
+from .registry import (DuplicateModelError, UnknownModelError, build_model, create_model, get_arch_spec,
+                       get_pretrained_cfg, is_model, list_models, model_info, register_model)
+from .spec import SCHEMA_VERSION, ArchSpec, BlockSpec
+
+__all__ = [
+    "ArchSpec", "BlockSpec", "Cost", "DuplicateModelError", "OpCost", "PretrainedCfg", "SCHEMA_VERSION",
+    "UnknownModelError", "WeightsError", "WeightsHashError", "WeightsLoadError", "WeightsNotFoundError",
+    "build_model", "count", "count_module", "create_model", "format_count", "get_arch_spec",
+    "get_pretrained_cfg", "is_model", "iter_ops", "list_models", "model_info", "register_model",
+]

@@ -1,0 +1,54 @@
+"""The table of block kinds an :class:`~zoo.spec.ArchSpec` may use.
+
+Each kind pairs a module constructor with the cost function that mirrors it, so the model built
+from a spec and the cost walker (:mod:`zoo.costs`) read the same definition. A test checks, for
+every registered model, that hook-counted costs of the built module equal the walker's.
+New families add their block kinds here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from torch import nn
+
+from .hgc import HGCInvertedResidual, hgc_ir_prims
+from .layers import ConvBnAct
+from .prims import Prim, conv_bn
+from .spec import BlockSpec
+
+
+@dataclass(frozen=True)
+class BlockKind:
+    """How to build a block and what it costs.
+
+    ``build(in_chs, block)`` returns the module; ``prims(in_chs, block, in_hw, out_hw)`` its cost records.
+    """
+
+    build: Callable[[int, BlockSpec], nn.Module]
+    prims: Callable[[int, BlockSpec, tuple[int, int], tuple[int, int]], list[Prim]]
+
+
+def _conv_build(in_chs: int, block: BlockSpec) -> nn.Module:
+    return ConvBnAct(in_chs, block.out_chs, block.kernel, block.stride, block.groups, block.act)
+
+
+def _conv_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[Prim]:
+    return conv_bn(in_chs, block.out_chs, block.kernel, out_hw, block.groups)
+
+
+BLOCK_KINDS: dict[str, BlockKind] = {
+    "conv": BlockKind(_conv_build, _conv_prims),
+    "hgc_ir": BlockKind(partial(HGCInvertedResidual, hierarchical=True), partial(hgc_ir_prims, hierarchical=True)),
+    "gc_ir": BlockKind(partial(HGCInvertedResidual, hierarchical=False), partial(hgc_ir_prims, hierarchical=False)),
+}
+
+
+def block_kind(kind: str) -> BlockKind:
+    """Look up a block kind, with an error that lists the known ones."""
+    try:
+        return BLOCK_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown block kind {kind!r}; known: {', '.join(sorted(BLOCK_KINDS))}") from None

@@ -1,0 +1,130 @@
+"""Hierarchical Group Convolution (HGC) and the HGC inverted-residual block.
+
+Paper: Xie, Zhou, Kung, "HGC: Hierarchical Group Convolution for Highly Efficient Neural Network",
+arXiv 1906.03657 (2019). No official code exists and only the abstract and introduction could be read
+(papers.md §2), so the operator below is the most faithful reading we could design; every assumption
+is listed here and in ``HierarchicalGroupConv``.
+
+What is known [V]: plain group convolution never lets groups exchange information; HGC
+"hierarchically fuses the feature maps from each group" so later groups see earlier ones, at close
+to group-convolution cost; HGCNets replace the pointwise group convolutions of mobile blocks
+(the paper discusses ShuffleNet's pointwise group conv + depthwise conv) and are evaluated on CIFAR.
+
+Assumed [R, papers.md §2.3]:
+  * the input channels are split into ``g`` equal groups ``x_1..x_g``;
+  * ``y_1 = K_1(x_1)`` and ``y_i = K_i(concat(x_i, y_{i-1}))`` for ``i >= 2``, where ``K_i`` is a
+    1x1 conv producing ``C_out/g`` channels; the output is ``concat(y_1..y_g)``. Group ``i`` thus
+    sees groups ``1..i`` of the input (hierarchical fusion), and the extra cost over a group conv is
+    the ``(g-1)·(C_out/g)²`` weights of the fused inputs;
+  * fusion is by concatenation (not addition), because it works for expanding layers too;
+  * the HGCNet block is MobileNetV2's inverted residual with both pointwise convs replaced by HGC
+    (depthwise conv, BN and ReLU6 unchanged). ``groups=1`` gives MobileNetV2's block exactly, and
+    ``hierarchical=False`` gives the plain group-conv block the paper compares against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import create_act
+from .prims import Prim, conv_bn
+from .spec import BlockSpec
+
+
+def _check_divisible(in_chs: int, out_chs: int, groups: int) -> None:
+    if in_chs % groups or out_chs % groups:
+        raise ValueError(f"hierarchical group conv: in_chs={in_chs} and out_chs={out_chs} "
+                         f"must both be divisible by groups={groups}")
+
+
+class HierarchicalGroupConv(nn.Module):
+    """1x1 hierarchical group convolution (see the module docstring for the assumed definition).
+
+    Args:
+        in_chs: input channels, divisible by ``groups``.
+        out_chs: output channels, divisible by ``groups``.
+        groups: number of groups ``g``; 1 is a plain pointwise conv.
+        hierarchical: fuse the previous group's output into each group's input; ``False`` gives a
+            plain group convolution (as ``nn.Conv2d(groups=g)``, one conv per group).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, groups: int, hierarchical: bool = True) -> None:
+        super().__init__()
+        _check_divisible(in_chs, out_chs, groups)
+        self.in_split = in_chs // groups
+        self.out_split = out_chs // groups
+        self.hierarchical = hierarchical
+        self.convs = nn.ModuleList(
+            nn.Conv2d(self.in_split + (self.out_split if hierarchical and i else 0), self.out_split, 1, bias=False)
+            for i in range(groups)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        xs = torch.split(x, self.in_split, dim=1)
+        outs: list[Tensor] = []
+        for i, conv in enumerate(self.convs):
+            inp = xs[i]
+            if self.hierarchical and i > 0:
+                inp = torch.cat([inp, outs[i - 1]], dim=1)
+            outs.append(conv(inp))
+        return torch.cat(outs, dim=1)
+
+
+def hgc_prims(in_chs: int, out_chs: int, groups: int, out_hw: tuple[int, int],
+              hierarchical: bool = True) -> list[Prim]:
+    """Cost records of one :class:`HierarchicalGroupConv` (without its BN)."""
+    _check_divisible(in_chs, out_chs, groups)
+    gin, gout = in_chs // groups, out_chs // groups
+    return [Prim("conv", gin + (gout if hierarchical and i else 0), gout, 1, 1, out_hw) for i in range(groups)]
+
+
+def hidden_chs(in_chs: int, block: BlockSpec) -> int:
+    """Hidden (expanded) width of an inverted-residual block."""
+    return int(round(in_chs * block.expand))
+
+
+class HGCInvertedResidual(nn.Module):
+    """MobileNetV2 inverted residual whose pointwise convs are (hierarchical) group convs.
+
+    Layout: ``conv_pw`` (HGC expand; absent when ``expand == 1``) → ``bn1`` → act → ``conv_dw``
+    (k×k depthwise, stride) → ``bn2`` → act → ``conv_pwl`` (HGC project) → ``bn3`` (+ identity when
+    stride 1 and widths match).
+    """
+
+    def __init__(self, in_chs: int, block: BlockSpec, hierarchical: bool = True) -> None:
+        super().__init__()
+        mid = hidden_chs(in_chs, block)
+        self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
+        self.has_expand = mid != in_chs
+        if self.has_expand:
+            self.conv_pw = HierarchicalGroupConv(in_chs, mid, block.groups, hierarchical)
+            self.bn1 = nn.BatchNorm2d(mid)
+            self.act1 = create_act(block.act)
+        self.conv_dw = nn.Conv2d(mid, mid, block.kernel, block.stride, block.kernel // 2, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.act2 = create_act(block.act)
+        self.conv_pwl = HierarchicalGroupConv(mid, block.out_chs, block.groups, hierarchical)
+        self.bn3 = nn.BatchNorm2d(block.out_chs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        if self.has_expand:
+            x = self.act1(self.bn1(self.conv_pw(x)))
+        x = self.act2(self.bn2(self.conv_dw(x)))
+        x = self.bn3(self.conv_pwl(x))
+        if self.has_skip:
+            x = x + shortcut
+        return x
+
+
+def hgc_ir_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int],
+                 hierarchical: bool = True) -> list[Prim]:
+    """Cost records of one :class:`HGCInvertedResidual`; mirrors its ``__init__`` layer by layer."""
+    mid = hidden_chs(in_chs, block)
+    prims: list[Prim] = []
+    if mid != in_chs:
+        prims += hgc_prims(in_chs, mid, block.groups, in_hw, hierarchical) + [Prim("bn", mid, mid)]
+    prims += conv_bn(mid, mid, block.kernel, out_hw, groups=mid)
+    prims += hgc_prims(mid, block.out_chs, block.groups, out_hw, hierarchical) + [Prim("bn", block.out_chs, block.out_chs)]
+    return prims

@@ -1,0 +1,185 @@
+"""Per-model pretrained configuration and weight loading from local files.
+
+``PretrainedCfg`` is the metadata a user needs before building a model (input size, mean/std,
+crop, classes, where the first conv and the classifier live, which weights file with which
+sha256, under which licence). It is readable without building the model. Weights are only ever
+read from local files: an explicit path, the cfg's ``file``, or the cache directory
+(``$MZOO_CACHE`` or ``~/.cache/mobile_zoo``) under the basename of the cfg's ``url``. Nothing is
+downloaded; a missing file raises :class:`WeightsNotFoundError` saying where we looked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+class WeightsError(RuntimeError):
+    """Base class of weight-loading failures."""
+
+
+class WeightsNotFoundError(WeightsError):
+    """No weights file exists at any of the places the cfg points to."""
+
+
+class WeightsHashError(WeightsError):
+    """A weights file exists but its sha256 differs from the cfg's."""
+
+
+class WeightsLoadError(WeightsError):
+    """A weights file exists but cannot be read or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What a model expects as input and where its weights come from (timm's fields, plus ``sha256``)."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    min_input_size: tuple[int, int, int] | None = None
+    fixed_input_size: bool = False
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    num_classes: int = 1000
+    first_conv: str = "stem.conv"
+    classifier: str = "classifier"
+    pool_size: tuple[int, int] | None = None
+    file: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    license: str | None = None
+    paper_name: str | None = None
+    paper_ids: str | None = None
+    description: str | None = None
+    notes: str | None = None
+    architecture: str | None = None
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.file or self.url)
+
+    def replace(self, **changes: Any) -> PretrainedCfg:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown pretrained_cfg fields: {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def cache_dir() -> Path:
+    """Where weights named by a cfg's ``url`` are looked for (never downloaded into)."""
+    return Path(os.environ.get("MZOO_CACHE") or Path.home() / ".cache" / "mobile_zoo")
+
+
+def weight_candidates(cfg: PretrainedCfg, cache: Path | None = None) -> list[Path]:
+    """Local paths that may hold the weights of ``cfg``, in the order they are tried."""
+    paths = []
+    if cfg.file:
+        paths.append(Path(cfg.file).expanduser())
+    if cfg.url:
+        paths.append((cache or cache_dir()) / Path(cfg.url).name)
+    return paths
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(name: str, cfg: PretrainedCfg, checkpoint_path: str | os.PathLike | None = None,
+                    cache: Path | None = None) -> Path:
+    """The local weights file for ``name``; hash-checked when the cfg gives a sha256.
+
+    An explicit ``checkpoint_path`` is the user's own file: it must exist, and is hash-checked only
+    against a sha256 the caller put in the cfg.
+    """
+    if checkpoint_path is not None:
+        candidates = [Path(checkpoint_path).expanduser()]
+    else:
+        candidates = weight_candidates(cfg, cache)
+        if not candidates:
+            raise WeightsNotFoundError(
+                f"no pretrained weights are published for {name!r}; train it or pass checkpoint_path=")
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        tried = ", ".join(str(p) for p in candidates)
+        raise WeightsNotFoundError(f"weights for {name!r} not found (looked at: {tried}); "
+                                   "nothing is downloaded: place the file there or pass checkpoint_path=")
+    if cfg.sha256:
+        actual = sha256_of(found)
+        if actual != cfg.sha256.lower():
+            raise WeightsHashError(f"weights file {found} for {name!r} has sha256 {actual}, "
+                                   f"expected {cfg.sha256}")
+    return found
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict (plain, or under a ``state_dict`` / ``model`` key) without unpickling code."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        raise WeightsLoadError(f"cannot read weights file {path}: {type(err).__name__}: {err}".splitlines()[0]) from err
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsLoadError(f"weights file {path} does not hold a state dict of tensors")
+    return obj
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Fit a first-conv weight trained on 3 channels to ``in_chans`` channels.
+
+    One channel sums the RGB filters; more channels tile them and rescale so activations keep
+    their magnitude.
+    """
+    src = weight.shape[1]
+    if in_chans == src:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-in_chans // src)
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (src / in_chans)
+
+
+def load_pretrained(model: nn.Module, name: str, cfg: PretrainedCfg, *, num_classes: int, in_chans: int,
+                    checkpoint_path: str | os.PathLike | None = None, cache: Path | None = None) -> Path:
+    """Load local weights into ``model``; adapt the first conv and drop a mismatched classifier."""
+    path = resolve_weights(name, cfg, checkpoint_path, cache)
+    state = read_state_dict(path)
+    first = f"{cfg.first_conv}.weight"
+    if in_chans != 3 and first in state:
+        state[first] = adapt_input_conv(state[first], in_chans)
+    strict = True
+    clf_keys = [k for k in state if k.startswith(cfg.classifier + ".")]
+    if clf_keys and num_classes != cfg.num_classes:
+        for k in clf_keys:
+            del state[k]
+        strict = False
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise WeightsLoadError(f"weights file {path} does not fit {name!r}: {str(err).splitlines()[0]} "
+                               f"{' '.join(str(err).split())[:300]}") from err
+    stray = [k for k in missing if not k.startswith(cfg.classifier + ".")] + list(unexpected)
+    if stray:
+        raise WeightsLoadError(f"weights file {path} does not fit {name!r}: mismatched keys {stray[:5]}")
+    return path

@@ -1,0 +1,198 @@
+"""The model registry and factory: ``register_model``, ``create_model``, ``list_models``, ``model_info``.
+
+A zoo model is a named function that returns its :class:`~zoo.spec.ArchSpec` (architectures are
+data), registered with a :class:`~zoo.pretrained.PretrainedCfg`. ``register_model`` turns it into a
+timm-style entrypoint ``name(pretrained=False, **kwargs) -> nn.Module`` and registers that entrypoint
+with timm too (see :mod:`zoo.mobile_zoo`), so ``timm.create_model(name)`` works once ``zoo`` is
+imported. Names are unique: registering a name twice, here or against a timm model, is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .costs import count
+from .pretrained import PretrainedCfg, load_pretrained
+from .spec import ArchSpec
+from .specnet import SpecFeatures, SpecNet
+
+SpecFn = Callable[[], ArchSpec]
+EntryPoint = Callable[..., nn.Module]
+
+
+class UnknownModelError(ValueError):
+    """The requested model name is not registered."""
+
+
+class DuplicateModelError(ValueError):
+    """A model name is registered twice."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model: its name, spec factory, cfg and defining module."""
+
+    name: str
+    spec_fn: SpecFn
+    pretrained_cfg: PretrainedCfg
+    module: str
+
+
+_ENTRIES: dict[str, ModelEntry] = {}
+
+
+def register_model(pretrained_cfg: PretrainedCfg) -> Callable[[SpecFn], EntryPoint]:
+    """Decorator: register a spec function under its ``__name__`` and return the model entrypoint."""
+
+    def decorate(spec_fn: SpecFn) -> EntryPoint:
+        from . import mobile_zoo  # late: the bridge imports this module
+
+        name = spec_fn.__name__
+        if name in _ENTRIES:
+            raise DuplicateModelError(f"model {name!r} is already registered by {_ENTRIES[name].module}")
+        mobile_zoo.check_free(name)
+        entry = ModelEntry(name, spec_fn, pretrained_cfg.replace(architecture=name), spec_fn.__module__)
+
+        def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+            return create_model(name, pretrained=pretrained, **kwargs)
+
+        entrypoint.__name__ = entrypoint.__qualname__ = name
+        entrypoint.__doc__ = spec_fn.__doc__
+        entrypoint.__module__ = spec_fn.__module__
+        _ENTRIES[name] = entry
+        mobile_zoo.register(entry)
+        return entrypoint
+
+    return decorate
+
+
+def _entry(name: str) -> ModelEntry:
+    try:
+        return _ENTRIES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_ENTRIES), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see zoo.list_models()"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def is_model(name: str) -> bool:
+    return name in _ENTRIES
+
+
+def get_pretrained_cfg(name: str) -> PretrainedCfg:
+    """The model's cfg, without building the model."""
+    return _entry(name).pretrained_cfg
+
+
+def get_arch_spec(name: str) -> ArchSpec:
+    """The model's architecture spec, without building the model."""
+    return _entry(name).spec_fn()
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def list_models(filter: str | Iterable[str] = "", exclude_filters: str | Iterable[str] = "") -> list[str]:
+    """Registered names matching any fnmatch ``filter`` and none of ``exclude_filters``, naturally sorted."""
+    include = [filter] if isinstance(filter, str) else list(filter)
+    exclude = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+    names = [n for n in _ENTRIES if not any(include) or any(fnmatch.fnmatch(n, f) for f in include if f)]
+    names = [n for n in names if not any(fnmatch.fnmatch(n, f) for f in exclude if f)]
+    return sorted(names, key=_natural_key)
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """Name, module, cfg, params and MACs (at the cfg's input size) and spec, without building the model."""
+    entry = _entry(name)
+    spec = entry.spec_fn()
+    cost = count(spec, entry.pretrained_cfg.input_size)
+    return {
+        "name": name,
+        "module": entry.module,
+        "family": spec.family,
+        "params": cost.params,
+        "macs": cost.macs,
+        "input_size": entry.pretrained_cfg.input_size,
+        "pretrained_cfg": entry.pretrained_cfg.to_dict(),
+        "arch_spec": spec.to_dict(),
+    }
+
+
+def _resolve_cfg(entry: ModelEntry, pretrained_cfg: PretrainedCfg | dict[str, Any] | None,
+                 overlay: dict[str, Any] | None) -> PretrainedCfg:
+    cfg = entry.pretrained_cfg
+    if isinstance(pretrained_cfg, PretrainedCfg):
+        cfg = pretrained_cfg
+    elif isinstance(pretrained_cfg, dict):
+        cfg = cfg.replace(**pretrained_cfg)
+    elif pretrained_cfg is not None:
+        raise TypeError(f"pretrained_cfg must be a PretrainedCfg or dict, got {type(pretrained_cfg).__name__}")
+    return cfg.replace(**overlay) if overlay else cfg
+
+
+def create_model(
+    model_name: str,
+    pretrained: bool = False,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    drop_rate: float | None = None,
+    global_pool: str = "avg",
+    features_only: bool = False,
+    out_indices: Iterable[int] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    pretrained_cfg: PretrainedCfg | dict[str, Any] | None = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model (timm's signature).
+
+    Args:
+        model_name: a name from :func:`list_models`.
+        pretrained: load weights from the local file the cfg names (nothing is downloaded).
+        num_classes: classifier outputs (default: the cfg's); 0 removes the classifier.
+        in_chans: image channels (default 3); pretrained first-conv weights are adapted.
+        drop_rate: dropout before the classifier.
+        global_pool: ``"avg"`` or ``""``.
+        features_only: return a model whose forward gives the stage outputs in ``out_indices``.
+        checkpoint_path: a local weights file to load instead of the cfg's (implies loading).
+        pretrained_cfg, pretrained_cfg_overlay: replace / patch the registered cfg.
+        cache_dir: where ``url``-named weights are looked for (default ``$MZOO_CACHE``).
+
+    Raises:
+        UnknownModelError: ``model_name`` is not registered (close matches are suggested).
+        TypeError: an argument this model does not take.
+        zoo.pretrained.WeightsError: weights requested but missing, corrupt or mismatched.
+    """
+    entry = _entry(model_name)
+    if kwargs:
+        raise TypeError(f"{model_name}: unexpected arguments {sorted(kwargs)}")
+    cfg = _resolve_cfg(entry, pretrained_cfg, pretrained_cfg_overlay)
+    spec = entry.spec_fn()
+    overrides = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans),
+                                   ("drop_rate", drop_rate)) if v is not None}
+    spec = spec.replace(**overrides) if overrides else spec
+    model = SpecNet(spec, global_pool=global_pool)
+    if pretrained or checkpoint_path is not None:
+        load_pretrained(model, model_name, cfg, num_classes=spec.num_classes, in_chans=spec.in_chans,
+                        checkpoint_path=checkpoint_path, cache=Path(cache_dir) if cache_dir else None)
+    result: nn.Module = SpecFeatures(model, list(out_indices) if out_indices is not None else None) \
+        if features_only else model
+    result.pretrained_cfg = result.default_cfg = cfg  # type: ignore[assignment]
+    return result
+
+
+def build_model(spec: ArchSpec, *, global_pool: str = "avg") -> SpecNet:
+    """Build a model straight from a spec (e.g. a search result loaded from JSON)."""
+    return SpecNet(spec, global_pool=global_pool)
