@@ -1,5 +1,7 @@
 # Two entry points a new user needs: `make demo` (the main job) and `make test`.
 # Both create .venv on first use and reuse it afterwards (re-installed when setup.cfg changes).
+# Tests run in two xdist workers with one OpenMP thread each: oversubscribed OpenMP threads
+# made the suite ~100x slower on 2 cores.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -17,10 +19,10 @@ demo: $(STAMP)
 	$(VENV)/bin/mzoo demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/latency.py

@@ -97,10 +97,10 @@ class HGCInvertedResidual(nn.Module):
         mid = hidden_chs(in_chs, block)
         self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
         self.has_expand = mid != in_chs
-        if self.has_expand:
-            self.conv_pw = HierarchicalGroupConv(in_chs, mid, block.groups, hierarchical)
-            self.bn1 = nn.BatchNorm2d(mid)
-            self.act1 = create_act(block.act)
+        # Identities when there is no expansion keep forward() one straight line for TorchScript.
+        self.conv_pw = HierarchicalGroupConv(in_chs, mid, block.groups, hierarchical) if self.has_expand else nn.Identity()
+        self.bn1 = nn.BatchNorm2d(mid) if self.has_expand else nn.Identity()
+        self.act1 = create_act(block.act) if self.has_expand else nn.Identity()
         self.conv_dw = nn.Conv2d(mid, mid, block.kernel, block.stride, block.kernel // 2, groups=mid, bias=False)
         self.bn2 = nn.BatchNorm2d(mid)
         self.act2 = create_act(block.act)
@@ -109,8 +109,7 @@ class HGCInvertedResidual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
-        if self.has_expand:
-            x = self.act1(self.bn1(self.conv_pw(x)))
+        x = self.act1(self.bn1(self.conv_pw(x)))
         x = self.act2(self.bn2(self.conv_dw(x)))
         x = self.bn3(self.conv_pwl(x))
         if self.has_skip:
