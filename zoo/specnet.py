@@ -78,10 +78,13 @@ class SpecNet(nn.Module):
         return nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def _init_weights(self) -> None:
-        # MobileNetV2/timm-style init: fan-out normal convs, unit BN, small uniform classifier.
+        # Fan-out normal init counted per group (as timm's EfficientNet init). torch's kaiming_normal_
+        # ignores groups, which shrinks depthwise weights by sqrt(channels): random-init activations
+        # then vanish ~10x per stage and export parity checks compare numbers near zero.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -1,0 +1,470 @@
+"""ONNX export that always verifies: export, check, run in ONNX Runtime, compare with eager PyTorch, then publish.
+
+Owns turning an ``nn.Module`` into a single self-contained ``.onnx`` file with a dynamic batch dimension,
+``mzoo.*`` metadata and inferred shapes, and reading such files back (``load_onnx``, ``onnx_metadata``).
+A file only appears at the requested path once the ONNX checker passed and ONNX Runtime matched eager PyTorch
+within ``OnnxExportConfig.atol`` at every verification batch size; on any failure nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnx.version_converter
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from export.errors import ExportError, OnnxLoadError, OnnxVerificationError
+
+SUPPORTED_OPSETS = (17, 18)
+# The batch size of the traced example input. Verification must use other sizes, or a graph whose batch
+# was silently specialised to this value would pass.
+EXAMPLE_BATCH = 2
+BATCH_DIM_NAME = "batch"
+# torch's dynamo exporter (via onnxscript's torchlib) emits opset 18 natively; older opsets are converted.
+_NATIVE_DYNAMO_OPSET = 18
+# Reductions whose `axes` moved from attribute to input in opset 18; the other ones gained no new attribute.
+_REDUCE_OPS_AXES_INPUT_IN_18 = frozenset(
+    {
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceSumSquare",
+    }
+)
+# torch's exporter colours its messages; they end up in one-line ExportError messages and log files.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# Files at mkstemp's default 0600 would be unreadable to other users once published.
+_PUBLISHED_FILE_MODE = 0o644
+
+Exporter = Literal["dynamo", "torchscript"]
+ShapeDim = int | str
+
+
+@dataclass(frozen=True)
+class OnnxExportConfig:
+    """How to export and how strictly to verify.
+
+    ``verify_batch_sizes`` must include a size other than the example batch (2) so that the dynamic batch
+    dimension is actually exercised. ``fallback_to_torchscript`` allows the legacy TorchScript exporter when
+    the dynamo exporter fails and this torch still ships it.
+    """
+
+    opset: int = 18
+    atol: float = 1e-4
+    verify_batch_sizes: tuple[int, ...] = (1, 3)
+    seed: int = 0
+    input_name: str = "input"
+    output_name: str = "logits"
+    fallback_to_torchscript: bool = True
+
+    def __post_init__(self) -> None:
+        if self.opset not in SUPPORTED_OPSETS:
+            raise ValueError(f"opset {self.opset!r} is not supported; choose one of {SUPPORTED_OPSETS}")
+        if not (math.isfinite(self.atol) and self.atol > 0):
+            raise ValueError(f"atol must be a positive finite number, got {self.atol!r}")
+        _check_verify_batch_sizes(self.verify_batch_sizes)
+        if not self.input_name or not self.output_name or self.input_name == self.output_name:
+            raise ValueError(
+                f"input_name {self.input_name!r} and output_name {self.output_name!r} must be non-empty and differ"
+            )
+
+
+def _check_verify_batch_sizes(sizes: tuple[int, ...]) -> None:
+    if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):
+        raise ValueError(f"verify_batch_sizes must be a non-empty tuple of positive ints, got {sizes!r}")
+    if all(b == EXAMPLE_BATCH for b in sizes):
+        raise ValueError(
+            f"verify_batch_sizes {sizes!r} only repeats the export example batch {EXAMPLE_BATCH}; "
+            "include another size so the dynamic batch dimension is tested"
+        )
+
+
+@dataclass(frozen=True)
+class OnnxExportReport:
+    """What was written and how well it matched eager PyTorch. Batch dimensions appear as ``"batch"``."""
+
+    path: str
+    exporter: Exporter
+    opset: int
+    input_shape: tuple[ShapeDim, ...]
+    output_shape: tuple[ShapeDim, ...]
+    max_abs_diff: dict[int, float]
+    atol: float
+    num_nodes: int
+    file_size_bytes: int
+    export_seconds: float
+    torch_version: str
+    onnx_version: str
+    onnxruntime_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_shape"] = list(self.input_shape)
+        data["output_shape"] = list(self.output_shape)
+        return data
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    input_size: tuple[int, int, int],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    cfg: OnnxExportConfig = OnnxExportConfig(),
+) -> OnnxExportReport:
+    """Export ``model`` to a verified ONNX file at ``path`` with a dynamic batch dimension.
+
+    ``input_size`` is (channels, height, width). Raises ``ExportError`` if the model cannot be exported or the
+    directory cannot be written, and ``OnnxVerificationError`` if ONNX Runtime disagrees with eager PyTorch.
+    An existing file at ``path`` is replaced only on success.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    input_size = _check_input_size(input_size)
+    props = _metadata_props(metadata, cfg)
+    target = Path(path)
+    if target.is_dir():
+        raise ExportError(f"ONNX output path {str(target)!r} is a directory")
+    _prepare_directory(target.parent)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with _temporary_file(target) as tmp:
+            return _export_to(model, target, tmp, input_size, props, cfg)
+    finally:
+        model.train(was_training)
+
+
+def _export_to(
+    model: nn.Module,
+    target: Path,
+    tmp: Path,
+    input_size: tuple[int, int, int],
+    props: dict[str, str],
+    cfg: OnnxExportConfig,
+) -> OnnxExportReport:
+    start = time.perf_counter()
+    proto, exporter = _export_proto(model, input_size, tmp, cfg)
+    export_seconds = time.perf_counter() - start
+    # Weights stay inside the one file: these models are far below protobuf's 2 GiB limit.
+    onnx.save_model(_finalize(proto, props, exporter), str(tmp), save_as_external_data=False)
+    saved = load_onnx(tmp)  # checks the bytes on disk, not just the in-memory proto
+    diffs = _verify(model, tmp, input_size, cfg)
+    report = OnnxExportReport(
+        path=str(target),
+        exporter=exporter,
+        opset=_default_opset(saved),
+        input_shape=_value_shape(saved.graph.input[0]),
+        output_shape=_value_shape(saved.graph.output[0]),
+        max_abs_diff=diffs,
+        atol=cfg.atol,
+        num_nodes=len(saved.graph.node),
+        file_size_bytes=tmp.stat().st_size,
+        export_seconds=export_seconds,
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        onnxruntime_version=ort.__version__,
+    )
+    os.chmod(tmp, _PUBLISHED_FILE_MODE)
+    os.replace(tmp, target)
+    return report
+
+
+def _check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
+    size = tuple(input_size)
+    if len(size) != 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in size):
+        raise ValueError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def _metadata_props(metadata: Mapping[str, str] | None, cfg: OnnxExportConfig) -> dict[str, str]:
+    props = dict(metadata or {})
+    for key, value in props.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata entries must be str -> str, got {key!r}: {type(value).__name__}")
+        if key.startswith("mzoo."):
+            raise ValueError(f"metadata key {key!r} is reserved: 'mzoo.*' keys are written by the exporter")
+    props["mzoo.opset"] = str(cfg.opset)
+    props["mzoo.torch_version"] = torch.__version__
+    return props
+
+
+def _prepare_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"cannot create output directory {str(directory)!r}: {err.strerror or err}") from err
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ExportError(f"output directory {str(directory)!r} is not writable")
+
+
+@contextlib.contextmanager
+def _temporary_file(target: Path) -> Iterator[Path]:
+    """A temp file next to ``target`` (so os.replace is atomic) that is removed unless it was published."""
+    try:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".onnx.tmp")
+    except OSError as err:
+        raise ExportError(f"output directory {str(target.parent)!r} is not writable: {err.strerror or err}") from err
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        # BaseException included: a Ctrl-C mid-export must not leave a half-written file behind.
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------------------------------------- exporting
+
+
+def _export_proto(
+    model: nn.Module, input_size: tuple[int, int, int], scratch: Path, cfg: OnnxExportConfig
+) -> tuple[onnx.ModelProto, Exporter]:
+    example = torch.randn(EXAMPLE_BATCH, *input_size, generator=torch.Generator().manual_seed(cfg.seed))
+    try:
+        return _export_dynamo(model, example, cfg), "dynamo"
+    except Exception as err:
+        dynamo_error = err
+    reason = _one_line(dynamo_error)
+    if cfg.fallback_to_torchscript and _torchscript_exporter_available():
+        try:
+            return _export_torchscript(model, example, scratch, cfg), "torchscript"
+        except Exception as ts_err:
+            reason += f" (torchscript fallback also failed: {_one_line(ts_err)})"
+    raise ExportError(f"failed to export {type(model).__name__} to ONNX: {reason}") from dynamo_error
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor, cfg: OnnxExportConfig) -> onnx.ModelProto:
+    batch = torch.export.Dim(BATCH_DIM_NAME, min=1)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        # Asking torch for opset 17 silently yields opset 18 when its converter fails, so export at the
+        # native opset and convert explicitly after the optimiser has folded the axes constants.
+        opset_version=_NATIVE_DYNAMO_OPSET,
+        input_names=[cfg.input_name],
+        output_names=[cfg.output_name],
+        dynamic_shapes=({0: batch},),
+        optimize=True,
+        verbose=False,
+    )
+    if program is None:
+        raise ExportError(f"torch.onnx.export returned no program for {type(model).__name__}")
+    proto = program.model_proto
+    if cfg.opset != _NATIVE_DYNAMO_OPSET:
+        proto = _convert_opset(proto, cfg.opset)
+    return proto
+
+
+def _convert_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    converted = onnx.version_converter.convert_version(proto, opset)
+    if _default_opset(converted) != opset:
+        raise ExportError(f"could not convert the ONNX graph from opset {_default_opset(proto)} to {opset}")
+    _drop_noop_with_empty_axes(converted)
+    return converted
+
+
+def _drop_noop_with_empty_axes(proto: onnx.ModelProto) -> None:
+    # onnx's 18->17 adapter moves `axes` back to an attribute but keeps `noop_with_empty_axes`, which those
+    # reductions only gained in opset 18, so the checker rejects the node. Its default (0) changes nothing.
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _REDUCE_OPS_AXES_INPUT_IN_18:
+            continue
+        for attr in list(node.attribute):
+            if attr.name != "noop_with_empty_axes":
+                continue
+            if attr.i != 0:
+                raise ExportError(f"node {node.name!r} ({node.op_type}) needs opset 18 (noop_with_empty_axes=1)")
+            node.attribute.remove(attr)
+
+
+def _torchscript_exporter_available() -> bool:
+    # The legacy exporter is deprecated; once torch drops it, `dynamic_axes` leaves the signature too.
+    return "dynamic_axes" in inspect.signature(torch.onnx.export).parameters
+
+
+def _export_torchscript(
+    model: nn.Module, example: torch.Tensor, scratch: Path, cfg: OnnxExportConfig
+) -> onnx.ModelProto:
+    batch_axis = {0: BATCH_DIM_NAME}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(scratch),
+            dynamo=False,
+            opset_version=cfg.opset,
+            input_names=[cfg.input_name],
+            output_names=[cfg.output_name],
+            dynamic_axes={cfg.input_name: batch_axis, cfg.output_name: batch_axis},
+            do_constant_folding=True,
+        )
+    # A TracerWarning means the trace baked in a value-dependent branch or shape: the graph may be wrong for
+    # other inputs even if it matches on the verification inputs, so it is not accepted.
+    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    if tracer:
+        raise ExportError(f"tracing is unreliable for this model: {tracer[0].message}")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return onnx.load_model(str(scratch))
+
+
+def _finalize(proto: onnx.ModelProto, props: Mapping[str, str], exporter: Exporter) -> onnx.ModelProto:
+    """Attach metadata, check the graph and store inferred shapes, as the file will be published."""
+    _strip_debug_metadata(proto.graph)
+    del proto.metadata_props[:]
+    for key, value in {**props, "mzoo.exporter": exporter}.items():
+        proto.metadata_props.add(key=key, value=value)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"exported ONNX graph fails the ONNX checker: {_one_line(err)}") from err
+
+
+def _strip_debug_metadata(graph: onnx.GraphProto) -> None:
+    # The dynamo exporter annotates every node and value with FX names and Python stack traces (local file
+    # paths); dropping them makes the artefact smaller and byte-identical across machines.
+    for item in (*graph.node, *graph.value_info, *graph.input, *graph.output, *graph.initializer):
+        del item.metadata_props[:]
+    for node in graph.node:
+        for attr in node.attribute:
+            for subgraph in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                _strip_debug_metadata(subgraph)
+
+
+# -------------------------------------------------------------------------------------------- verification
+
+
+def _verify(
+    model: nn.Module, path: Path, input_size: tuple[int, int, int], cfg: OnnxExportConfig
+) -> dict[int, float]:
+    session = _verification_session(path)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    diffs: dict[int, float] = {}
+    for batch_size in cfg.verify_batch_sizes:
+        x = torch.randn(batch_size, *input_size, generator=generator)
+        expected = _run_eager(model, x)
+        try:
+            actual = _run_ort(session, cfg.input_name, x.numpy())
+        except Exception as err:  # e.g. a batch dimension that was specialised to the example batch
+            detail = f"ONNX Runtime failed: {_one_line(err)}"
+            raise OnnxVerificationError(cfg.output_name, batch_size, math.nan, cfg.atol, detail=detail) from err
+        diffs[batch_size] = _compare(actual, expected, batch_size, cfg)
+    return diffs
+
+
+def _verification_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # Basic only: extended/all fusions change float rounding and would blur what the exporter itself did.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise ExportError(f"ONNX Runtime cannot load the exported graph: {_one_line(err)}") from err
+
+
+def _run_eager(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        out = model(x)
+    if not isinstance(out, torch.Tensor):
+        raise ExportError(f"{type(model).__name__} must return a single tensor, got {type(out).__name__}")
+    return out.detach().float().cpu().numpy()
+
+
+def _run_ort(session: ort.InferenceSession, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {input_name: x})))
+
+
+def _compare(
+    actual: Mapping[str, np.ndarray], expected: np.ndarray, batch_size: int, cfg: OnnxExportConfig
+) -> float:
+    name = cfg.output_name
+    if set(actual) != {name}:
+        raise OnnxVerificationError(
+            name, batch_size, math.nan, cfg.atol, detail=f"ONNX outputs are {sorted(actual)}, expected [{name!r}]"
+        )
+    got = actual[name]
+    if got.shape != expected.shape:
+        raise OnnxVerificationError(
+            name, batch_size, math.inf, cfg.atol, detail=f"shape {got.shape} != eager shape {expected.shape}"
+        )
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64)), initial=0.0))
+    # `not <=` so that NaN (from NaN/inf outputs on either side) fails too.
+    if not diff <= cfg.atol:
+        raise OnnxVerificationError(name, batch_size, diff, cfg.atol)
+    return diff
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load and check an ONNX file; raises ``OnnxLoadError`` with a one-line reason naming ``path``."""
+    file = Path(path)
+    if not file.exists():
+        raise OnnxLoadError(f"ONNX file {str(file)!r} does not exist")
+    if not file.is_file():
+        raise OnnxLoadError(f"ONNX path {str(file)!r} is not a regular file")
+    try:
+        proto = onnx.load_model(str(file))
+    except Exception as err:  # protobuf DecodeError, external-data OSError, ... all mean "not loadable"
+        raise OnnxLoadError(f"{str(file)!r} is not a readable ONNX model: {_one_line(err)}") from err
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as err:
+        raise OnnxLoadError(f"{str(file)!r} fails the ONNX checker: {_one_line(err)}") from err
+    return proto
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The model-level ``metadata_props`` of an ONNX file as a dict."""
+    return {prop.key: prop.value for prop in load_onnx(path).metadata_props}
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise ExportError("ONNX model imports no default-domain opset")
+
+
+def _value_shape(value: onnx.ValueInfoProto) -> tuple[ShapeDim, ...]:
+    dims = value.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+
+
+def _one_line(err: BaseException) -> str:
+    """The innermost cause of ``err`` as ``Type: first line``, for messages that must fit on one line."""
+    root = err
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    lines = [line.strip() for line in _ANSI_ESCAPE.sub("", str(root)).splitlines() if line.strip()]
+    text = lines[0] if lines else "(no message)"
+    return f"{type(root).__name__}: {text}"

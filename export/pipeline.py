@@ -1,0 +1,143 @@
+"""Model-level export and comparison: what the CLI and the benchmarks run.
+
+Resolves a model name (a zoo model, or a timm baseline when the zoo has no such name), exports it
+to a verified ONNX file with its report beside it, and measures ONNX Runtime and eager PyTorch
+latency side by side. The per-format work lives in :mod:`export.onnx` and :mod:`export.latency`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm
+from torch import nn
+
+import zoo
+
+from .latency import BenchConfig, LatencyResult, measure_onnx, measure_torch
+from .onnx import OnnxExportConfig, OnnxExportReport, export_onnx
+
+FORMATS = ("onnx",)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A built model plus what export needs to know about it."""
+
+    name: str
+    source: str  # "zoo" or "timm"
+    model: nn.Module
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    arch_spec_json: str | None
+
+
+def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -> ResolvedModel:
+    """Build ``name`` from the zoo, or from timm (random init) if only timm knows it.
+
+    Raises:
+        zoo.UnknownModelError: neither the zoo nor timm has ``name`` (zoo names are suggested).
+    """
+    if zoo.is_model(name):
+        model = zoo.create_model(name, checkpoint_path=checkpoint_path)
+        cfg = model.pretrained_cfg
+        return ResolvedModel(name, "zoo", model.eval(), cfg.input_size, cfg.mean, cfg.std, model.arch_spec.to_json())
+    if timm.is_model(name):
+        model = timm.create_model(name, pretrained=False, checkpoint_path=checkpoint_path)
+        cfg = model.pretrained_cfg
+        return ResolvedModel(name, "timm", model.eval(), tuple(cfg["input_size"]), tuple(cfg["mean"]),
+                             tuple(cfg["std"]), None)
+    zoo.get_pretrained_cfg(name)  # raises UnknownModelError with close zoo matches
+    raise AssertionError("unreachable")
+
+
+def _metadata(resolved: ResolvedModel) -> dict[str, str]:
+    meta = {"model_name": resolved.name, "source": resolved.source,
+            "input_size": json.dumps(list(resolved.input_size)),
+            "mean": json.dumps(list(resolved.mean)), "std": json.dumps(list(resolved.std))}
+    if resolved.arch_spec_json:
+        meta["arch_spec"] = resolved.arch_spec_json
+    return meta
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_model(resolved: ResolvedModel, out_dir: str | os.PathLike, fmt: str = "onnx",
+                 cfg: OnnxExportConfig = OnnxExportConfig()) -> OnnxExportReport:
+    """Export to ``out_dir/<name>.<fmt>`` (verified) and write the report as ``<name>.<fmt>.json``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; supported: {', '.join(FORMATS)}")
+    path = Path(out_dir) / f"{resolved.name}.{fmt}"
+    report = export_onnx(resolved.model, path, resolved.input_size, metadata=_metadata(resolved), cfg=cfg)
+    _write_json_atomic(path.with_name(path.name + ".json"), report.to_dict())
+    return report
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One model in a side-by-side table: costs, export parity, ORT and eager latency."""
+
+    name: str
+    source: str
+    params: int
+    macs: int
+    max_abs_diff: float
+    onnx_path: str
+    ort: LatencyResult
+    torch: LatencyResult
+
+    @property
+    def speedup(self) -> float:
+        """Eager PyTorch median / ORT median (> 1: ONNX Runtime is faster)."""
+        return self.torch.median_ms / self.ort.median_ms
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["ort"], data["torch"] = self.ort.to_dict(), self.torch.to_dict()
+        data["speedup"] = self.speedup
+        return data
+
+
+def compare_models(names: Sequence[str], out_dir: str | os.PathLike, bench: BenchConfig = BenchConfig(),
+                   progress: Callable[[str], None] | None = None) -> list[ComparisonRow]:
+    """For each model: count, export + verify ONNX, measure ORT and eager latency (same protocol)."""
+    rows = []
+    for name in names:
+        if progress:
+            progress(name)
+        resolved = resolve_model(name)
+        cost = zoo.count_module(resolved.model, resolved.input_size)
+        report = export_model(resolved, out_dir)
+        ort_result = measure_onnx(report.path, bench)
+        torch_result = measure_torch(resolved.model, resolved.input_size, bench, label=name)
+        rows.append(ComparisonRow(name, resolved.source, cost.params, cost.macs,
+                                  max(report.max_abs_diff.values()), report.path, ort_result, torch_result))
+    return rows
+
+
+def format_table(rows: Sequence[ComparisonRow]) -> str:
+    """A Markdown table of comparison rows."""
+    head = ("| model | source | params | MACs | ONNX max abs diff | ORT median ms (p10–p90) "
+            "| eager median ms (p10–p90) | eager/ORT |\n|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.source} | {zoo.format_count(r.params)} | {zoo.format_count(r.macs)} "
+            f"| {r.max_abs_diff:.1e} | {r.ort.median_ms:.2f} ({r.ort.p10_ms:.2f}–{r.ort.p90_ms:.2f}) "
+            f"| {r.torch.median_ms:.2f} ({r.torch.p10_ms:.2f}–{r.torch.p90_ms:.2f}) | {r.speedup:.2f}× |")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""Latency measurement: statistics, protocol limits, thread handling, result round trips and the environment."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from export.environment import Environment, _version, current_environment
+from export.errors import OnnxLoadError
+from export.latency import BenchConfig, LatencyResult, measure_onnx, measure_torch, summarize
+
+FAST = BenchConfig(runs=5, warmup_runs=1, warmup_min_seconds=0, min_seconds=0)
+
+
+def write_conv_model(path: Path, shape: list[int | str]) -> Path:
+    """A hand-built Conv -> GlobalAveragePool -> Flatten graph (no exporter involved) with input ``shape``."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["conv"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], 4])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def conv_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_conv_model(tmp_path_factory.mktemp("lat") / "conv.onnx", ["batch", 3, 16, 16])
+
+
+class ThreadProbe(nn.Module):
+    """Records the intra-op thread count torch uses while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.seen_threads: set[int] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen_threads.add(torch.get_num_threads())
+        return self.conv(x)
+
+
+class Exploding(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+
+@pytest.fixture
+def two_threads() -> Iterator[int]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def test_summarize_known_samples() -> None:
+    stats = summarize([float(v) for v in range(10, 0, -1)])  # order must not matter
+    assert stats == pytest.approx(
+        {"median_ms": 5.5, "mean_ms": 5.5, "std_ms": 8.25**0.5, "min_ms": 1.0, "p10_ms": 1.9, "p90_ms": 9.1}
+    )
+    assert summarize([3.0]) == {k: (0.0 if k == "std_ms" else 3.0) for k in stats}
+
+
+@pytest.mark.parametrize("samples", [[], [1.0, float("nan")], [[1.0, 2.0]]])
+def test_summarize_rejects_bad_samples(samples: list) -> None:
+    with pytest.raises(ValueError, match="samples_ms"):
+        summarize(samples)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"threads": 0}, "threads"),
+        ({"runs": 0}, "runs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"warmup_runs": -1}, "warmup_runs"),
+        ({"min_seconds": -1.0}, "min_seconds"),
+        ({"min_seconds": 5.0, "max_seconds": 1.0}, "max_seconds"),
+    ],
+)
+def test_bench_config_validation_names_the_field(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(ValueError, match=rf"BenchConfig\.{field}"):
+        BenchConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------- onnxruntime
+
+
+def test_measure_onnx_sane_stats(conv_onnx: Path) -> None:
+    result = measure_onnx(conv_onnx, FAST)
+    assert result.runtime == "onnxruntime-cpu"
+    assert result.model == str(conv_onnx)
+    assert result.input_shape == (1, 3, 16, 16)
+    assert result.threads == 1
+    assert result.n >= FAST.runs
+    assert 0 < result.min_ms <= result.p10_ms <= result.median_ms <= result.p90_ms
+    assert result.min_ms <= result.mean_ms and result.std_ms >= 0
+    assert result.first_run_ms > 0 and result.session_create_ms > 0
+    assert result.environment.logical_cores == os.cpu_count()
+    assert result.environment.onnxruntime is not None
+    assert result.timestamp.endswith("+00:00")
+
+
+def test_measure_onnx_respects_batch_size(conv_onnx: Path) -> None:
+    cfg = BenchConfig(runs=3, warmup_runs=0, warmup_min_seconds=0, min_seconds=0, batch_size=4)
+    result = measure_onnx(conv_onnx, cfg)
+    assert result.input_shape == (4, 3, 16, 16)
+    assert result.config.batch_size == 4
+
+
+def test_measure_onnx_min_seconds_extends_runs(conv_onnx: Path) -> None:
+    cfg = BenchConfig(runs=1, warmup_runs=0, warmup_min_seconds=0, min_seconds=0.2)
+    start = time.perf_counter()
+    result = measure_onnx(conv_onnx, cfg)
+    assert time.perf_counter() - start >= 0.2
+    assert result.n > 1
+
+
+def test_measure_onnx_max_seconds_caps_runs(conv_onnx: Path) -> None:
+    cfg = BenchConfig(runs=10**9, warmup_runs=0, warmup_min_seconds=0, min_seconds=0, max_seconds=0.2)
+    start = time.perf_counter()
+    result = measure_onnx(conv_onnx, cfg)
+    assert time.perf_counter() - start < 5.0
+    assert 1 <= result.n < 10**9
+
+
+def test_measure_onnx_rejects_non_batch_dynamic_dims(tmp_path: Path) -> None:
+    path = write_conv_model(tmp_path / "dyn.onnx", ["batch", 3, "height", 16])
+    with pytest.raises(ValueError, match="axis 2"):
+        measure_onnx(path, FAST)
+
+
+def test_measure_onnx_clear_errors_for_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(OnnxLoadError, match="missing.onnx"):
+        measure_onnx(tmp_path / "missing.onnx", FAST)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(OnnxLoadError, match="corrupt.onnx"):
+        measure_onnx(corrupt, FAST)
+
+
+# ------------------------------------------------------------------------------------------------ torch
+
+
+def test_measure_torch_uses_and_restores_threads(two_threads: int) -> None:
+    model = ThreadProbe().train()
+    cfg = BenchConfig(threads=1, runs=3, warmup_runs=1, warmup_min_seconds=0, min_seconds=0, batch_size=2)
+    result = measure_torch(model, (3, 8, 8), cfg)
+    assert model.seen_threads == {1}
+    assert torch.get_num_threads() == two_threads
+    assert model.training, "measure_torch must restore the caller's train/eval mode"
+    assert result.runtime == "torch-eager"
+    assert result.model == "ThreadProbe"
+    assert result.input_shape == (2, 3, 8, 8)
+    assert result.n >= 3 and result.session_create_ms == 0.0
+    assert result.p10_ms <= result.median_ms <= result.p90_ms
+
+
+def test_measure_torch_restores_threads_on_error(two_threads: int) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        measure_torch(Exploding(), (3, 8, 8), FAST)
+    assert torch.get_num_threads() == two_threads
+
+
+def test_measure_torch_label(two_threads: int) -> None:
+    assert measure_torch(ThreadProbe(), (3, 8, 8), FAST, label="probe@8").model == "probe@8"
+
+
+# ------------------------------------------------------------------------------------- result records
+
+
+def test_latency_result_json_round_trip(conv_onnx: Path) -> None:
+    result = measure_onnx(conv_onnx, FAST)
+    text = result.to_json()
+    assert json.loads(text)["environment"]["cpu_model"] == result.environment.cpu_model
+    restored = LatencyResult.from_json(text)
+    assert restored == result
+    assert isinstance(restored.input_shape, tuple) and isinstance(restored.environment, Environment)
+    assert restored.to_json() == text
+
+
+def test_latency_result_from_dict_names_missing_fields(conv_onnx: Path) -> None:
+    data = measure_onnx(conv_onnx, FAST).to_dict()
+    del data["median_ms"]
+    with pytest.raises(ValueError, match="median_ms"):
+        LatencyResult.from_dict(data)
+
+
+def test_current_environment() -> None:
+    env = current_environment()
+    assert env.cpu_model
+    assert env.logical_cores == os.cpu_count()
+    assert env.machine == platform.machine()
+    assert env.python == platform.python_version()
+    assert env.torch == importlib.metadata.version("torch")
+    assert env.numpy == importlib.metadata.version("numpy")
+    assert Environment.from_dict(json.loads(json.dumps(env.to_dict()))) == env
+    assert _version("surely-not-an-installed-distribution") is None

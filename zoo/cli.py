@@ -1,0 +1,166 @@
+"""The ``mzoo`` command line: list, info, export, bench and the end-to-end demo.
+
+Every user error (unknown model, missing or corrupt file, bad option) becomes one line on stderr
+and exit status 2, never a traceback. Heavy imports (export, onnxruntime) happen per command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import costs, registry
+from .pretrained import WeightsError
+
+DEMO_MODELS = ("hgcnet_1x", "mobilenetv2_100")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    names = registry.list_models(args.pattern or "", exclude_filters=args.exclude or "")
+    if not names:
+        raise ValueError(f"no model matches {args.pattern!r}")
+    print(f"{'model':<24} {'params':>9} {'MACs':>9}  input")
+    for name in names:
+        info = registry.model_info(name)
+        size = "x".join(str(d) for d in info["input_size"])
+        print(f"{name:<24} {costs.format_count(info['params']):>9} {costs.format_count(info['macs']):>9}  {size}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = registry.model_info(args.name)
+    if args.json:
+        print(json.dumps(info, indent=2, default=list))
+        return 0
+    cfg = info["pretrained_cfg"]
+    print(f"{args.name}  ({info['family']}, {info['module']})")
+    print(f"  params {info['params']:,} ({costs.format_count(info['params'])}), "
+          f"MACs {info['macs']:,} ({costs.format_count(info['macs'])}) at {tuple(info['input_size'])}; FLOPs = 2 x MACs")
+    print(f"  input {tuple(cfg['input_size'])}, mean {tuple(cfg['mean'])}, std {tuple(cfg['std'])}, "
+          f"crop {cfg['crop_pct']}, classes {cfg['num_classes']}")
+    print(f"  weights: {cfg['file'] or cfg['url'] or 'none published'}")
+    if cfg.get("paper_name"):
+        print(f"  paper: {cfg['paper_name']} ({cfg['paper_ids']})")
+    if args.ops:
+        spec = registry.get_arch_spec(args.name)
+        print(f"  {'op':<14} {'key':<56} {'params':>9} {'MACs':>9}")
+        for op in costs.iter_ops(spec, info["input_size"]):
+            print(f"  {op.name:<14} {op.key:<56} {costs.format_count(op.params):>9} {costs.format_count(op.macs):>9}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from export.onnx import OnnxExportConfig
+    from export.pipeline import export_model, resolve_model
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    resolved = resolve_model(args.name, checkpoint_path=args.checkpoint)
+    for fmt in formats:
+        report = export_model(resolved, args.output, fmt, OnnxExportConfig(opset=args.opset))
+        diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in sorted(report.max_abs_diff.items()))
+        print(f"{report.path}  ({report.num_nodes} nodes, {report.file_size_bytes / 1e6:.1f} MB, opset {report.opset})")
+        print(f"  verified in ONNX Runtime against PyTorch: max abs diff {diffs} (tolerance {report.atol:g})")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from export.latency import BenchConfig, measure_onnx
+
+    result = measure_onnx(args.file, BenchConfig(threads=args.threads, runs=args.runs, batch_size=args.batch))
+    if args.json:
+        print(result.to_json(indent=2))
+        return 0
+    print(f"{args.file}: input {result.input_shape}, {result.threads} thread(s), n={result.n}")
+    print(f"  median {result.median_ms:.3f} ms  p10 {result.p10_ms:.3f}  p90 {result.p90_ms:.3f}  "
+          f"std {result.std_ms:.3f}  (first run {result.first_run_ms:.2f} ms, session {result.session_create_ms:.1f} ms)")
+    print(f"  on {result.environment.cpu_model} ({result.environment.logical_cores} cores), "
+          f"onnxruntime {result.environment.onnxruntime}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from export.latency import BenchConfig
+    from export.pipeline import compare_models, format_table
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="mzoo-demo-"))
+    bar = tqdm(total=len(names), desc="build, export, verify, measure", unit="model", file=sys.stderr)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    rows = compare_models(names, out, BenchConfig(threads=args.threads), progress=step)
+    bar.update(len(names))
+    bar.close()
+    env = rows[0].ort.environment
+    print(f"\nCPU latency, batch 1, {args.threads} thread(s), on {env.cpu_model} "
+          f"(onnxruntime {env.onnxruntime}, torch {env.torch}); ONNX files in {out}\n")
+    print(format_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mzoo", description="Mobile Zoo: models, verified export, latency.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models with params and MACs")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'hgcnet_*'")
+    p.add_argument("--exclude", help="fnmatch pattern to leave out")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="show a model's cfg, params and MACs")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--ops", action="store_true", help="also list the ops the cost walker sees")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("export", help="export a model and verify it against PyTorch")
+    p.add_argument("name", help="a zoo model (or a timm model name, random init)")
+    p.add_argument("--format", default="onnx", help="comma-separated formats (supported: onnx)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or 18 (default 18)")
+    p.add_argument("--checkpoint", help="local weights file to load before export")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="measure an ONNX file's latency on this CPU with ONNX Runtime")
+    p.add_argument("file")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="the main job: build, count, export, verify and time models side by side")
+    p.add_argument("--models", default=",".join(DEMO_MODELS), help=f"comma-separated (default {','.join(DEMO_MODELS)})")
+    p.add_argument("-o", "--output", help="where to keep the ONNX files (default: a temporary directory)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from export.errors import ExportError
+
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # output piped into e.g. `head`: not an error
+        sys.stderr.close()
+        return 0
+    except (ValueError, TypeError, OSError, WeightsError, ExportError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"mzoo: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mzoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
