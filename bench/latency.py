@@ -21,7 +21,7 @@ from tqdm import tqdm  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
 from export.latency import BenchConfig  # noqa: E402
-from export.pipeline import compare_models, format_table  # noqa: E402
+from export.pipeline import compare_models, format_table, nearest_baselines  # noqa: E402
 
 DEFAULT_MODELS = ("hgcnet_0_5x", "hgcnet_1x", "hgcnet_1_5x", "hgcnet_2x",
                   "mobilenetv2_050", "mobilenetv2_100", "mobilenetv3_large_100", "efficientnet_b0")
@@ -44,6 +44,9 @@ def main() -> None:
     machine = (f"{env.cpu_model}, {env.logical_cores} logical cores, {env.os}; torch {env.torch}, "
                f"onnxruntime {env.onnxruntime}, onnx {env.onnx}")
     table = format_table(rows)
+    ratios = "\n".join(f"- {line}" for line in nearest_baselines(rows))
+    if ratios:
+        table += ("\n\nEach zoo model against the timm baseline nearest in MACs (same run):\n\n" + ratios)
     notes = (f"Batch 1, input at each model's cfg size (224×224), {args.threads} intra-op thread(s), "
              f"≥{cfg.runs} timed runs after ≥{cfg.warmup_min_seconds:g} s warm-up; ORT at ORT_ENABLE_ALL. "
              "Random-init weights (latency does not depend on them). 'ONNX max abs diff' is the "

@@ -133,11 +133,25 @@ def compare_models(names: Sequence[str], out_dir: str | os.PathLike, bench: Benc
 def format_table(rows: Sequence[ComparisonRow]) -> str:
     """A Markdown table of comparison rows."""
     head = ("| model | source | params | MACs | ONNX max abs diff | ORT median ms (p10–p90) "
-            "| eager median ms (p10–p90) | eager/ORT |\n|---|---|---|---|---|---|---|---|")
+            "| ORT ms/GMAC | eager median ms (p10–p90) | eager/ORT |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         lines.append(
             f"| {r.name} | {r.source} | {zoo.format_count(r.params)} | {zoo.format_count(r.macs)} "
             f"| {r.max_abs_diff:.1e} | {r.ort.median_ms:.2f} ({r.ort.p10_ms:.2f}–{r.ort.p90_ms:.2f}) "
+            f"| {r.ort.median_ms / (r.macs / 1e9):.1f} "
             f"| {r.torch.median_ms:.2f} ({r.torch.p10_ms:.2f}–{r.torch.p90_ms:.2f}) | {r.speedup:.2f}× |")
     return "\n".join(lines)
+
+
+def nearest_baselines(rows: Sequence[ComparisonRow]) -> list[str]:
+    """For each zoo row, the timm row closest in MACs, as ratios: what 'similar MACs' costs in latency."""
+    zoo_rows = [r for r in rows if r.source == "zoo"]
+    timm_rows = [r for r in rows if r.source == "timm"]
+    lines = []
+    for r in zoo_rows if timm_rows else []:
+        base = min(timm_rows, key=lambda b: abs(b.macs - r.macs))
+        lines.append(f"{r.name} vs {base.name}: {r.macs / base.macs:.2f}× the MACs, "
+                     f"{r.ort.median_ms / base.ort.median_ms:.2f}× the ORT latency, "
+                     f"{r.torch.median_ms / base.torch.median_ms:.2f}× the eager latency")
+    return lines

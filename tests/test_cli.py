@@ -91,3 +91,13 @@ def test_console_script_errors_without_traceback() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("mzoo: error: unknown model") and "Traceback" not in proc.stderr
+
+
+def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "demo", "--models", "hgcnet_0_5x_cifar,mobilenetv2_050", "-o", str(tmp_path))
+    assert code == 0
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert {"hgcnet_0_5x_cifar", "mobilenetv2_050"} <= set(rows)
+    assert zoo.format_count(zoo.model_info("hgcnet_0_5x_cifar")["macs"]) in rows["hgcnet_0_5x_cifar"]
+    assert "| timm |" in rows["mobilenetv2_050"]
+    assert (tmp_path / "hgcnet_0_5x_cifar.onnx").is_file() and (tmp_path / "mobilenetv2_050.onnx").is_file()

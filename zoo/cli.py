@@ -20,7 +20,7 @@ DEMO_MODELS = ("hgcnet_1x", "mobilenetv2_100")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    names = registry.list_models(args.pattern or "", exclude_filters=args.exclude or "")
+    names = registry.list_models(args.pattern or "", exclude=args.exclude or "")
     if not names:
         raise ValueError(f"no model matches {args.pattern!r}")
     print(f"{'model':<24} {'params':>9} {'MACs':>9}  input")
@@ -86,7 +86,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from export.latency import BenchConfig
-    from export.pipeline import compare_models, format_table
+    from export.pipeline import compare_models, format_table, nearest_baselines
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="mzoo-demo-"))
@@ -102,6 +102,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nCPU latency, batch 1, {args.threads} thread(s), on {env.cpu_model} "
           f"(onnxruntime {env.onnxruntime}, torch {env.torch}); ONNX files in {out}\n")
     print(format_table(rows))
+    for line in nearest_baselines(rows):
+        print(f"\n{line}")
     return 0
 
 

@@ -84,7 +84,7 @@ def iter_ops(spec: ArchSpec, input_size: int | Sequence[int]) -> Iterator[OpCost
     """Walk ``spec`` at ``input_size`` (int, (H, W) or (C, H, W)) and yield its ops in execution order."""
     hw = _as_hw(input_size)
     chs = spec.in_chans
-    named = [("stem", spec.stem)] + [(f"stages.{i}.{j}", b) for i, st in enumerate(spec.stages) for j, b in enumerate(st)]
+    named = [("stem", spec.stem)] + [(f"blocks.{i}.{j}", b) for i, st in enumerate(spec.stages) for j, b in enumerate(st)]
     for name, block in named:
         out_hw = conv_out_hw(hw, block.kernel, block.stride)
         if min(out_hw) < 1:

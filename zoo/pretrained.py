@@ -54,7 +54,7 @@ class PretrainedCfg:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
-    first_conv: str = "stem.conv"
+    first_conv: str = "conv_stem"
     classifier: str = "classifier"
     pool_size: tuple[int, int] | None = None
     file: str | None = None

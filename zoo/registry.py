@@ -102,12 +102,12 @@ def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def list_models(filter: str | Iterable[str] = "", exclude_filters: str | Iterable[str] = "") -> list[str]:
-    """Registered names matching any fnmatch ``filter`` and none of ``exclude_filters``, naturally sorted."""
-    include = [filter] if isinstance(filter, str) else list(filter)
-    exclude = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+def list_models(pattern: str | Iterable[str] = "", exclude: str | Iterable[str] = "") -> list[str]:
+    """Registered names matching any fnmatch ``pattern`` and none of ``exclude``, naturally sorted."""
+    include = [pattern] if isinstance(pattern, str) else list(pattern)
+    leave_out = [exclude] if isinstance(exclude, str) else list(exclude)
     names = [n for n in _ENTRIES if not any(include) or any(fnmatch.fnmatch(n, f) for f in include if f)]
-    names = [n for n in names if not any(fnmatch.fnmatch(n, f) for f in exclude if f)]
+    names = [n for n in names if not any(fnmatch.fnmatch(n, f) for f in leave_out if f)]
     return sorted(names, key=_natural_key)
 
 

@@ -3,8 +3,9 @@
 It owns the zoo's model contract (the same as timm's): ``forward_features`` (unpooled features,
 head conv included), ``forward_head(x, pre_logits=)``, ``reset_classifier``, ``get_classifier``,
 ``num_features``, ``head_hidden_size``, ``feature_info`` and ``features_only`` mode, and it is
-TorchScript- and FX-traceable. Submodule names (``stem``, ``stages``, ``conv_head``, ``bn_head``,
-``classifier``) are state-dict keys and stay fixed.
+TorchScript- and FX-traceable. Submodule names are state-dict keys, chosen once to be timm's
+EfficientNet/MobileNet names (``conv_stem``, ``bn1``, ``blocks.<stage>.<block>``, ``conv_head``, ``bn2``,
+``classifier``) so that specs of timm's MobileNet-style models can load timm checkpoints as they are.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _feature_info(spec: ArchSpec) -> list[dict[str, Any]]:
     for i, stage in enumerate(spec.stages):
         for block in stage:
             reduction *= block.stride
-        info.append({"num_chs": stage[-1].out_chs, "reduction": reduction, "module": f"stages.{i}", "stage": i})
+        info.append({"num_chs": stage[-1].out_chs, "reduction": reduction, "module": f"blocks.{i}", "stage": i})
     return info
 
 
@@ -48,8 +49,14 @@ class SpecNet(nn.Module):
         self.num_classes = spec.num_classes
         self.drop_rate = spec.drop_rate
         self.feature_info = _feature_info(spec)
-        self.stem = block_kind(spec.stem.kind).build(spec.in_chans, spec.stem)
-        chs = spec.stem.out_chs
+        stem = spec.stem
+        if stem.kind != "conv":
+            raise ValueError(f"ArchSpec({spec.family}): the stem must be a 'conv' block, got {stem.kind!r}")
+        self.conv_stem = nn.Conv2d(spec.in_chans, stem.out_chs, stem.kernel, stem.stride, stem.kernel // 2,
+                                   groups=stem.groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem.out_chs)
+        self.act1 = create_act(stem.act)
+        chs = stem.out_chs
         stages = []
         for stage in spec.stages:
             blocks = []
@@ -57,16 +64,16 @@ class SpecNet(nn.Module):
                 blocks.append(block_kind(block.kind).build(chs, block))
                 chs = block.out_chs
             stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        self.blocks = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = spec.num_features
         if spec.head_chs is not None:
             self.conv_head = nn.Conv2d(chs, spec.head_chs, 1, bias=False)
-            self.bn_head = nn.BatchNorm2d(spec.head_chs)
-            self.act_head = create_act(spec.head_act)
+            self.bn2 = nn.BatchNorm2d(spec.head_chs)
+            self.act2 = create_act(spec.head_act)
         else:
             self.conv_head = nn.Identity()
-            self.bn_head = nn.Identity()
-            self.act_head = nn.Identity()
+            self.bn2 = nn.Identity()
+            self.act2 = nn.Identity()
         self.global_pool = global_pool
         self.drop = nn.Dropout(spec.drop_rate)
         self.classifier = self._make_classifier(spec.num_classes, global_pool)
@@ -108,8 +115,8 @@ class SpecNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Unpooled features after the head conv: (N, num_features, H', W')."""
-        x = self.stages(self.stem(x))
-        return self.act_head(self.bn_head(self.conv_head(x)))
+        x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+        return self.act2(self.bn2(self.conv_head(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         if self.global_pool == "avg":
@@ -131,7 +138,7 @@ class SpecNet(nn.Module):
 class SpecFeatures(nn.Module):
     """``features_only`` form of a :class:`SpecNet`: returns the outputs of selected stages.
 
-    Shares ``stem`` and ``stages`` (and so their state-dict keys) with the full model; head and
+    Shares the stem and ``blocks`` (and so their state-dict keys) with the full model; head and
     classifier are dropped. ``feature_info`` lists the returned levels only.
     """
 
@@ -145,13 +152,13 @@ class SpecFeatures(nn.Module):
         self.out_indices = [i % n for i in indices]
         self.arch_spec = net.arch_spec
         self.feature_info = [net.feature_info[i] for i in self.out_indices]
-        self.stem = net.stem
-        self.stages = net.stages
+        self.conv_stem, self.bn1, self.act1 = net.conv_stem, net.bn1, net.act1
+        self.blocks = net.blocks
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.stem(x)
+        x = self.act1(self.bn1(self.conv_stem(x)))
         feats: list[Tensor] = []
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(self.blocks):
             x = stage(x)
             if i in self.out_indices:
                 feats.append(x)

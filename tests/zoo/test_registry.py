@@ -15,11 +15,11 @@ def test_list_models_filters_and_sorts() -> None:
     names = zoo.list_models()
     assert "hgcnet_1x" in names and "hgcnet_1x_cifar" in names
     assert zoo.list_models("hgcnet_*_cifar") == [n for n in names if n.endswith("_cifar")]
-    assert "hgcnet_1x_cifar" not in zoo.list_models("hgcnet*", exclude_filters="*cifar")
+    assert "hgcnet_1x_cifar" not in zoo.list_models("hgcnet*", exclude="*cifar")
     assert zoo.list_models(["hgcnet_1x", "hgcnet_2x"]) == ["hgcnet_1x", "hgcnet_2x"]
     assert zoo.list_models("nothing_like_this*") == []
     # natural (digit-aware) order, as timm sorts
-    assert zoo.list_models("hgcnet_*", exclude_filters="*cifar") == ["hgcnet_0_5x", "hgcnet_1_5x", "hgcnet_1x", "hgcnet_2x"]
+    assert zoo.list_models("hgcnet_*", exclude="*cifar") == ["hgcnet_0_5x", "hgcnet_1_5x", "hgcnet_1x", "hgcnet_2x"]
     assert zoo.registry._natural_key("net_10x") > zoo.registry._natural_key("net_9x")
 
 
@@ -68,7 +68,7 @@ def test_model_info_counts_match_the_built_model() -> None:
 def test_overrides_reach_the_model() -> None:
     model = zoo.create_model("hgcnet_0_5x_cifar", num_classes=100, in_chans=1, drop_rate=0.5)
     assert model.arch_spec.num_classes == 100 and model.drop.p == 0.5
-    assert model.stem.conv.in_channels == 1
+    assert model.conv_stem.in_channels == 1
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 100)
     assert model.pretrained_cfg is model.default_cfg
 

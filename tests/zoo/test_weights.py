@@ -86,7 +86,7 @@ def test_new_head_drops_classifier_and_keeps_the_rest(saved) -> None:
 def test_one_channel_input_sums_rgb_filters(saved) -> None:
     source, path, _ = saved
     model = zoo.create_model(NAME, checkpoint_path=path, in_chans=1)
-    torch.testing.assert_close(model.stem.conv.weight, source.stem.conv.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(model.conv_stem.weight, source.conv_stem.weight.sum(1, keepdim=True))
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
