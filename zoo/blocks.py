@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from torch import nn
 
-from .hgc import HGCInvertedResidual, hgc_ir_prims
+from .hgc import HierarchicalGroupConv, hgc_prims
 from .layers import ConvBnAct
+from .mbconv import InvertedResidual, SkipOp, inverted_residual_prims, skip_prims
 from .prims import Prim, conv_bn
 from .spec import BlockSpec
+
+BuildFn = Callable[[int, BlockSpec], nn.Module]
+PrimsFn = Callable[[int, BlockSpec, tuple[int, int], tuple[int, int]], list[Prim]]
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,8 @@ class BlockKind:
     ``build(in_chs, block)`` returns the module; ``prims(in_chs, block, in_hw, out_hw)`` its cost records.
     """
 
-    build: Callable[[int, BlockSpec], nn.Module]
-    prims: Callable[[int, BlockSpec, tuple[int, int], tuple[int, int]], list[Prim]]
+    build: BuildFn
+    prims: PrimsFn
 
 
 def _conv_build(in_chs: int, block: BlockSpec) -> nn.Module:
@@ -39,10 +42,25 @@ def _conv_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: t
     return conv_bn(in_chs, block.out_chs, block.kernel, out_hw, block.groups)
 
 
+def _group_ir(hierarchical: bool) -> BlockKind:
+    """Inverted residual whose pointwise convs are (hierarchical) group convs with ``block.groups`` groups."""
+
+    def build(in_chs: int, block: BlockSpec) -> nn.Module:
+        return InvertedResidual(in_chs, block, lambda i, o: HierarchicalGroupConv(i, o, block.groups, hierarchical))
+
+    def prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[Prim]:
+        return inverted_residual_prims(in_chs, block, in_hw, out_hw,
+                                       lambda i, o, hw: hgc_prims(i, o, block.groups, hw, hierarchical))
+
+    return BlockKind(build, prims)
+
+
 BLOCK_KINDS: dict[str, BlockKind] = {
     "conv": BlockKind(_conv_build, _conv_prims),
-    "hgc_ir": BlockKind(partial(HGCInvertedResidual, hierarchical=True), partial(hgc_ir_prims, hierarchical=True)),
-    "gc_ir": BlockKind(partial(HGCInvertedResidual, hierarchical=False), partial(hgc_ir_prims, hierarchical=False)),
+    "ir": BlockKind(InvertedResidual, inverted_residual_prims),
+    "skip": BlockKind(SkipOp, skip_prims),
+    "hgc_ir": _group_ir(hierarchical=True),
+    "gc_ir": _group_ir(hierarchical=False),
 }
 
 

@@ -19,10 +19,25 @@ from .pretrained import WeightsError
 DEMO_MODELS = ("hgcnet_1x", "mobilenetv2_100")
 
 
+def model_table(names: Sequence[str]) -> str:
+    """The README's model table (Markdown), generated from the registry."""
+    lines = ["| model | params | MACs | input | paper | notes |", "|---|---|---|---|---|---|"]
+    for name in names:
+        info = registry.model_info(name)
+        cfg = info["pretrained_cfg"]
+        size = "×".join(str(d) for d in info["input_size"][1:])
+        lines.append(f"| {name} | {costs.format_count(info['params'])} | {costs.format_count(info['macs'])} "
+                     f"| {size} | {cfg['paper_ids'] or ''} | {cfg['notes'] or ''} |")
+    return "\n".join(lines)
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     names = registry.list_models(args.pattern or "", exclude=args.exclude or "")
     if not names:
         raise ValueError(f"no model matches {args.pattern!r}")
+    if args.markdown:
+        print(model_table(names))
+        return 0
     print(f"{'model':<24} {'params':>9} {'MACs':>9}  input")
     for name in names:
         info = registry.model_info(name)
@@ -114,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered models with params and MACs")
     p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'hgcnet_*'")
     p.add_argument("--exclude", help="fnmatch pattern to leave out")
+    p.add_argument("--markdown", action="store_true", help="print the README's model table")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="show a model's cfg, params and MACs")

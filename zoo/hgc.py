@@ -1,4 +1,4 @@
-"""Hierarchical Group Convolution (HGC) and the HGC inverted-residual block.
+"""Hierarchical Group Convolution (HGC): the operator and its cost records.
 
 Paper: Xie, Zhou, Kung, "HGC: Hierarchical Group Convolution for Highly Efficient Neural Network",
 arXiv 1906.03657 (2019). No official code exists and only the abstract and introduction could be read
@@ -17,9 +17,10 @@ Assumed [R, papers.md §2.3]:
     sees groups ``1..i`` of the input (hierarchical fusion), and the extra cost over a group conv is
     the ``(g-1)·(C_out/g)²`` weights of the fused inputs;
   * fusion is by concatenation (not addition), because it works for expanding layers too;
-  * the HGCNet block is MobileNetV2's inverted residual with both pointwise convs replaced by HGC
-    (depthwise conv, BN and ReLU6 unchanged). ``groups=1`` gives MobileNetV2's block exactly, and
-    ``hierarchical=False`` gives the plain group-conv block the paper compares against.
+  * the HGCNet block is MobileNetV2's inverted residual (:class:`zoo.mbconv.InvertedResidual`) with
+    both pointwise convs replaced by HGC (depthwise conv, BN and ReLU6 unchanged). ``groups=1`` gives
+    MobileNetV2's block exactly, and ``hierarchical=False`` gives the plain group-conv block the
+    paper compares against.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import create_act
-from .prims import Prim, conv_bn
-from .spec import BlockSpec
+from .prims import Prim
 
 
 def _check_divisible(in_chs: int, out_chs: int, groups: int) -> None:
@@ -77,53 +76,3 @@ def hgc_prims(in_chs: int, out_chs: int, groups: int, out_hw: tuple[int, int],
     _check_divisible(in_chs, out_chs, groups)
     gin, gout = in_chs // groups, out_chs // groups
     return [Prim("conv", gin + (gout if hierarchical and i else 0), gout, 1, 1, out_hw) for i in range(groups)]
-
-
-def hidden_chs(in_chs: int, block: BlockSpec) -> int:
-    """Hidden (expanded) width of an inverted-residual block."""
-    return int(round(in_chs * block.expand))
-
-
-class HGCInvertedResidual(nn.Module):
-    """MobileNetV2 inverted residual whose pointwise convs are (hierarchical) group convs.
-
-    Layout: ``conv_pw`` (HGC expand; absent when ``expand == 1``) → ``bn1`` → act → ``conv_dw``
-    (k×k depthwise, stride) → ``bn2`` → act → ``conv_pwl`` (HGC project) → ``bn3`` (+ identity when
-    stride 1 and widths match).
-    """
-
-    def __init__(self, in_chs: int, block: BlockSpec, hierarchical: bool = True) -> None:
-        super().__init__()
-        mid = hidden_chs(in_chs, block)
-        self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
-        self.has_expand = mid != in_chs
-        # Identities when there is no expansion keep forward() one straight line for TorchScript.
-        self.conv_pw = HierarchicalGroupConv(in_chs, mid, block.groups, hierarchical) if self.has_expand else nn.Identity()
-        self.bn1 = nn.BatchNorm2d(mid) if self.has_expand else nn.Identity()
-        self.act1 = create_act(block.act) if self.has_expand else nn.Identity()
-        self.conv_dw = nn.Conv2d(mid, mid, block.kernel, block.stride, block.kernel // 2, groups=mid, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
-        self.act2 = create_act(block.act)
-        self.conv_pwl = HierarchicalGroupConv(mid, block.out_chs, block.groups, hierarchical)
-        self.bn3 = nn.BatchNorm2d(block.out_chs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        shortcut = x
-        x = self.act1(self.bn1(self.conv_pw(x)))
-        x = self.act2(self.bn2(self.conv_dw(x)))
-        x = self.bn3(self.conv_pwl(x))
-        if self.has_skip:
-            x = x + shortcut
-        return x
-
-
-def hgc_ir_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int],
-                 hierarchical: bool = True) -> list[Prim]:
-    """Cost records of one :class:`HGCInvertedResidual`; mirrors its ``__init__`` layer by layer."""
-    mid = hidden_chs(in_chs, block)
-    prims: list[Prim] = []
-    if mid != in_chs:
-        prims += hgc_prims(in_chs, mid, block.groups, in_hw, hierarchical) + [Prim("bn", mid, mid)]
-    prims += conv_bn(mid, mid, block.kernel, out_hw, groups=mid)
-    prims += hgc_prims(mid, block.out_chs, block.groups, out_hw, hierarchical) + [Prim("bn", block.out_chs, block.out_chs)]
-    return prims

@@ -72,7 +72,7 @@ def hgcnet_spec(width: float = 1.0, layout: str = "imagenet", groups: int = 4, b
 def _cfg(layout: str) -> PretrainedCfg:
     common = dict(paper_name="HGC: Hierarchical Group Convolution for Highly Efficient Neural Network",
                   paper_ids="arXiv:1906.03657",
-                  notes="operator and family configs assumed (paper text unavailable); no published weights")
+                  notes="operator and layout assumed (paper text unavailable), see zoo/hgc.py")
     if layout == "cifar":
         return PretrainedCfg(input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, interpolation="bilinear",
                              mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10, **common)

@@ -15,9 +15,53 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code reads: 1 lacks BlockSpec.se (read as "no SE").
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
+GATES = ("sigmoid", "hsigmoid")
+
+
+@dataclass(frozen=True)
+class SESpec:
+    """Squeeze-and-excitation inside a block: pool → 1x1 reduce (+bias) → act → 1x1 expand (+bias) → gate.
+
+    The reduced width is ``make_divisible(ratio × base, divisor)`` when ``divisor > 1``, else
+    ``int(ratio × base)``, where base is the block's hidden width (``base="mid"``, MobileNetV3 and
+    MCT-NAS) or its input width (``base="in"``, EfficientNet).
+
+    Attributes:
+        ratio: reduction ratio (e.g. 0.25).
+        base: ``"mid"`` or ``"in"``.
+        divisor: round the reduced width to a multiple of this (1: truncate).
+        act: activation between the two convs; ``None`` uses the block's activation.
+        gate: ``"sigmoid"`` or ``"hsigmoid"``.
+    """
+
+    ratio: float = 0.25
+    base: str = "mid"
+    divisor: int = 1
+    act: str | None = None
+    gate: str = "sigmoid"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"SESpec: ratio must be in (0, 1], got {self.ratio}")
+        if self.base not in ("mid", "in"):
+            raise ValueError(f"SESpec: base must be 'mid' or 'in', got {self.base!r}")
+        if self.divisor < 1:
+            raise ValueError(f"SESpec: divisor must be >= 1, got {self.divisor}")
+        if self.act is not None and self.act not in ACTIVATIONS:
+            raise ValueError(f"SESpec: unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}")
+        if self.gate not in GATES:
+            raise ValueError(f"SESpec: unknown gate {self.gate!r}; known: {', '.join(GATES)}")
+
+    def reduced_chs(self, in_chs: int, mid_chs: int) -> int:
+        base = mid_chs if self.base == "mid" else in_chs
+        if self.divisor > 1:
+            return make_divisible(self.ratio * base, self.divisor)
+        return max(1, int(self.ratio * base))
 
 
 @dataclass(frozen=True)
@@ -34,6 +78,7 @@ class BlockSpec:
         groups: group count of grouped / hierarchical-group pointwise convs.
         act: activation name (see ``ACTIVATIONS``).
         residual: add an identity shortcut when shapes allow (stride 1 and in_chs == out_chs).
+        se: squeeze-and-excitation after the depthwise conv, or ``None``.
     """
 
     kind: str
@@ -44,6 +89,7 @@ class BlockSpec:
     groups: int = 1
     act: str = "relu"
     residual: bool = True
+    se: SESpec | None = None
 
     def __post_init__(self) -> None:
         if self.out_chs < 1:
@@ -129,15 +175,15 @@ class ArchSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise ValueError(f"ArchSpec schema_version {version!r} is not supported "
-                             f"(this version reads {SCHEMA_VERSION})")
+                             f"(this version reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"ArchSpec: unknown fields {sorted(unknown)}")
         try:
-            fields = dict(data)
+            fields = dict(data) | {"schema_version": SCHEMA_VERSION}
             fields["stem"] = _block_from_dict(data["stem"])
             fields["stages"] = tuple(tuple(_block_from_dict(b) for b in stage) for stage in data["stages"])
         except KeyError as err:
@@ -160,7 +206,13 @@ def _block_from_dict(data: dict[str, Any]) -> BlockSpec:
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"BlockSpec: unknown fields {sorted(unknown)}")
-    return BlockSpec(**data)
+    fields = dict(data)
+    if fields.get("se") is not None:
+        se_known = {f.name for f in dataclasses.fields(SESpec)}
+        if not isinstance(fields["se"], dict) or set(fields["se"]) - se_known:
+            raise ValueError(f"SESpec: expected an object with fields {sorted(se_known)}, got {fields['se']!r}")
+        fields["se"] = SESpec(**fields["se"])
+    return BlockSpec(**fields)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -172,4 +224,4 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-__all__ = ["SCHEMA_VERSION", "ACTIVATIONS", "BlockSpec", "ArchSpec", "make_divisible"]
+__all__ = ["SCHEMA_VERSION", "ACTIVATIONS", "GATES", "SESpec", "BlockSpec", "ArchSpec", "make_divisible"]

@@ -8,7 +8,7 @@ import pytest
 
 import zoo
 from zoo.hgcnet import hgcnet_spec
-from zoo.spec import ArchSpec, BlockSpec, make_divisible
+from zoo.spec import ArchSpec, BlockSpec, SESpec, make_divisible
 
 
 def test_json_round_trip_is_identity() -> None:
@@ -78,3 +78,25 @@ def test_unknown_block_kind_fails_at_build_and_cost() -> None:
 @pytest.mark.parametrize("value, expected", [(32 * 0.5, 16), (24 * 0.75, 24), (1280 * 1.5, 1920), (4, 8), (100, 104)])
 def test_make_divisible(value: float, expected: int) -> None:
     assert make_divisible(value, 8) == expected
+
+
+def test_se_round_trips_and_validates() -> None:
+    spec = zoo.get_arch_spec("mctnas_a")
+    assert any(b.se for b in spec.blocks)
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="gate"):
+        SESpec(gate="tanh")
+    data = spec.to_dict()
+    data["stages"][1][0]["se"] = {"ratio": 0.25, "colour": 1}
+    with pytest.raises(ValueError, match="SESpec"):
+        ArchSpec.from_dict(data)
+
+
+def test_schema_v1_files_still_read() -> None:
+    data = hgcnet_spec().to_dict()
+    data["schema_version"] = 1
+    for stage in data["stages"]:
+        for block in stage:
+            del block["se"]
+    del data["stem"]["se"]
+    assert ArchSpec.from_dict(data) == hgcnet_spec()

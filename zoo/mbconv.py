@@ -1,0 +1,125 @@
+"""Mobile inverted-residual blocks shared by every MobileNet-style family, and the NAS skip op.
+
+``InvertedResidual`` is MobileNetV2's block (expand 1x1 → k×k depthwise → project 1x1, residual when
+shapes match) with the pointwise conv left as a parameter: a plain conv for MobileNetV2 /
+NAS-Bench-Macro / MCT-NAS, a (hierarchical) group conv for HGCNets. Submodule names are timm's
+(``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``), so a plain-conv block has timm's state-dict keys.
+Each module has a ``*_prims`` twin that lists its cost records layer by layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from .layers import create_act
+from .prims import Prim, conv_bn
+from .spec import BlockSpec, SESpec
+
+# (in_chs, out_chs) -> pointwise module, and its cost twin (in_chs, out_chs, out_hw) -> records.
+PointwiseFactory = Callable[[int, int], nn.Module]
+PointwisePrims = Callable[[int, int, tuple[int, int]], list[Prim]]
+
+
+def conv1x1(in_chs: int, out_chs: int) -> nn.Module:
+    return nn.Conv2d(in_chs, out_chs, 1, bias=False)
+
+
+def conv1x1_prims(in_chs: int, out_chs: int, out_hw: tuple[int, int]) -> list[Prim]:
+    return [Prim("conv", in_chs, out_chs, 1, 1, out_hw)]
+
+
+def hidden_chs(in_chs: int, block: BlockSpec) -> int:
+    """Hidden (expanded) width of an inverted-residual block."""
+    return int(round(in_chs * block.expand))
+
+
+class SqueezeExcite(nn.Module):
+    """Pool → ``conv_reduce`` (+bias) → ``act1`` → ``conv_expand`` (+bias) → ``gate``, multiplied onto the input."""
+
+    def __init__(self, in_chs: int, mid_chs: int, se: SESpec, block_act: str) -> None:
+        super().__init__()
+        reduced = se.reduced_chs(in_chs, mid_chs)
+        self.conv_reduce = nn.Conv2d(mid_chs, reduced, 1, bias=True)
+        self.act1 = create_act(se.act or block_act)
+        self.conv_expand = nn.Conv2d(reduced, mid_chs, 1, bias=True)
+        self.gate = nn.Hardsigmoid() if se.gate == "hsigmoid" else nn.Sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(scale)
+
+
+def se_prims(in_chs: int, mid_chs: int, se: SESpec) -> list[Prim]:
+    """The two 1x1 convs of :class:`SqueezeExcite`, applied to the pooled 1×1 map."""
+    reduced = se.reduced_chs(in_chs, mid_chs)
+    return [Prim("conv", mid_chs, reduced, bias=True), Prim("conv", reduced, mid_chs, bias=True)]
+
+
+class InvertedResidual(nn.Module):
+    """``conv_pw`` → ``bn1`` → act → ``conv_dw`` (k×k depthwise, stride) → ``bn2`` → act → ``se`` → ``conv_pwl`` → ``bn3``.
+
+    The expansion layers are identities when ``expand == 1`` (kept as modules so ``forward`` is one
+    straight line for TorchScript). The residual is added when stride is 1 and widths match.
+    """
+
+    def __init__(self, in_chs: int, block: BlockSpec, pointwise: PointwiseFactory = conv1x1) -> None:
+        super().__init__()
+        mid = hidden_chs(in_chs, block)
+        self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
+        expand = mid != in_chs
+        self.conv_pw = pointwise(in_chs, mid) if expand else nn.Identity()
+        self.bn1 = nn.BatchNorm2d(mid) if expand else nn.Identity()
+        self.act1 = create_act(block.act) if expand else nn.Identity()
+        self.conv_dw = nn.Conv2d(mid, mid, block.kernel, block.stride, block.kernel // 2, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.act2 = create_act(block.act)
+        self.se = SqueezeExcite(in_chs, mid, block.se, block.act) if block.se else nn.Identity()
+        self.conv_pwl = pointwise(mid, block.out_chs)
+        self.bn3 = nn.BatchNorm2d(block.out_chs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = self.act1(self.bn1(self.conv_pw(x)))
+        x = self.act2(self.bn2(self.conv_dw(x)))
+        x = self.bn3(self.conv_pwl(self.se(x)))
+        if self.has_skip:
+            x = x + shortcut
+        return x
+
+
+def inverted_residual_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int],
+                            pointwise: PointwisePrims = conv1x1_prims) -> list[Prim]:
+    """Cost records of one :class:`InvertedResidual`, mirroring its ``__init__``."""
+    mid = hidden_chs(in_chs, block)
+    prims: list[Prim] = []
+    if mid != in_chs:
+        prims += pointwise(in_chs, mid, in_hw) + [Prim("bn", mid, mid)]
+    prims += conv_bn(mid, mid, block.kernel, out_hw, groups=mid)
+    if block.se:
+        prims += se_prims(in_chs, mid, block.se)
+    prims += pointwise(mid, block.out_chs, out_hw) + [Prim("bn", block.out_chs, block.out_chs)]
+    return prims
+
+
+class SkipOp(nn.Module):
+    """NAS 'identity' candidate: a true identity, or 1x1 conv (stride) + BN where the shape changes.
+
+    As NAS-Bench-Macro's and MCT-NAS's identity op (papers.md §4.2–4.3): no activation.
+    """
+
+    def __init__(self, in_chs: int, block: BlockSpec) -> None:
+        super().__init__()
+        reshape = block.stride != 1 or in_chs != block.out_chs
+        self.conv = nn.Conv2d(in_chs, block.out_chs, 1, block.stride, bias=False) if reshape else nn.Identity()
+        self.bn = nn.BatchNorm2d(block.out_chs) if reshape else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+
+def skip_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[Prim]:
+    if block.stride == 1 and in_chs == block.out_chs:
+        return []
+    return conv_bn(in_chs, block.out_chs, 1, out_hw)
