@@ -15,7 +15,8 @@ from torch import nn
 
 from .hgc import HierarchicalGroupConv, hgc_prims
 from .layers import ConvBnAct
-from .mbconv import InvertedResidual, SkipOp, inverted_residual_prims, skip_prims
+from .mbconv import (DepthwiseSeparable, InvertedResidual, SkipOp, depthwise_separable_prims,
+                     inverted_residual_prims, skip_prims)
 from .prims import Prim, conv_bn
 from .spec import BlockSpec
 
@@ -58,6 +59,7 @@ def _group_ir(hierarchical: bool) -> BlockKind:
 BLOCK_KINDS: dict[str, BlockKind] = {
     "conv": BlockKind(_conv_build, _conv_prims),
     "ir": BlockKind(InvertedResidual, inverted_residual_prims),
+    "ds": BlockKind(DepthwiseSeparable, depthwise_separable_prims),
     "skip": BlockKind(SkipOp, skip_prims),
     "hgc_ir": _group_ir(hierarchical=True),
     "gc_ir": _group_ir(hierarchical=False),

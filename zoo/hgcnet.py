@@ -23,16 +23,13 @@ from __future__ import annotations
 
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, PretrainedCfg
 from .registry import register_model
+from .mobilenetv2 import CIFAR_STRIDES as _CIFAR_STRIDES
+from .mobilenetv2 import MBV2_SETTINGS
 from .spec import ArchSpec, BlockSpec, make_divisible
 
-# MobileNetV2's inverted-residual table: expansion t, channels c, repeats n, first stride s.
-MBV2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
-)
 # Which rows of MBV2_SETTINGS form each feature stage.
 _IMAGENET_STAGES = ((0,), (1,), (2,), (3, 4), (5, 6))
 _CIFAR_STAGES = ((0, 1, 2), (3, 4), (5, 6))
-_CIFAR_STRIDES = (1, 1, 1, 2, 1, 2, 1)
 
 
 def hgcnet_spec(width: float = 1.0, layout: str = "imagenet", groups: int = 4, block: str = "hgc_ir",

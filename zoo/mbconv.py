@@ -31,8 +31,8 @@ def conv1x1_prims(in_chs: int, out_chs: int, out_hw: tuple[int, int]) -> list[Pr
 
 
 def hidden_chs(in_chs: int, block: BlockSpec) -> int:
-    """Hidden (expanded) width of an inverted-residual block."""
-    return int(round(in_chs * block.expand))
+    """Hidden (expanded) width of an inverted-residual block: ``mid_chs`` if given, else ``in_chs × expand``."""
+    return block.mid_chs if block.mid_chs is not None else int(round(in_chs * block.expand))
 
 
 class SqueezeExcite(nn.Module):
@@ -101,6 +101,40 @@ def inverted_residual_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int
         prims += se_prims(in_chs, mid, block.se)
     prims += pointwise(mid, block.out_chs, out_hw) + [Prim("bn", block.out_chs, block.out_chs)]
     return prims
+
+
+class DepthwiseSeparable(nn.Module):
+    """``conv_dw`` (k×k, stride) → ``bn1`` → act → ``se`` → ``conv_pw`` → ``bn2`` (+ identity when shapes match).
+
+    MobileNetV2's first block (an inverted residual without expansion) in timm's form and names.
+    """
+
+    def __init__(self, in_chs: int, block: BlockSpec) -> None:
+        super().__init__()
+        self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
+        self.conv_dw = nn.Conv2d(in_chs, in_chs, block.kernel, block.stride, block.kernel // 2, groups=in_chs, bias=False)
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act1 = create_act(block.act)
+        self.se = SqueezeExcite(in_chs, in_chs, block.se, block.act) if block.se else nn.Identity()
+        self.conv_pw = nn.Conv2d(in_chs, block.out_chs, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(block.out_chs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = self.se(self.act1(self.bn1(self.conv_dw(x))))
+        x = self.bn2(self.conv_pw(x))
+        if self.has_skip:
+            x = x + shortcut
+        return x
+
+
+def depthwise_separable_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int],
+                              out_hw: tuple[int, int]) -> list[Prim]:
+    """Cost records of one :class:`DepthwiseSeparable`, mirroring its ``__init__``."""
+    prims = conv_bn(in_chs, in_chs, block.kernel, out_hw, groups=in_chs)
+    if block.se:
+        prims += se_prims(in_chs, in_chs, block.se)
+    return prims + conv_bn(in_chs, block.out_chs, 1, out_hw)
 
 
 class SkipOp(nn.Module):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SCHEMA_VERSION = 2
-# Versions this code reads: 1 lacks BlockSpec.se (read as "no SE").
+# Versions this code reads: 1 lacks BlockSpec.se / mid_chs and ArchSpec.feature_stages (read as defaults).
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
@@ -79,6 +79,8 @@ class BlockSpec:
         act: activation name (see ``ACTIVATIONS``).
         residual: add an identity shortcut when shapes allow (stride 1 and in_chs == out_chs).
         se: squeeze-and-excitation after the depthwise conv, or ``None``.
+        mid_chs: explicit hidden width of inverted-residual blocks (width-searched networks);
+            overrides ``expand`` when set.
     """
 
     kind: str
@@ -90,8 +92,11 @@ class BlockSpec:
     act: str = "relu"
     residual: bool = True
     se: SESpec | None = None
+    mid_chs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.mid_chs is not None and self.mid_chs < 1:
+            raise ValueError(f"BlockSpec({self.kind}): mid_chs must be >= 1, got {self.mid_chs}")
         if self.out_chs < 1:
             raise ValueError(f"BlockSpec({self.kind}): out_chs must be >= 1, got {self.out_chs}")
         if self.stride not in (1, 2):
@@ -120,6 +125,7 @@ class ArchSpec:
         num_classes: classifier outputs (0 means no classifier).
         in_chans: image channels.
         drop_rate: dropout before the classifier.
+        feature_stages: which stages are ``feature_info`` levels (default: all).
         schema_version: format version of this spec.
     """
 
@@ -131,6 +137,7 @@ class ArchSpec:
     num_classes: int = 1000
     in_chans: int = 3
     drop_rate: float = 0.0
+    feature_stages: tuple[int, ...] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -141,6 +148,10 @@ class ArchSpec:
                              f"or in_chans={self.in_chans}")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"ArchSpec({self.family}): drop_rate must be in [0, 1), got {self.drop_rate}")
+        if self.feature_stages is not None and (
+                not self.feature_stages or any(not 0 <= i < len(self.stages) for i in self.feature_stages)):
+            raise ValueError(f"ArchSpec({self.family}): feature_stages {self.feature_stages} must index the "
+                             f"{len(self.stages)} stages")
 
     @property
     def blocks(self) -> tuple[BlockSpec, ...]:
@@ -167,6 +178,7 @@ class ArchSpec:
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
             "drop_rate": self.drop_rate,
+            "feature_stages": list(self.feature_stages) if self.feature_stages is not None else None,
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -186,6 +198,8 @@ class ArchSpec:
             fields = dict(data) | {"schema_version": SCHEMA_VERSION}
             fields["stem"] = _block_from_dict(data["stem"])
             fields["stages"] = tuple(tuple(_block_from_dict(b) for b in stage) for stage in data["stages"])
+            if fields.get("feature_stages") is not None:
+                fields["feature_stages"] = tuple(fields["feature_stages"])
         except KeyError as err:
             raise ValueError(f"ArchSpec: missing field {err}") from None
         return cls(**fields)

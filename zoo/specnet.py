@@ -23,13 +23,14 @@ from .spec import ArchSpec
 
 
 def _feature_info(spec: ArchSpec) -> list[dict[str, Any]]:
-    """One entry per stage: channels, reduction relative to the input, module name."""
+    """One entry per feature stage: channels, reduction relative to the input, module name."""
     reduction = spec.stem.stride
     info = []
     for i, stage in enumerate(spec.stages):
         for block in stage:
             reduction *= block.stride
-        info.append({"num_chs": stage[-1].out_chs, "reduction": reduction, "module": f"blocks.{i}", "stage": i})
+        if spec.feature_stages is None or i in spec.feature_stages:
+            info.append({"num_chs": stage[-1].out_chs, "reduction": reduction, "module": f"blocks.{i}", "stage": i})
     return info
 
 
@@ -149,9 +150,10 @@ class SpecFeatures(nn.Module):
         for i in indices:
             if not -n <= i < n:
                 raise ValueError(f"out_indices {tuple(indices)} out of range for {n} feature stages")
-        self.out_indices = [i % n for i in indices]
         self.arch_spec = net.arch_spec
-        self.feature_info = [net.feature_info[i] for i in self.out_indices]
+        self.feature_info = [net.feature_info[i % n] for i in indices]
+        # Stage positions (in self.blocks) whose outputs are returned.
+        self.out_indices = [int(f["stage"]) for f in self.feature_info]
         self.conv_stem, self.bn1, self.act1 = net.conv_stem, net.bn1, net.act1
         self.blocks = net.blocks
 
