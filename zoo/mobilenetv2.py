@@ -20,14 +20,14 @@ from collections.abc import Sequence
 
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, PretrainedCfg
 from .registry import register_model
-from .spec import ArchSpec, BlockSpec
+from .spec import ArchSpec
+from .widths import StageRow, width_list_spec
 
 # MobileNetV2's inverted-residual table: expansion t, channels c, repeats n, first stride s.
 MBV2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
 )
 CIFAR_STRIDES = (1, 1, 1, 2, 1, 2, 1)
-LIST_LENGTH = 52
 
 FULL_WIDTH = (32, 32, 16, 96, 96, 24, 144, 144, 24, 144, 144, 32, 192, 192, 32, 192, 192, 32, 192, 192, 64,
               384, 384, 64, 384, 384, 64, 384, 384, 64, 384, 384, 96, 576, 576, 96, 576, 576, 96,
@@ -64,6 +64,10 @@ BCNET_CIFAR = {
 }
 
 
+IMAGENET_ROWS = tuple(StageRow(n, 3, s) for _, _, n, s in MBV2_SETTINGS)
+CIFAR_ROWS = tuple(StageRow(n, 3, stride) for (_, _, n, _), stride in zip(MBV2_SETTINGS, CIFAR_STRIDES))
+
+
 def mobilenetv2_width_spec(channels: Sequence[int] = FULL_WIDTH, layout: str = "imagenet",
                            num_classes: int | None = None) -> ArchSpec:
     """A MobileNetV2 spec from a 52-entry BCNet channel list.
@@ -73,28 +77,11 @@ def mobilenetv2_width_spec(channels: Sequence[int] = FULL_WIDTH, layout: str = "
     """
     if layout not in ("imagenet", "cifar"):
         raise ValueError(f"layout must be 'imagenet' or 'cifar', got {layout!r}")
-    ch = list(channels)
-    if len(ch) != LIST_LENGTH or any(not isinstance(c, int) or c < 1 for c in ch):
-        raise ValueError(f"MobileNetV2 width list needs {LIST_LENGTH} positive ints, got {len(ch)} entries")
-    if ch[1] != ch[0]:
-        raise ValueError(f"width entry 1 (block-0 depthwise, {ch[1]}) must equal the stem width ({ch[0]})")
     cifar = layout == "cifar"
-    stages = [(BlockSpec("ds", ch[2], 1, 3, act="relu6"),)]
-    pos = 3
-    for row, (_, _, n, s) in enumerate(MBV2_SETTINGS[1:], start=1):
-        blocks = []
-        for i in range(n):
-            expand, dw, out = ch[pos:pos + 3]
-            if expand != dw:
-                raise ValueError(f"width entries {pos} and {pos + 1} (expand {expand}, depthwise {dw}) must be equal")
-            stride = (CIFAR_STRIDES[row] if cifar else s) if i == 0 else 1
-            blocks.append(BlockSpec("ir", out, stride, 3, act="relu6", mid_chs=expand))
-            pos += 3
-        stages.append(tuple(blocks))
-    return ArchSpec(family="mobilenetv2", stem=BlockSpec("conv", ch[0], 1 if cifar else 2, 3, act="relu6"),
-                    stages=tuple(stages), head_chs=ch[-1], head_act="relu6",
-                    num_classes=num_classes if num_classes is not None else (10 if cifar else 1000),
-                    feature_stages=(0, 1, 2, 4, 6) if not cifar else (2, 4, 6))
+    return width_list_spec("mobilenetv2", channels, CIFAR_ROWS if cifar else IMAGENET_ROWS,
+                           stem_stride=1 if cifar else 2, act="relu6", se=None,
+                           num_classes=num_classes if num_classes is not None else (10 if cifar else 1000),
+                           drop_rate=0.0 if cifar else 0.2, feature_stages=(2, 4, 6) if cifar else (0, 1, 2, 4, 6))
 
 
 def _cfg(layout: str, note: str) -> PretrainedCfg:
