@@ -23,7 +23,7 @@ from bench._report import write_section  # noqa: E402
 from export.latency import BenchConfig  # noqa: E402
 from export.pipeline import compare_models, format_table, nearest_baselines  # noqa: E402
 
-DEFAULT_MODELS = ("hgcnet_0_5x", "hgcnet_1x", "hgcnet_1_5x", "hgcnet_2x",
+DEFAULT_MODELS = ("hgcnet_0_5x", "hgcnet_1x", "hgcnet_1_5x", "hgcnet_2x", "mctnas_c", "bcnet_mobilenetv2_150m",
                   "mobilenetv2_050", "mobilenetv2_100", "mobilenetv3_large_100", "efficientnet_b0")
 
 

@@ -66,6 +66,14 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path: Path, argv: tuple[st
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_corrupt_checkpoint_for_a_timm_model_is_one_line(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, _, err = run(capsys, "export", "mobilenetv2_050", "-o", str(tmp_path), "--checkpoint", str(bad))
+    assert code == 2 and err.startswith("mzoo: error:") and err.count("\n") == 1
+    assert not list(tmp_path.glob("*.onnx*"))
+
+
 def test_corrupt_onnx_is_one_line(capsys, tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage-not-a-model" * 10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -171,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`: not an error
         sys.stderr.close()
         return 0
-    except (ValueError, TypeError, OSError, WeightsError, ExportError) as err:
+    # RuntimeError / UnpicklingError: torch's errors for a corrupt checkpoint given for a timm model.
+    except (ValueError, TypeError, OSError, RuntimeError, pickle.UnpicklingError, WeightsError, ExportError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"mzoo: error: {message}", file=sys.stderr)
         return 2
