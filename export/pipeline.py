@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import timm
+import torch
 from torch import nn
 
 import zoo
@@ -38,8 +39,38 @@ class ResolvedModel:
     arch_spec_json: str | None
 
 
+def calibrate_batchnorm(model: nn.Module, input_size: tuple[int, int, int], steps: int = 4, batch: int = 8,
+                        seed: int = 0) -> nn.Module:
+    """Set BatchNorm running statistics from seeded random inputs, then return the model in eval mode.
+
+    A random-init model keeps BN's default statistics (mean 0, var 1), so in eval mode its activations
+    drift by orders of magnitude through the network; SE gates and (h)swish shrink them ~4× a block, and
+    logits near 1e-5 would make an absolute export tolerance meaningless. Calibrated statistics give
+    every BN a unit-scale output, as in a trained network. Weights are untouched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        with torch.no_grad():
+            for _ in range(steps):
+                model(torch.randn(batch, *input_size, generator=gen))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return model
+
+
 def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -> ResolvedModel:
-    """Build ``name`` from the zoo, or from timm (random init) if only timm knows it.
+    """Build ``name`` from the zoo, or from timm if only timm knows it, in eval mode.
+
+    Without ``checkpoint_path`` the weights are random and the BatchNorm statistics are calibrated on
+    random inputs (:func:`calibrate_batchnorm`) so exports are verified on realistically scaled outputs.
 
     Raises:
         zoo.UnknownModelError: neither the zoo nor timm has ``name`` (zoo names are suggested).
@@ -47,14 +78,19 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
     if zoo.is_model(name):
         model = zoo.create_model(name, checkpoint_path=checkpoint_path)
         cfg = model.pretrained_cfg
-        return ResolvedModel(name, "zoo", model.eval(), cfg.input_size, cfg.mean, cfg.std, model.arch_spec.to_json())
-    if timm.is_model(name):
+        input_size, mean, std, spec = cfg.input_size, cfg.mean, cfg.std, model.arch_spec.to_json()
+        source = "zoo"
+    elif timm.is_model(name):
         model = timm.create_model(name, pretrained=False, checkpoint_path=checkpoint_path)
         cfg = model.pretrained_cfg
-        return ResolvedModel(name, "timm", model.eval(), tuple(cfg["input_size"]), tuple(cfg["mean"]),
-                             tuple(cfg["std"]), None)
-    zoo.get_pretrained_cfg(name)  # raises UnknownModelError with close zoo matches
-    raise AssertionError("unreachable")
+        input_size, mean, std, spec = tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]), None
+        source = "timm"
+    else:
+        zoo.get_pretrained_cfg(name)  # raises UnknownModelError with close zoo matches
+        raise AssertionError("unreachable")
+    if checkpoint_path is None:
+        calibrate_batchnorm(model, input_size)
+    return ResolvedModel(name, source, model.eval(), input_size, mean, std, spec)
 
 
 def _metadata(resolved: ResolvedModel) -> dict[str, str]:

@@ -5,16 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 import zoo
-from export.pipeline import export_model, resolve_model
+from export.pipeline import calibrate_batchnorm, export_model, resolve_model
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_zoo_model_exports_and_verifies(name: str, tmp_path: Path) -> None:
-    report = export_model(resolve_model(name), tmp_path)
+    resolved = resolve_model(name)
+    with torch.inference_mode():  # parity at 1e-4 only means something on unit-scale outputs
+        assert resolved.model(torch.randn(2, *resolved.input_size)).std() > 0.05
+    report = export_model(resolved, tmp_path)
     assert Path(report.path).is_file()
     assert len(report.max_abs_diff) == 2
     assert all(d <= 1e-4 for d in report.max_abs_diff.values()), report.max_abs_diff
     assert (tmp_path / f"{name}.onnx.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.onnx", f"{name}.onnx.json"]
+
+
+def test_calibration_restores_unit_scale_and_keeps_weights() -> None:
+    model = zoo.create_model("mctnas_c").eval()
+    x = torch.randn(2, 3, 224, 224)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    with torch.inference_mode():
+        before = model(x).std().item()
+    calibrate_batchnorm(model, (3, 224, 224))
+    assert not model.training
+    with torch.inference_mode():
+        after = model(x).std().item()
+    assert before < 1e-3 < 0.05 < after
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
