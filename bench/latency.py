@@ -49,7 +49,9 @@ def main() -> None:
         table += ("\n\nEach zoo model against the timm baseline nearest in MACs (same run):\n\n" + ratios)
     notes = (f"Batch 1, input at each model's cfg size (224×224), {args.threads} intra-op thread(s), "
              f"≥{cfg.runs} timed runs after ≥{cfg.warmup_min_seconds:g} s warm-up; ORT at ORT_ENABLE_ALL. "
-             "Random-init weights (latency does not depend on them). 'ONNX max abs diff' is the "
+             "Random-init weights with BatchNorm statistics calibrated on random inputs, so outputs are "
+             "unit-scale and the parity figure means something (latency does not depend on weights). "
+             "'ONNX max abs diff' is the "
              "export verification against eager PyTorch (worst of batch 1 and 3). MACs are "
              "multiply-accumulates of conv + linear layers; FLOPs = 2 × MACs. Medians of "
              "different rows are comparable only within this one run.")
