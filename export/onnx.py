@@ -4,11 +4,18 @@ Owns turning an ``nn.Module`` into a single self-contained ``.onnx`` file with a
 ``mzoo.*`` metadata and inferred shapes, and reading such files back (``load_onnx``, ``onnx_metadata``).
 A file only appears at the requested path once the ONNX checker passed and ONNX Runtime matched eager PyTorch
 within ``OnnxExportConfig.atol`` at every verification batch size; on any failure nothing is left behind.
+
+One documented escape: a network whose own fp32 forward is not reproducible to ``atol`` (deep random-init
+cell networks drift ~1e-4 from a float64 run of the same weights) cannot be held to ``atol`` against fp32
+eager. When the plain check fails, the same input is run in float64 eager, and the export passes only if
+ONNX Runtime is within ``atol`` of that exact reference or no further from it than
+``noise_floor_factor`` × PyTorch fp32's own distance; the report records both distances.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import math
 import os
@@ -76,6 +83,7 @@ class OnnxExportConfig:
     input_name: str = "input"
     output_name: str = "logits"
     fallback_to_torchscript: bool = True
+    noise_floor_factor: float = 2.0
 
     def __post_init__(self) -> None:
         if self.opset not in SUPPORTED_OPSETS:
@@ -83,6 +91,8 @@ class OnnxExportConfig:
         if not (math.isfinite(self.atol) and self.atol > 0):
             raise ValueError(f"atol must be a positive finite number, got {self.atol!r}")
         _check_verify_batch_sizes(self.verify_batch_sizes)
+        if not (math.isfinite(self.noise_floor_factor) and self.noise_floor_factor >= 0):
+            raise ValueError(f"noise_floor_factor must be a finite number >= 0, got {self.noise_floor_factor!r}")
         if not self.input_name or not self.output_name or self.input_name == self.output_name:
             raise ValueError(
                 f"input_name {self.input_name!r} and output_name {self.output_name!r} must be non-empty and differ"
@@ -111,6 +121,8 @@ class OnnxExportReport:
     max_abs_diff: dict[int, float]
     atol: float
     num_nodes: int
+    # Batch sizes that passed through the float64 noise-floor rule: (ORT vs fp64, eager fp32 vs fp64).
+    noise_floor: dict[int, tuple[float, float]]
     file_size_bytes: int
     export_seconds: float
     torch_version: str
@@ -170,7 +182,7 @@ def _export_to(
     # Weights stay inside the one file: these models are far below protobuf's 2 GiB limit.
     onnx.save_model(_finalize(proto, props, exporter), str(tmp), save_as_external_data=False)
     saved = load_onnx(tmp)  # checks the bytes on disk, not just the in-memory proto
-    diffs = _verify(model, tmp, input_size, cfg)
+    diffs, noise_floor = _verify(model, tmp, input_size, cfg)
     report = OnnxExportReport(
         path=str(target),
         exporter=exporter,
@@ -180,6 +192,7 @@ def _export_to(
         max_abs_diff=diffs,
         atol=cfg.atol,
         num_nodes=len(saved.graph.node),
+        noise_floor=noise_floor,
         file_size_bytes=tmp.stat().st_size,
         export_seconds=export_seconds,
         torch_version=torch.__version__,
@@ -363,10 +376,12 @@ def _strip_debug_metadata(graph: onnx.GraphProto) -> None:
 
 def _verify(
     model: nn.Module, path: Path, input_size: tuple[int, int, int], cfg: OnnxExportConfig
-) -> dict[int, float]:
+) -> tuple[dict[int, float], dict[int, tuple[float, float]]]:
     session = _verification_session(path)
     generator = torch.Generator().manual_seed(cfg.seed)
     diffs: dict[int, float] = {}
+    noise_floor: dict[int, tuple[float, float]] = {}
+    model64: nn.Module | None = None
     for batch_size in cfg.verify_batch_sizes:
         x = torch.randn(batch_size, *input_size, generator=generator)
         expected = _run_eager(model, x)
@@ -375,8 +390,32 @@ def _verify(
         except Exception as err:  # e.g. a batch dimension that was specialised to the example batch
             detail = f"ONNX Runtime failed: {_one_line(err)}"
             raise OnnxVerificationError(cfg.output_name, batch_size, math.nan, cfg.atol, detail=detail) from err
-        diffs[batch_size] = _compare(actual, expected, batch_size, cfg)
-    return diffs
+        try:
+            diffs[batch_size] = _compare(actual, expected, batch_size, cfg)
+        except OnnxVerificationError as err:
+            if not math.isfinite(err.max_abs_diff) or cfg.noise_floor_factor == 0:
+                raise
+            if model64 is None:
+                model64 = copy.deepcopy(model).double()
+            noise_floor[batch_size] = _check_noise_floor(model64, x, actual[cfg.output_name], expected, err, cfg)
+            diffs[batch_size] = err.max_abs_diff
+    return diffs, noise_floor
+
+
+def _check_noise_floor(model64: nn.Module, x: torch.Tensor, got: np.ndarray, expected: np.ndarray,
+                       err: OnnxVerificationError, cfg: OnnxExportConfig) -> tuple[float, float]:
+    """(ORT vs float64 eager, fp32 eager vs float64 eager); re-raises ``err`` unless ORT is within the floor."""
+    with torch.inference_mode():
+        exact = model64(x.double()).cpu().numpy()
+    ort_err = float(np.max(np.abs(got.astype(np.float64) - exact), initial=0.0))
+    eager_err = float(np.max(np.abs(expected.astype(np.float64) - exact), initial=0.0))
+    if ort_err <= cfg.atol or ort_err <= cfg.noise_floor_factor * eager_err:
+        return ort_err, eager_err
+    raise OnnxVerificationError(
+        err.output_name, err.batch_size, err.max_abs_diff, cfg.atol,
+        detail=f"max abs diff {err.max_abs_diff:.3g} exceeds atol {cfg.atol:.3g}, and against a float64 run it is "
+               f"{ort_err:.3g} where PyTorch fp32 is {eager_err:.3g} (allowed: {cfg.noise_floor_factor:g}x that)",
+    ) from None
 
 
 def _verification_session(path: Path) -> ort.InferenceSession:

@@ -333,3 +333,39 @@ def test_load_onnx_checker_failure(tmp_path: Path) -> None:
     path.write_bytes(onnx.ModelProto().SerializeToString())  # valid protobuf, invalid model
     with pytest.raises(OnnxLoadError, match="fails the ONNX checker"):
         load_onnx(path)
+
+
+class _Cancelling(nn.Module):
+    """fp32 loses ~1e-3 here ((v + 1e4) - 1e4), so eager fp32 itself is ~5e-4 from exact arithmetic."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.flatten(x, 1)[:, :TINY_CLASSES] * 3.3 + 1e4) - 1e4
+
+
+def _exact_ort(session: object, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    v = x.reshape(x.shape[0], -1)[:, :TINY_CLASSES].astype(np.float64)
+    return {"logits": ((v * 3.3 + 1e4) - 1e4).astype(np.float32)}
+
+
+def test_noise_floor_accepts_an_export_closer_to_exact_than_eager(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_export, "_run_ort", _exact_ort)
+    report = export_onnx(_Cancelling(), tmp_path / "m.onnx", TINY_SIZE)
+    assert sorted(report.noise_floor) == [1, 3]
+    for batch, (ort_err, eager_err) in report.noise_floor.items():
+        assert report.max_abs_diff[batch] > report.atol  # the plain check failed ...
+        assert ort_err < 1e-5 < 1e-4 < eager_err  # ... and ONNX Runtime was the more exact of the two
+
+
+def test_noise_floor_refuses_an_export_farther_from_exact_than_eager(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def off(session: object, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"logits": _exact_ort(session, input_name, x)["logits"] + np.float32(0.01)}
+
+    monkeypatch.setattr(onnx_export, "_run_ort", off)
+    with pytest.raises(OnnxVerificationError, match="against a float64 run"):
+        export_onnx(_Cancelling(), tmp_path / "m.onnx", TINY_SIZE)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(onnx_export, "_run_ort", _exact_ort)
+    with pytest.raises(OnnxVerificationError):  # the rule can be switched off
+        export_onnx(_Cancelling(), tmp_path / "m.onnx", TINY_SIZE, cfg=OnnxExportConfig(noise_floor_factor=0))

@@ -19,7 +19,10 @@ def test_zoo_model_exports_and_verifies(name: str, tmp_path: Path) -> None:
     report = export_model(resolved, tmp_path)
     assert Path(report.path).is_file()
     assert len(report.max_abs_diff) == 2
-    assert all(d <= 1e-4 for d in report.max_abs_diff.values()), report.max_abs_diff
+    for batch, diff in report.max_abs_diff.items():
+        if diff > 1e-4:  # allowed only where eager fp32 itself is that far from float64 (export/onnx.py)
+            ort_err, eager_err = report.noise_floor[batch]
+            assert eager_err > 5e-5 and ort_err <= 2 * eager_err, (name, batch, diff, report.noise_floor)
     assert (tmp_path / f"{name}.onnx.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.onnx", f"{name}.onnx.json"]
 
