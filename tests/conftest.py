@@ -27,3 +27,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def assert_loads_timm_weights(ours: torch.nn.Module, timm_name: str, size: int = 224) -> torch.nn.Module:
+    """``ours`` has timm's state-dict keys and shapes, loads timm's weights strictly and then matches its outputs."""
+    import timm
+
+    theirs = timm.create_model(timm_name).eval()
+    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+    assert list(ours_sd) == list(theirs_sd)
+    assert all(ours_sd[k].shape == theirs_sd[k].shape for k in ours_sd)
+    ours.load_state_dict(theirs_sd, strict=True)
+    x = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours.eval()(x), theirs(x), rtol=1e-5, atol=1e-5)
+    return theirs

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .bottleneck import Bottleneck, bottleneck_prims
 from .hgc import HierarchicalGroupConv, hgc_prims
 from .layers import ConvBnAct
 from .mbconv import (DepthwiseSeparable, InvertedResidual, SkipOp, depthwise_separable_prims,
@@ -63,6 +64,7 @@ BLOCK_KINDS: dict[str, BlockKind] = {
     "skip": BlockKind(SkipOp, skip_prims),
     "hgc_ir": _group_ir(hierarchical=True),
     "gc_ir": _group_ir(hierarchical=False),
+    "bottleneck": BlockKind(Bottleneck, bottleneck_prims),
 }
 
 

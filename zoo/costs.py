@@ -1,7 +1,10 @@
-"""The one cost walker: an :class:`~zoo.spec.ArchSpec` at an input size becomes a list of ops.
+"""The one cost walker: a spec at an input size becomes a list of ops.
 
-:func:`iter_ops` is the single walker: it turns a spec into block-level :class:`OpCost` records
-(stem, every stage block, head conv, classifier), each with its canonical key, params and MACs.
+:func:`iter_ops` is the single walker: it turns a spec into :class:`OpCost` records, each with its
+canonical key, params and MACs: for an :class:`~zoo.spec.ArchSpec` one per block (stem, stem pool,
+every stage block, head conv, classifier); for a :class:`~zoo.spec.CellNetSpec` one per stem conv,
+cell preprocessing op and cell edge, plus the classifier (DARTS' auxiliary head is training-only and
+not counted, as DARTS reports params).
 Params and MACs of a spec are sums over that list; latency lookup tables key on the same records.
 :func:`count_module` counts any ``nn.Module`` (e.g. a timm baseline) with forward hooks under the
 same conventions (see :mod:`zoo.prims`), and is how the walker is cross-checked against real models.
@@ -18,7 +21,8 @@ from torch import nn
 
 from .blocks import block_kind
 from .prims import Prim, conv_bn, conv_out_hw, linear
-from .spec import ArchSpec, BlockSpec
+from .cells import cell_op_prims, cell_plan, factorized_reduce_prims
+from .spec import AnySpec, ArchSpec, BlockSpec, CellNetSpec
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,11 @@ def _as_hw(input_size: int | Sequence[int]) -> tuple[int, int]:
     return dims  # type: ignore[return-value]
 
 
-def iter_ops(spec: ArchSpec, input_size: int | Sequence[int]) -> Iterator[OpCost]:
+def iter_ops(spec: AnySpec, input_size: int | Sequence[int]) -> Iterator[OpCost]:
     """Walk ``spec`` at ``input_size`` (int, (H, W) or (C, H, W)) and yield its ops in execution order."""
+    if isinstance(spec, CellNetSpec):
+        yield from _cell_ops(spec, _as_hw(input_size))
+        return
     hw = _as_hw(input_size)
     chs = spec.in_chans
     named = [("stem", spec.stem)] + [(f"blocks.{i}.{j}", b) for i, st in enumerate(spec.stages) for j, b in enumerate(st)]
@@ -92,6 +99,10 @@ def iter_ops(spec: ArchSpec, input_size: int | Sequence[int]) -> Iterator[OpCost
         prims = block_kind(block.kind).prims(chs, block, hw, out_hw)
         yield _op(name, block.kind, chs, block, hw, out_hw, prims)
         chs, hw = block.out_chs, out_hw
+        if name == "stem" and spec.stem_pool:
+            pool_hw = conv_out_hw(hw, 3, 2)
+            yield OpCost("stem_pool", "maxpool", chs, chs, hw, pool_hw, 2, 3, 1.0, 1, "identity", 0, 0)
+            hw = pool_hw
     if spec.head_chs is not None:
         head = BlockSpec("conv", spec.head_chs, kernel=1, act=spec.head_act)
         yield _op("head", "conv", chs, head, hw, hw, conv_bn(chs, spec.head_chs, 1, hw))
@@ -101,8 +112,58 @@ def iter_ops(spec: ArchSpec, input_size: int | Sequence[int]) -> Iterator[OpCost
         yield _op("classifier", "linear", chs, fc, (1, 1), (1, 1), [linear(chs, spec.num_classes)])
 
 
-def count(spec: ArchSpec, input_size: int | Sequence[int]) -> Cost:
-    """Params and MACs of ``spec`` at ``input_size``: the sum over :func:`iter_ops`."""
+def _plain_op(name: str, kind: str, in_chs: int, out_chs: int, in_hw: tuple[int, int], stride: int,
+              kernel: int, act: str, prims: Sequence[Prim], out_hw: tuple[int, int] | None = None) -> OpCost:
+    out_hw = out_hw or conv_out_hw(in_hw, kernel, stride)
+    return OpCost(name, kind, in_chs, out_chs, in_hw, out_hw, stride, kernel, 1.0, 1, act,
+                  params=sum(p.params for p in prims), macs=sum(p.macs for p in prims))
+
+
+def _cell_ops(spec: CellNetSpec, hw: tuple[int, int]) -> Iterator[OpCost]:
+    """DARTS networks: stem convs, then per cell its two preprocessing ops and every edge."""
+    c = spec.init_chs
+    if spec.stem == "cifar":
+        width = spec.stem_multiplier * c
+        yield _plain_op("stem", "conv", spec.in_chans, width, hw, 1, 3, "identity", conv_bn(spec.in_chans, width, 3, hw))
+        hw_pp = hw_p = hw
+    else:
+        stem = [("stem0.0", spec.in_chans, c // 2, "relu"), ("stem0.3", c // 2, c, "identity"), ("stem1.1", c, c, "relu")]
+        hws = [hw]
+        for name, c_in, c_out, act in stem:
+            out_hw = conv_out_hw(hws[-1], 3, 2)
+            yield _plain_op(name, "conv", c_in, c_out, hws[-1], 2, 3, act, conv_bn(c_in, c_out, 3, out_hw))
+            hws.append(out_hw)
+        hw_pp, hw_p = hws[2], hws[3]
+    for i, cell in enumerate(cell_plan(spec)):
+        chs, name = cell["chs"], f"cells.{i}"
+        if cell["reduction_prev"]:
+            if hw_pp[0] % 2 or hw_pp[1] % 2:
+                raise ValueError(f"input size {hw} does not fit {spec.family}: cell {i} would reduce an odd "
+                                 f"{hw_pp[0]}x{hw_pp[1]} map (DARTS' FactorizedReduce needs even sizes)")
+            yield _plain_op(f"{name}.preprocess0", "factorized_reduce", cell["c_prev_prev"], chs, hw_pp, 2, 1, "relu",
+                            factorized_reduce_prims(cell["c_prev_prev"], chs, hw_p), out_hw=hw_p)
+        else:
+            yield _plain_op(f"{name}.preprocess0", "relu_conv_bn", cell["c_prev_prev"], chs, hw_pp, 1, 1, "relu",
+                            conv_bn(cell["c_prev_prev"], chs, 1, hw_pp))
+        yield _plain_op(f"{name}.preprocess1", "relu_conv_bn", cell["c_prev"], chs, hw_p, 1, 1, "relu",
+                        conv_bn(cell["c_prev"], chs, 1, hw_p))
+        out_hw = conv_out_hw(hw_p, 3, 2) if cell["reduction"] else hw_p
+        for j, (op, src) in enumerate(cell["edges"]):
+            stride = 2 if cell["reduction"] and src < 2 else 1
+            if op == "skip_connect" and stride == 2 and (hw_p[0] % 2 or hw_p[1] % 2):
+                raise ValueError(f"input size {hw} does not fit {spec.family}: cell {i} would reduce an odd "
+                                 f"{hw_p[0]}x{hw_p[1]} map (DARTS' FactorizedReduce needs even sizes)")
+            kernel = int(op[-1]) if op[-1].isdigit() else 1
+            yield _plain_op(f"{name}._ops.{j}", op, chs, chs, hw_p if src < 2 else out_hw, stride,
+                            kernel, "relu", cell_op_prims(op, chs, stride, out_hw), out_hw=out_hw)
+        hw_pp, hw_p = hw_p, out_hw
+    if spec.num_classes:
+        yield _plain_op("classifier", "linear", spec.num_features, spec.num_classes, (1, 1), 1, 1, "identity",
+                        [linear(spec.num_features, spec.num_classes)], out_hw=(1, 1))
+
+
+def count(spec: AnySpec, input_size: int | Sequence[int]) -> Cost:
+    """Params and MACs of ``spec`` (either spec type) at ``input_size``: the sum over :func:`iter_ops`."""
     total = Cost(0, 0)
     for op in iter_ops(spec, input_size):
         total = total + Cost(op.params, op.macs)

@@ -1,7 +1,7 @@
 """The model registry and factory: ``register_model``, ``create_model``, ``list_models``, ``model_info``.
 
-A zoo model is a named function that returns its :class:`~zoo.spec.ArchSpec` (architectures are
-data), registered with a :class:`~zoo.pretrained.PretrainedCfg`. ``register_model`` turns it into a
+A zoo model is a named function that returns its spec, an :class:`~zoo.spec.ArchSpec` or a
+:class:`~zoo.spec.CellNetSpec` (architectures are data), registered with a :class:`~zoo.pretrained.PretrainedCfg`. ``register_model`` turns it into a
 timm-style entrypoint ``name(pretrained=False, **kwargs) -> nn.Module`` and registers that entrypoint
 with timm too (see :mod:`zoo.mobile_zoo`), so ``timm.create_model(name)`` works once ``zoo`` is
 imported. Names are unique: registering a name twice, here or against a timm model, is an error.
@@ -20,12 +20,16 @@ from typing import Any
 
 from torch import nn
 
+from .cells import CellNet, CellNetFeatures, build_cellnet
+from .contract import ZooModel
 from .costs import count
 from .pretrained import PretrainedCfg, load_pretrained
-from .spec import ArchSpec
-from .specnet import SpecFeatures, SpecNet
+from .spec import AnySpec, CellNetSpec
+from .specnet import SpecFeatures, SpecNet, SpecResNet, SpecResNetFeatures
 
-SpecFn = Callable[[], ArchSpec]
+SpecFn = Callable[[], AnySpec]
+# Spec fields a caller may override through create_model keyword arguments (training-time options).
+SPEC_KWARGS = ("drop_path_rate", "auxiliary")
 EntryPoint = Callable[..., nn.Module]
 
 
@@ -93,7 +97,7 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     return _entry(name).pretrained_cfg
 
 
-def get_arch_spec(name: str) -> ArchSpec:
+def get_arch_spec(name: str) -> AnySpec:
     """The model's architecture spec, without building the model."""
     return _entry(name).spec_fn()
 
@@ -169,6 +173,8 @@ def create_model(
         checkpoint_path: a local weights file to load instead of the cfg's (implies loading).
         pretrained_cfg, pretrained_cfg_overlay: replace / patch the registered cfg.
         cache_dir: where ``url``-named weights are looked for (default ``$MZOO_CACHE``).
+        **kwargs: training-time spec fields the model has (``drop_path_rate``, ``auxiliary`` of cell
+            networks).
 
     Raises:
         UnknownModelError: ``model_name`` is not registered (close matches are suggested).
@@ -176,23 +182,37 @@ def create_model(
         zoo.pretrained.WeightsError: weights requested but missing, corrupt or mismatched.
     """
     entry = _entry(model_name)
-    if kwargs:
-        raise TypeError(f"{model_name}: unexpected arguments {sorted(kwargs)}")
-    cfg = _resolve_cfg(entry, pretrained_cfg, pretrained_cfg_overlay)
     spec = entry.spec_fn()
+    unknown = sorted(k for k in kwargs if k not in SPEC_KWARGS or not hasattr(spec, k))
+    if unknown:
+        raise TypeError(f"{model_name}: unexpected arguments {unknown}")
+    cfg = _resolve_cfg(entry, pretrained_cfg, pretrained_cfg_overlay)
     overrides = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans),
-                                   ("drop_rate", drop_rate)) if v is not None}
+                                   ("drop_rate", drop_rate)) if v is not None} | kwargs
     spec = spec.replace(**overrides) if overrides else spec
-    model = SpecNet(spec, global_pool=global_pool)
+    model = build_model(spec, global_pool=global_pool)
     if pretrained or checkpoint_path is not None:
         load_pretrained(model, model_name, cfg, num_classes=spec.num_classes, in_chans=spec.in_chans,
                         checkpoint_path=checkpoint_path, cache=Path(cache_dir) if cache_dir else None)
-    result: nn.Module = SpecFeatures(model, list(out_indices) if out_indices is not None else None) \
+    result: nn.Module = features_model(model, list(out_indices) if out_indices is not None else None) \
         if features_only else model
     result.pretrained_cfg = result.default_cfg = cfg  # type: ignore[assignment]
     return result
 
 
-def build_model(spec: ArchSpec, *, global_pool: str = "avg") -> SpecNet:
-    """Build a model straight from a spec (e.g. a search result loaded from JSON)."""
+def build_model(spec: AnySpec, *, global_pool: str = "avg") -> ZooModel:
+    """Build a model straight from a spec of either type (e.g. a search result loaded from JSON)."""
+    if isinstance(spec, CellNetSpec):
+        return build_cellnet(spec, global_pool)
+    if spec.layout == "resnet":
+        return SpecResNet(spec, global_pool=global_pool)
     return SpecNet(spec, global_pool=global_pool)
+
+
+def features_model(model: ZooModel, out_indices: list[int] | None = None) -> nn.Module:
+    """The ``features_only`` form of a built model (shares its modules and state-dict keys)."""
+    if isinstance(model, CellNet):
+        return CellNetFeatures(model, out_indices)
+    if isinstance(model, SpecResNet):
+        return SpecResNetFeatures(model, out_indices)
+    return SpecFeatures(model, out_indices)

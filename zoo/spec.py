@@ -1,11 +1,13 @@
 """Architecture specs: the one hand-off format between search, zoo, export and latency tables.
 
-An :class:`ArchSpec` is a frozen, JSON-serialisable description of a whole network: a stem, a
-sequence of stages (each a tuple of :class:`BlockSpec`), an optional 1x1 head conv and a linear
-classifier. Stages are also the network's feature levels (``feature_info``). A model is built from
-a spec by :func:`zoo.specnet.build_from_spec` and rebuilds exactly from it; the cost walker in
-:mod:`zoo.costs` reads the same spec. ``schema_version`` is bumped whenever a field changes
-meaning, and :func:`ArchSpec.from_dict` refuses versions it does not know.
+Two frozen, JSON-serialisable spec types describe whole networks. An :class:`ArchSpec` is a chain
+network: a stem, a sequence of stages (each a tuple of :class:`BlockSpec`), an optional 1x1 head conv
+and a linear classifier; stages are also its feature levels (``feature_info``), and ``layout`` picks
+the state-dict names (timm's MobileNet or ResNet ones). A :class:`CellNetSpec` is a DARTS-style cell
+network driven by a :class:`Genotype`. :func:`zoo.build_model` builds either and a model rebuilds
+exactly from its spec; the cost walker in :mod:`zoo.costs` reads the same specs. ``schema_version``
+is bumped whenever a field changes meaning, and the readers refuse versions they do not know;
+:func:`spec_from_json` reads a spec file of either type.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 2
-# Versions this code reads: 1 lacks BlockSpec.se / mid_chs and ArchSpec.feature_stages (read as defaults).
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+# Versions this code reads: 1 lacks BlockSpec.se / mid_chs and ArchSpec.feature_stages; 2 lacks
+# BlockSpec.inner_chs and ArchSpec.layout / stem_pool (all read as their defaults).
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+LAYOUTS = ("mobile", "resnet")
 
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
 GATES = ("sigmoid", "hsigmoid")
@@ -81,6 +85,8 @@ class BlockSpec:
         se: squeeze-and-excitation after the depthwise conv, or ``None``.
         mid_chs: explicit hidden width of inverted-residual blocks (width-searched networks);
             overrides ``expand`` when set.
+        inner_chs: explicit inner widths of blocks with several hidden convs, in execution order
+            (``"bottleneck"``: the outputs of its 1x1 and 3x3 convs).
     """
 
     kind: str
@@ -93,8 +99,12 @@ class BlockSpec:
     residual: bool = True
     se: SESpec | None = None
     mid_chs: int | None = None
+    inner_chs: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.inner_chs is not None and (not self.inner_chs or any(
+                not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.inner_chs)):
+            raise ValueError(f"BlockSpec({self.kind}): inner_chs must be positive ints, got {self.inner_chs}")
         if self.mid_chs is not None and self.mid_chs < 1:
             raise ValueError(f"BlockSpec({self.kind}): mid_chs must be >= 1, got {self.mid_chs}")
         if self.out_chs < 1:
@@ -126,6 +136,10 @@ class ArchSpec:
         in_chans: image channels.
         drop_rate: dropout before the classifier.
         feature_stages: which stages are ``feature_info`` levels (default: all).
+        layout: module layout, i.e. state-dict names: ``"mobile"`` (timm's EfficientNet/MobileNet
+            names) or ``"resnet"`` (timm's ResNet names: ``conv1``, ``layer1``…``layer4``, ``fc``;
+            four stages, no head conv).
+        stem_pool: ``"max"`` for a 3x3 stride-2 max pool after the stem (ResNet), ``""`` for none.
         schema_version: format version of this spec.
     """
 
@@ -138,9 +152,17 @@ class ArchSpec:
     in_chans: int = 3
     drop_rate: float = 0.0
     feature_stages: tuple[int, ...] | None = None
+    layout: str = "mobile"
+    stem_pool: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"ArchSpec({self.family}): unknown layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
+        if self.layout == "resnet" and (len(self.stages) != 4 or self.head_chs is not None):
+            raise ValueError(f"ArchSpec({self.family}): the resnet layout needs 4 stages and no head conv")
+        if self.stem_pool not in ("", "max"):
+            raise ValueError(f"ArchSpec({self.family}): stem_pool must be '' or 'max', got {self.stem_pool!r}")
         if not self.stages or any(len(s) == 0 for s in self.stages):
             raise ValueError(f"ArchSpec({self.family}): every stage needs at least one block")
         if self.num_classes < 0 or self.in_chans < 1:
@@ -179,6 +201,8 @@ class ArchSpec:
             "in_chans": self.in_chans,
             "drop_rate": self.drop_rate,
             "feature_stages": list(self.feature_stages) if self.feature_stages is not None else None,
+            "layout": self.layout,
+            "stem_pool": self.stem_pool,
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -186,6 +210,8 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        if data.get("spec_type") == "cellnet":
+            raise ValueError("ArchSpec: the data holds a CellNetSpec; read it with zoo.spec_from_json / spec_from_dict")
         version = data.get("schema_version")
         if version not in READABLE_SCHEMA_VERSIONS:
             raise ValueError(f"ArchSpec schema_version {version!r} is not supported "
@@ -226,7 +252,174 @@ def _block_from_dict(data: dict[str, Any]) -> BlockSpec:
         if not isinstance(fields["se"], dict) or set(fields["se"]) - se_known:
             raise ValueError(f"SESpec: expected an object with fields {sorted(se_known)}, got {fields['se']!r}")
         fields["se"] = SESpec(**fields["se"])
+    if fields.get("inner_chs") is not None:
+        fields["inner_chs"] = tuple(fields["inner_chs"])
     return BlockSpec(**fields)
+
+
+# DARTS' candidate operations (the cell search space of DARTS and EoiNAS, papers.md §1.3).
+CELL_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+            "dil_conv_3x3", "dil_conv_5x5")
+CELL_STEMS = ("cifar", "imagenet")
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A discrete DARTS cell pair: for each intermediate node, two (operation, input state) edges.
+
+    States 0 and 1 are the outputs of the two previous cells; state ``2 + i`` is intermediate node
+    ``i``. ``normal`` / ``reduce`` list the edges node by node (two per node); the cell output is the
+    channel concatenation of the states in ``*_concat``.
+    """
+
+    normal: tuple[tuple[str, int], ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[tuple[str, int], ...]
+    reduce_concat: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for name, edges, concat in (("normal", self.normal, self.normal_concat),
+                                    ("reduce", self.reduce, self.reduce_concat)):
+            if not edges or len(edges) % 2:
+                raise ValueError(f"Genotype.{name}: needs two edges per node, got {len(edges)} edges")
+            for i, (op, src) in enumerate(edges):
+                if op not in CELL_OPS:
+                    raise ValueError(f"Genotype.{name}[{i}]: unknown operation {op!r}; known: {', '.join(CELL_OPS)}")
+                if not 0 <= src < 2 + i // 2:
+                    raise ValueError(f"Genotype.{name}[{i}]: input state {src} does not exist yet "
+                                     f"(node {i // 2} sees states 0..{1 + i // 2})")
+            if not concat or any(not 0 <= c < 2 + len(edges) // 2 for c in concat):
+                raise ValueError(f"Genotype.{name}_concat {concat} must index the {2 + len(edges) // 2} states")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"normal": [list(e) for e in self.normal], "normal_concat": list(self.normal_concat),
+                "reduce": [list(e) for e in self.reduce], "reduce_concat": list(self.reduce_concat)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Genotype:
+        try:
+            return cls(normal=tuple((str(op), int(src)) for op, src in data["normal"]),
+                       normal_concat=tuple(data["normal_concat"]),
+                       reduce=tuple((str(op), int(src)) for op, src in data["reduce"]),
+                       reduce_concat=tuple(data["reduce_concat"]))
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, ValueError) and str(err).startswith("Genotype"):
+                raise
+            raise ValueError(f"Genotype: malformed ({err!r})") from None
+
+
+@dataclass(frozen=True)
+class CellNetSpec:
+    """A DARTS-style cell network (``NetworkCIFAR`` / ``NetworkImageNet``) as data.
+
+    Attributes:
+        family: model family name (e.g. ``"darts"``).
+        genotype: the normal and reduction cells.
+        init_chs: ``C``, the channels of each cell op in the first stage (doubled at each reduction).
+        layers: number of cells; reductions sit at ``layers // 3`` and ``2 * layers // 3``.
+        stem: ``"cifar"`` (3x3 conv to ``stem_multiplier × C``) or ``"imagenet"`` (three stride-2 3x3 convs).
+        auxiliary: build the auxiliary classifier after cell ``2 * layers // 3`` (training only).
+        num_classes: classifier outputs (0 means no classifier).
+        in_chans: image channels.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: DARTS' drop-path probability on non-identity edges (training only).
+        stem_multiplier: width of the CIFAR stem relative to ``C``.
+        schema_version: format version of this spec.
+    """
+
+    family: str
+    genotype: Genotype
+    init_chs: int
+    layers: int
+    stem: str = "cifar"
+    auxiliary: bool = False
+    num_classes: int = 10
+    in_chans: int = 3
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    stem_multiplier: int = 3
+    schema_version: int = SCHEMA_VERSION
+
+    spec_type = "cellnet"  # class constant: the tag that tells the two spec types apart in JSON
+
+    def __post_init__(self) -> None:
+        if self.init_chs < 2 or self.init_chs % 2 or self.layers < 3:
+            raise ValueError(f"CellNetSpec({self.family}): need an even init_chs >= 2 and layers >= 3, "
+                             f"got init_chs={self.init_chs}, layers={self.layers}")
+        if self.stem not in CELL_STEMS:
+            raise ValueError(f"CellNetSpec({self.family}): unknown stem {self.stem!r}; known: {', '.join(CELL_STEMS)}")
+        if self.num_classes < 0 or self.in_chans < 1 or self.stem_multiplier < 1:
+            raise ValueError(f"CellNetSpec({self.family}): bad num_classes={self.num_classes}, "
+                             f"in_chans={self.in_chans} or stem_multiplier={self.stem_multiplier}")
+        for field in ("drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ValueError(f"CellNetSpec({self.family}): {field} must be in [0, 1), got {getattr(self, field)}")
+
+    @property
+    def reduction_layers(self) -> tuple[int, int]:
+        return (self.layers // 3, 2 * self.layers // 3)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last cell's output (entering the classifier)."""
+        return len(self.genotype.normal_concat) * self.init_chs * 4
+
+    def replace(self, **changes: Any) -> CellNetSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return data | {"spec_type": self.spec_type, "genotype": self.genotype.to_dict()}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellNetSpec:
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"CellNetSpec schema_version {data.get('schema_version')!r} is not supported "
+                             f"(this version reads {SCHEMA_VERSION})")
+        fields = {k: v for k, v in data.items() if k != "spec_type"}
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"CellNetSpec: unknown fields {sorted(unknown)}")
+        if "genotype" not in fields:
+            raise ValueError("CellNetSpec: missing field 'genotype'")
+        fields["genotype"] = Genotype.from_dict(fields["genotype"])
+        try:
+            return cls(**fields)
+        except TypeError as err:
+            raise ValueError(f"CellNetSpec: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> CellNetSpec:
+        spec = spec_from_json(text)
+        if not isinstance(spec, cls):
+            raise ValueError("CellNetSpec: the JSON holds an ArchSpec")
+        return spec
+
+
+AnySpec = ArchSpec | CellNetSpec
+
+
+def spec_from_dict(data: dict[str, Any]) -> AnySpec:
+    """Read either spec type (``CellNetSpec`` dicts carry ``"spec_type": "cellnet"``)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a spec must be a JSON object, got {type(data).__name__}")
+    if data.get("spec_type", "arch") == CellNetSpec.spec_type:
+        return CellNetSpec.from_dict(data)
+    if data.get("spec_type", "arch") != "arch":
+        raise ValueError(f"unknown spec_type {data.get('spec_type')!r}; known: arch, cellnet")
+    return ArchSpec.from_dict({k: v for k, v in data.items() if k != "spec_type"})
+
+
+def spec_from_json(text: str) -> AnySpec:
+    """Parse a spec file's text into an :class:`ArchSpec` or a :class:`CellNetSpec`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"spec: not valid JSON ({err})") from None
+    return spec_from_dict(data)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -238,4 +431,5 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-__all__ = ["SCHEMA_VERSION", "ACTIVATIONS", "GATES", "SESpec", "BlockSpec", "ArchSpec", "make_divisible"]
+__all__ = ["SCHEMA_VERSION", "ACTIVATIONS", "GATES", "CELL_OPS", "SESpec", "BlockSpec", "ArchSpec", "Genotype",
+           "CellNetSpec", "AnySpec", "spec_from_dict", "spec_from_json", "make_divisible"]

@@ -1,11 +1,13 @@
-"""``SpecNet``: the model class every :class:`~zoo.spec.ArchSpec` builds into.
+"""The model classes :class:`~zoo.spec.ArchSpec` specs build into, one per ``layout``.
 
-It owns the zoo's model contract (the same as timm's): ``forward_features`` (unpooled features,
-head conv included), ``forward_head(x, pre_logits=)``, ``reset_classifier``, ``get_classifier``,
-``num_features``, ``head_hidden_size``, ``feature_info`` and ``features_only`` mode, and it is
-TorchScript- and FX-traceable. Submodule names are state-dict keys, chosen once to be timm's
-EfficientNet/MobileNet names (``conv_stem``, ``bn1``, ``blocks.<stage>.<block>``, ``conv_head``, ``bn2``,
-``classifier``) so that specs of timm's MobileNet-style models can load timm checkpoints as they are.
+``SpecNet`` (layout ``"mobile"``) names its modules as timm's EfficientNet/MobileNet (``conv_stem``,
+``bn1``, ``blocks.<stage>.<block>``, ``conv_head``, ``bn2``, ``classifier``); ``SpecResNet`` (layout
+``"resnet"``) as timm's ResNet (``conv1``, ``bn1``, ``maxpool``, ``layer1``…``layer4``, ``fc``). Submodule
+names are state-dict keys, so specs of timm's models load timm checkpoints as they are. Both carry
+the zoo's model contract (timm's; shared parts in :class:`~zoo.contract.ZooModel`):
+``forward_features`` (unpooled features, head conv included), ``forward_head(x, pre_logits=)``,
+``reset_classifier``, ``get_classifier``, ``num_features``, ``head_hidden_size``, ``feature_info`` and a
+``features_only`` form; both are TorchScript- and FX-traceable.
 """
 
 from __future__ import annotations
@@ -13,28 +15,68 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .blocks import block_kind
+from .contract import ZooModel, select_feature_info
 from .layers import create_act
 from .prims import conv_out_hw
 from .spec import ArchSpec
 
 
-def _feature_info(spec: ArchSpec) -> list[dict[str, Any]]:
+def _stem_reduction(spec: ArchSpec) -> int:
+    return spec.stem.stride * (2 if spec.stem_pool else 1)
+
+
+def _feature_info(spec: ArchSpec, module: str) -> list[dict[str, Any]]:
     """One entry per feature stage: channels, reduction relative to the input, module name."""
-    reduction = spec.stem.stride
+    reduction = _stem_reduction(spec)
     info = []
     for i, stage in enumerate(spec.stages):
         for block in stage:
             reduction *= block.stride
         if spec.feature_stages is None or i in spec.feature_stages:
-            info.append({"num_chs": stage[-1].out_chs, "reduction": reduction, "module": f"blocks.{i}", "stage": i})
+            name = f"layer{i + 1}" if module == "layer" else f"blocks.{i}"
+            info.append({"num_chs": stage[-1].out_chs, "reduction": reduction, "module": name, "stage": i})
     return info
 
 
-class SpecNet(nn.Module):
+def _stages(spec: ArchSpec) -> list[nn.Sequential]:
+    chs = spec.stem.out_chs
+    stages = []
+    for stage in spec.stages:
+        blocks = []
+        for block in stage:
+            blocks.append(block_kind(block.kind).build(chs, block))
+            chs = block.out_chs
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
+def _stem(spec: ArchSpec, layout: str, cls: str) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Module, nn.Module]:
+    """(conv, bn, act, pool) of the stem, after checking the spec is of ``layout``."""
+    if spec.layout != layout:
+        raise ValueError(f"{cls} builds the {layout!r} layout, got {spec.layout!r}; use zoo.build_model")
+    stem = spec.stem
+    if stem.kind != "conv":
+        raise ValueError(f"ArchSpec({spec.family}): the stem must be a 'conv' block, got {stem.kind!r}")
+    conv = nn.Conv2d(spec.in_chans, stem.out_chs, stem.kernel, stem.stride, stem.kernel // 2, groups=stem.groups,
+                     bias=False)
+    pool = nn.MaxPool2d(3, 2, 1) if spec.stem_pool else nn.Identity()
+    return conv, nn.BatchNorm2d(stem.out_chs), create_act(stem.act), pool
+
+
+def output_hw(spec: ArchSpec, input_hw: tuple[int, int]) -> tuple[int, int]:
+    """Spatial size of ``forward_features`` of a ``spec`` model for an input of ``input_hw``."""
+    hw = conv_out_hw(input_hw, spec.stem.kernel, spec.stem.stride)
+    if spec.stem_pool:
+        hw = conv_out_hw(hw, 3, 2)
+    for block in spec.blocks:
+        hw = conv_out_hw(hw, block.kernel, block.stride)
+    return hw
+
+
+class SpecNet(ZooModel):
     """A network built exactly from an :class:`ArchSpec`.
 
     Args:
@@ -44,29 +86,10 @@ class SpecNet(nn.Module):
 
     def __init__(self, spec: ArchSpec, global_pool: str = "avg") -> None:
         super().__init__()
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        self.arch_spec = spec
-        self.num_classes = spec.num_classes
-        self.drop_rate = spec.drop_rate
-        self.feature_info = _feature_info(spec)
-        stem = spec.stem
-        if stem.kind != "conv":
-            raise ValueError(f"ArchSpec({spec.family}): the stem must be a 'conv' block, got {stem.kind!r}")
-        self.conv_stem = nn.Conv2d(spec.in_chans, stem.out_chs, stem.kernel, stem.stride, stem.kernel // 2,
-                                   groups=stem.groups, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem.out_chs)
-        self.act1 = create_act(stem.act)
-        chs = stem.out_chs
-        stages = []
-        for stage in spec.stages:
-            blocks = []
-            for block in stage:
-                blocks.append(block_kind(block.kind).build(chs, block))
-                chs = block.out_chs
-            stages.append(nn.Sequential(*blocks))
-        self.blocks = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = spec.num_features
+        self.conv_stem, self.bn1, self.act1, self.stem_pool = _stem(spec, "mobile", "SpecNet")
+        self.setup_contract(spec, global_pool, _feature_info(spec, "blocks"))
+        self.blocks = nn.Sequential(*_stages(spec))
+        chs = spec.stages[-1][-1].out_chs
         if spec.head_chs is not None:
             self.conv_head = nn.Conv2d(chs, spec.head_chs, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(spec.head_chs)
@@ -75,54 +98,17 @@ class SpecNet(nn.Module):
             self.conv_head = nn.Identity()
             self.bn2 = nn.Identity()
             self.act2 = nn.Identity()
-        self.global_pool = global_pool
-        self.drop = nn.Dropout(spec.drop_rate)
-        self.classifier = self._make_classifier(spec.num_classes, global_pool)
-        self._init_weights()
-
-    def _make_classifier(self, num_classes: int, global_pool: str) -> nn.Module:
-        if num_classes and not global_pool:
-            raise ValueError("a classifier needs pooling: use global_pool='avg' or num_classes=0")
-        return nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def _init_weights(self) -> None:
-        # Fan-out normal init counted per group (as timm's EfficientNet init). torch's kaiming_normal_
-        # ignores groups, which shrinks depthwise weights by sqrt(channels): random-init activations
-        # then vanish ~10x per stage and export parity checks compare numbers near zero.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / m.in_features ** 0.5
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        """Replace the classifier (``num_classes=0`` gives an identity head; ``global_pool=''`` no pooling)."""
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.classifier = self._make_classifier(num_classes, global_pool)
-        self.arch_spec = self.arch_spec.replace(num_classes=num_classes)
+        self.classifier = self.make_classifier(spec.num_classes, global_pool)
+        self.init_weights()
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Unpooled features after the head conv: (N, num_features, H', W')."""
-        x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+        x = self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
+        x = self.blocks(x)
         return self.act2(self.bn2(self.conv_head(x)))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        if self.global_pool == "avg":
-            x = torch.flatten(x.mean((2, 3), keepdim=True), 1)
-        x = self.drop(x)
+        x = self.pre_logits(x)
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -130,10 +116,7 @@ class SpecNet(nn.Module):
 
     def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size of ``forward_features`` for an input of ``input_hw``."""
-        hw = conv_out_hw(input_hw, self.arch_spec.stem.kernel, self.arch_spec.stem.stride)
-        for block in self.arch_spec.blocks:
-            hw = conv_out_hw(hw, block.kernel, block.stride)
-        return hw
+        return output_hw(self.arch_spec, input_hw)
 
 
 class SpecFeatures(nn.Module):
@@ -145,23 +128,74 @@ class SpecFeatures(nn.Module):
 
     def __init__(self, net: SpecNet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        n = len(net.feature_info)
-        indices = list(range(n)) if out_indices is None else list(out_indices)
-        for i in indices:
-            if not -n <= i < n:
-                raise ValueError(f"out_indices {tuple(indices)} out of range for {n} feature stages")
         self.arch_spec = net.arch_spec
-        self.feature_info = [net.feature_info[i % n] for i in indices]
+        self.feature_info = select_feature_info(net.feature_info, out_indices)
         # Stage positions (in self.blocks) whose outputs are returned.
         self.out_indices = [int(f["stage"]) for f in self.feature_info]
-        self.conv_stem, self.bn1, self.act1 = net.conv_stem, net.bn1, net.act1
+        self.conv_stem, self.bn1, self.act1, self.stem_pool = net.conv_stem, net.bn1, net.act1, net.stem_pool
         self.blocks = net.blocks
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.act1(self.bn1(self.conv_stem(x)))
+        x = self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
         feats: list[Tensor] = []
         for i, stage in enumerate(self.blocks):
             x = stage(x)
+            if i in self.out_indices:
+                feats.append(x)
+        return feats
+
+
+class SpecResNet(ZooModel):
+    """A ResNet-layout network built exactly from an :class:`ArchSpec` (timm ``ResNet`` names).
+
+    Args:
+        spec: the architecture (``layout="resnet"``: four stages, no head conv).
+        global_pool: ``"avg"`` or ``""`` (no pooling; then ``num_classes`` must be 0).
+    """
+
+    classifier_name = "fc"
+
+    def __init__(self, spec: ArchSpec, global_pool: str = "avg") -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.act1, self.maxpool = _stem(spec, "resnet", "SpecResNet")
+        self.setup_contract(spec, global_pool, _feature_info(spec, "layer"))
+        self.layer1, self.layer2, self.layer3, self.layer4 = _stages(spec)
+        self.fc = self.make_classifier(spec.num_classes, global_pool)
+        self.init_weights()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Unpooled output of ``layer4``: (N, num_features, H', W')."""
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.pre_logits(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """Spatial size of ``forward_features`` for an input of ``input_hw``."""
+        return output_hw(self.arch_spec, input_hw)
+
+
+class SpecResNetFeatures(nn.Module):
+    """``features_only`` form of a :class:`SpecResNet`: the outputs of selected ``layerN`` stages."""
+
+    def __init__(self, net: SpecResNet, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.arch_spec = net.arch_spec
+        self.feature_info = select_feature_info(net.feature_info, out_indices)
+        self.out_indices = [int(f["stage"]) for f in self.feature_info]
+        self.conv1, self.bn1, self.act1, self.maxpool = net.conv1, net.bn1, net.act1, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        feats: list[Tensor] = []
+        for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            x = layer(x)
             if i in self.out_indices:
                 feats.append(x)
         return feats

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import timm
-import torch
 
 import zoo
+from tests.conftest import assert_loads_timm_weights
 from zoo.efficientnet import B0_FULL_WIDTH, efficientnet_b0_width_spec
 
 
 def test_full_width_is_timm_efficientnet_b0_key_for_key() -> None:
     ours = zoo.create_model("bcnet_efficientnet_b0").eval()
-    theirs = timm.create_model("efficientnet_b0").eval()
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    x = torch.randn(2, 3, 224, 224)
-    with torch.inference_mode():
-        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    theirs = assert_loads_timm_weights(ours, "efficientnet_b0")
     assert [f["module"] for f in ours.feature_info] == [f["module"] for f in theirs.feature_info]
     assert zoo.count(ours.arch_spec, 224) == zoo.count_module(theirs, (3, 224, 224))
 

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import pytest
 import timm
-import torch
 
 import zoo
+from tests.conftest import assert_loads_timm_weights
 from zoo.mobilenetv2 import BCNET_CIFAR, BCNET_IMAGENET, FULL_WIDTH, mobilenetv2_width_spec
 
 
 def test_full_width_is_timm_mobilenetv2_100_key_for_key() -> None:
     ours = zoo.create_model("bcnet_mobilenetv2_100").eval()
-    theirs = timm.create_model("mobilenetv2_100").eval()
-    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
-    assert list(ours_sd) == list(theirs_sd)
-    assert all(ours_sd[k].shape == theirs_sd[k].shape for k in ours_sd)
-    ours.load_state_dict(theirs_sd, strict=True)  # timm weights load as they are
-    x = torch.randn(2, 3, 224, 224)
-    with torch.inference_mode():
-        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    theirs = assert_loads_timm_weights(ours, "mobilenetv2_100")
     assert [f["reduction"] for f in ours.feature_info] == [f["reduction"] for f in theirs.feature_info]
     assert [f["module"] for f in ours.feature_info] == [f["module"] for f in theirs.feature_info]
 

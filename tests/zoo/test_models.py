@@ -104,7 +104,7 @@ def test_fx_trace_is_exact(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_spec_round_trip_rebuilds_exactly(name: str) -> None:
     model = zoo.create_model(name).eval()
-    spec = zoo.ArchSpec.from_json(model.arch_spec.to_json())
+    spec = zoo.spec_from_json(model.arch_spec.to_json())
     assert spec == model.arch_spec
     rebuilt = zoo.build_model(spec).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)

@@ -14,7 +14,7 @@ from zoo.spec import ArchSpec
 def test_list_models_filters_and_sorts() -> None:
     names = zoo.list_models()
     assert "hgcnet_1x" in names and "hgcnet_1x_cifar" in names
-    assert zoo.list_models("hgcnet_*_cifar") == [n for n in names if n.endswith("_cifar")]
+    assert zoo.list_models("hgcnet_*_cifar") == [n for n in names if n.startswith("hgcnet_") and n.endswith("_cifar")]
     assert "hgcnet_1x_cifar" not in zoo.list_models("hgcnet*", exclude="*cifar")
     assert zoo.list_models(["hgcnet_1x", "hgcnet_2x"]) == ["hgcnet_1x", "hgcnet_2x"]
     assert zoo.list_models("nothing_like_this*") == []

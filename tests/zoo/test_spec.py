@@ -100,3 +100,24 @@ def test_schema_v1_files_still_read() -> None:
             del block["se"]
     del data["stem"]["se"]
     assert ArchSpec.from_dict(data) == hgcnet_spec()
+
+
+def test_schema_v2_files_still_read() -> None:
+    data = hgcnet_spec().to_dict()
+    data["schema_version"] = 2
+    del data["layout"], data["stem_pool"]
+    for block in [data["stem"]] + [b for stage in data["stages"] for b in stage]:
+        del block["inner_chs"]
+    assert ArchSpec.from_dict(data) == hgcnet_spec()
+
+
+def test_resnet_fields_round_trip_and_validate() -> None:
+    spec = zoo.get_arch_spec("bcnet_resnet50_2g")
+    assert (spec.layout, spec.stem_pool, spec.blocks[0].inner_chs) == ("resnet", "max", (19, 64))
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="unknown layout 'vgg'"):
+        spec.replace(layout="vgg")
+    with pytest.raises(ValueError, match="stem_pool"):
+        spec.replace(stem_pool="avg")
+    with pytest.raises(ValueError, match="inner_chs"):
+        BlockSpec("bottleneck", 256, inner_chs=(64, 0))

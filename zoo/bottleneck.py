@@ -1,0 +1,65 @@
+"""ResNet's bottleneck block (v1.5: stride in the 3x3 conv) with free inner widths, and its cost twin.
+
+Submodule names are timm's ``Bottleneck`` (``conv1, bn1, act1, conv2, bn2, act2, conv3, bn3, act3,
+downsample.0/1``) so a full-width ResNet-50 spec has timm's ``resnet50`` state-dict keys. The inner
+widths come from ``BlockSpec.inner_chs`` (conv1 out, conv2 out), which is how BCNet's and DAGGER's
+per-layer channel lists reach the block; without it both are ``out_chs // 4`` (expansion 4).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .layers import create_act
+from .prims import Prim, conv_bn
+from .spec import BlockSpec
+
+
+def bottleneck_widths(block: BlockSpec) -> tuple[int, int]:
+    """(conv1 out, conv2 out) of a bottleneck block."""
+    if block.inner_chs is None:
+        return (max(1, block.out_chs // 4),) * 2
+    if len(block.inner_chs) != 2:
+        raise ValueError(f"BlockSpec(bottleneck): inner_chs needs 2 widths (conv1, conv2), got {block.inner_chs}")
+    return block.inner_chs[0], block.inner_chs[1]
+
+
+def needs_downsample(in_chs: int, block: BlockSpec) -> bool:
+    return block.stride != 1 or in_chs != block.out_chs
+
+
+class Bottleneck(nn.Module):
+    """1x1 → k×k (stride) → 1x1, BN after each, identity or 1x1-conv shortcut, activation after the add."""
+
+    def __init__(self, in_chs: int, block: BlockSpec) -> None:
+        super().__init__()
+        w1, w2 = bottleneck_widths(block)
+        self.conv1 = nn.Conv2d(in_chs, w1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
+        self.act1 = create_act(block.act)
+        self.conv2 = nn.Conv2d(w1, w2, block.kernel, block.stride, block.kernel // 2, groups=block.groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(w2)
+        self.act2 = create_act(block.act)
+        self.conv3 = nn.Conv2d(w2, block.out_chs, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(block.out_chs)
+        self.act3 = create_act(block.act)
+        self.downsample = nn.Sequential(nn.Conv2d(in_chs, block.out_chs, 1, block.stride, bias=False),
+                                        nn.BatchNorm2d(block.out_chs)) if needs_downsample(in_chs, block) \
+            else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        return self.act3(x + shortcut)
+
+
+def bottleneck_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[Prim]:
+    """Cost records of one :class:`Bottleneck`, mirroring its ``__init__``."""
+    w1, w2 = bottleneck_widths(block)
+    prims = conv_bn(in_chs, w1, 1, in_hw) + conv_bn(w1, w2, block.kernel, out_hw, block.groups)
+    prims += conv_bn(w2, block.out_chs, 1, out_hw)
+    if needs_downsample(in_chs, block):
+        prims += conv_bn(in_chs, block.out_chs, 1, out_hw)
+    return prims
