@@ -287,9 +287,6 @@ class CellNet(ZooModel):
         x = self.pre_logits(x)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     @torch.jit.ignore
     def forward_train(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(logits, auxiliary logits) as DARTS trains; the second is ``None`` without an auxiliary head

@@ -3,7 +3,7 @@
 :class:`ZooModel` owns classifier handling (``get_classifier``, ``reset_classifier``, the pooled
 pre-logits path of ``forward_head``) and the weight init, so :class:`~zoo.specnet.SpecNet`,
 :class:`~zoo.specnet.SpecResNet` and :class:`~zoo.cells.CellNet` differ only in their bodies and
-state-dict names. Subclasses set ``arch_spec``, ``num_features``, ``drop`` and ``global_pool`` and
+state-dict names. ``forward`` is ``forward_head(forward_features(x))`` for all. Subclasses set ``arch_spec``, ``num_features``, ``drop`` and ``global_pool`` and
 name their classifier by the class constant ``classifier_name``.
 """
 
@@ -87,6 +87,9 @@ class ZooModel(nn.Module):
         self.global_pool = global_pool
         setattr(self, self.classifier_name, classifier)
         self.arch_spec = self.arch_spec.replace(num_classes=num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
 
     def pre_logits(self, x: Tensor) -> Tensor:
         """Global average pool (unless ``global_pool=''``) and dropout: what the classifier sees."""

@@ -111,9 +111,6 @@ class SpecNet(ZooModel):
         x = self.pre_logits(x)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size of ``forward_features`` for an input of ``input_hw``."""
         return output_hw(self.arch_spec, input_hw)
@@ -171,9 +168,6 @@ class SpecResNet(ZooModel):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.pre_logits(x)
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size of ``forward_features`` for an input of ``input_hw``."""
