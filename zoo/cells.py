@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .contract import ZooModel, select_feature_info
-from .prims import Prim, conv_bn, conv_out_hw
+from .prims import Prim, conv_bn
 from .spec import CellNetSpec, Genotype
 
 
@@ -298,19 +298,6 @@ class CellNet(ZooModel):
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 aux = self.auxiliary_head(s1)
         return self.forward_head(s1), aux
-
-    def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
-        """Spatial size of ``forward_features`` for an input of ``input_hw``."""
-        return cell_output_hw(self.arch_spec, input_hw)
-
-
-def cell_output_hw(spec: CellNetSpec, input_hw: tuple[int, int]) -> tuple[int, int]:
-    hw = input_hw
-    for _ in range(3 if spec.stem == "imagenet" else 0):
-        hw = conv_out_hw(hw, 3, 2)
-    for _ in spec.reduction_layers:
-        hw = conv_out_hw(hw, 3, 2)
-    return hw
 
 
 class CellNetCIFAR(CellNet):

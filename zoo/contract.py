@@ -91,6 +91,13 @@ class ZooModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
+    def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """Spatial size of ``forward_features`` for an input of ``input_hw``, from the cost walker."""
+        from .costs import features_hw  # late: the walker imports the cell model module, which imports this one
+
+        return features_hw(self.arch_spec, input_hw)
+
     def pre_logits(self, x: Tensor) -> Tensor:
         """Global average pool (unless ``global_pool=''``) and dropout: what the classifier sees."""
         if self.global_pool == "avg":

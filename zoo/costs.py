@@ -119,6 +119,12 @@ def _plain_op(name: str, kind: str, in_chs: int, out_chs: int, in_hw: tuple[int,
                   params=sum(p.params for p in prims), macs=sum(p.macs for p in prims))
 
 
+def _check_even(spec: CellNetSpec, input_hw: tuple[int, int], cell: int, hw: tuple[int, int]) -> None:
+    if hw[0] % 2 or hw[1] % 2:
+        raise ValueError(f"input size {input_hw} does not fit {spec.family}: cell {cell} would reduce an odd "
+                         f"{hw[0]}x{hw[1]} map (DARTS' FactorizedReduce needs even sizes)")
+
+
 def _cell_ops(spec: CellNetSpec, hw: tuple[int, int]) -> Iterator[OpCost]:
     """DARTS networks: stem convs, then per cell its two preprocessing ops and every edge."""
     c = spec.init_chs
@@ -137,9 +143,7 @@ def _cell_ops(spec: CellNetSpec, hw: tuple[int, int]) -> Iterator[OpCost]:
     for i, cell in enumerate(cell_plan(spec)):
         chs, name = cell["chs"], f"cells.{i}"
         if cell["reduction_prev"]:
-            if hw_pp[0] % 2 or hw_pp[1] % 2:
-                raise ValueError(f"input size {hw} does not fit {spec.family}: cell {i} would reduce an odd "
-                                 f"{hw_pp[0]}x{hw_pp[1]} map (DARTS' FactorizedReduce needs even sizes)")
+            _check_even(spec, hw, i, hw_pp)
             yield _plain_op(f"{name}.preprocess0", "factorized_reduce", cell["c_prev_prev"], chs, hw_pp, 2, 1, "relu",
                             factorized_reduce_prims(cell["c_prev_prev"], chs, hw_p), out_hw=hw_p)
         else:
@@ -150,9 +154,8 @@ def _cell_ops(spec: CellNetSpec, hw: tuple[int, int]) -> Iterator[OpCost]:
         out_hw = conv_out_hw(hw_p, 3, 2) if cell["reduction"] else hw_p
         for j, (op, src) in enumerate(cell["edges"]):
             stride = 2 if cell["reduction"] and src < 2 else 1
-            if op == "skip_connect" and stride == 2 and (hw_p[0] % 2 or hw_p[1] % 2):
-                raise ValueError(f"input size {hw} does not fit {spec.family}: cell {i} would reduce an odd "
-                                 f"{hw_p[0]}x{hw_p[1]} map (DARTS' FactorizedReduce needs even sizes)")
+            if op == "skip_connect" and stride == 2:
+                _check_even(spec, hw, i, hw_p)
             kernel = int(op[-1]) if op[-1].isdigit() else 1
             yield _plain_op(f"{name}._ops.{j}", op, chs, chs, hw_p if src < 2 else out_hw, stride,
                             kernel, "relu", cell_op_prims(op, chs, stride, out_hw), out_hw=out_hw)
@@ -160,6 +163,11 @@ def _cell_ops(spec: CellNetSpec, hw: tuple[int, int]) -> Iterator[OpCost]:
     if spec.num_classes:
         yield _plain_op("classifier", "linear", spec.num_features, spec.num_classes, (1, 1), 1, 1, "identity",
                         [linear(spec.num_features, spec.num_classes)], out_hw=(1, 1))
+
+
+def features_hw(spec: AnySpec, input_size: int | Sequence[int]) -> tuple[int, int]:
+    """Spatial size of a ``spec`` model's ``forward_features`` output: where the walk ends before the classifier."""
+    return [op.out_hw for op in iter_ops(spec, input_size) if op.kind != "linear"][-1]
 
 
 def count(spec: AnySpec, input_size: int | Sequence[int]) -> Cost:

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from .blocks import block_kind
 from .contract import ZooModel, select_feature_info
 from .layers import create_act
-from .prims import conv_out_hw
 from .spec import ArchSpec
 
 
@@ -66,16 +65,6 @@ def _stem(spec: ArchSpec, layout: str, cls: str) -> tuple[nn.Conv2d, nn.BatchNor
     return conv, nn.BatchNorm2d(stem.out_chs), create_act(stem.act), pool
 
 
-def output_hw(spec: ArchSpec, input_hw: tuple[int, int]) -> tuple[int, int]:
-    """Spatial size of ``forward_features`` of a ``spec`` model for an input of ``input_hw``."""
-    hw = conv_out_hw(input_hw, spec.stem.kernel, spec.stem.stride)
-    if spec.stem_pool:
-        hw = conv_out_hw(hw, 3, 2)
-    for block in spec.blocks:
-        hw = conv_out_hw(hw, block.kernel, block.stride)
-    return hw
-
-
 class SpecNet(ZooModel):
     """A network built exactly from an :class:`ArchSpec`.
 
@@ -110,10 +99,6 @@ class SpecNet(ZooModel):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.pre_logits(x)
         return x if pre_logits else self.classifier(x)
-
-    def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
-        """Spatial size of ``forward_features`` for an input of ``input_hw``."""
-        return output_hw(self.arch_spec, input_hw)
 
 
 class SpecFeatures(nn.Module):
@@ -168,10 +153,6 @@ class SpecResNet(ZooModel):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.pre_logits(x)
         return x if pre_logits else self.fc(x)
-
-    def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
-        """Spatial size of ``forward_features`` for an input of ``input_hw``."""
-        return output_hw(self.arch_spec, input_hw)
 
 
 class SpecResNetFeatures(nn.Module):
