@@ -6,6 +6,8 @@ tooling that need the specifics read the attributes of the subclasses.
 
 from __future__ import annotations
 
+import re
+
 
 class ExportError(Exception):
     """A model could not be exported, written, or read back as a deployable artefact."""
@@ -41,3 +43,49 @@ class OnnxVerificationError(ExportError):
         # Exceptions pickle via self.args (the message) by default, which would not fit __init__;
         # pytest-xdist and multiprocessing pickle errors raised in workers.
         return (type(self), (self.output_name, self.batch_size, self.max_abs_diff, self.atol, self.detail))
+
+
+class UnsupportedFormatError(ExportError, ValueError):
+    """An export format name the pipeline does not know."""
+
+
+class CalibrationDataError(ExportError):
+    """Calibration or verification images are missing, unreadable, corrupt or of the wrong kind."""
+
+
+class AgreementError(ExportError):
+    """A reduced-precision artefact (fp16, int8, CoreML fp16) disagrees with its reference beyond a threshold."""
+
+    def __init__(self, artefact: str, metric: str, value: float, threshold: float, detail: str = "") -> None:
+        self.artefact = artefact
+        self.metric = metric
+        self.value = value
+        self.threshold = threshold
+        self.detail = detail
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"{artefact}: {metric} {value:.4g} is below the required {threshold:.4g}{extra}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, float, float, str]]:
+        return (type(self), (self.artefact, self.metric, self.value, self.threshold, self.detail))
+
+
+class CoremlVerificationError(ExportError):
+    """A converted Core ML package fails its structural check or (on macOS) its numerical comparison."""
+
+
+class ExecutorchVerificationError(ExportError):
+    """An ExecuTorch ``.pte`` program fails to load or run, or disagrees with eager PyTorch."""
+
+
+# torch's exporters colour their messages; they end up in one-line error messages and log files.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(err: BaseException) -> str:
+    """The innermost cause of ``err`` as ``Type: first line``, for messages that must fit on one line."""
+    root = err
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    lines = [line.strip() for line in _ANSI_ESCAPE.sub("", str(root)).splitlines() if line.strip()]
+    text = lines[0] if lines else "(no message)"
+    return f"{type(root).__name__}: {text}"

@@ -14,16 +14,13 @@ ONNX Runtime is within ``atol`` of that exact reference or no further from it th
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import math
 import os
-import re
-import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +32,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from export.errors import ExportError, OnnxLoadError, OnnxVerificationError
+from export.errors import ExportError, OnnxLoadError, OnnxVerificationError, one_line
+from export.files import check_target, publish, temporary_path
 
 SUPPORTED_OPSETS = (17, 18)
 # The batch size of the traced example input. Verification must use other sizes, or a graph whose batch
@@ -58,10 +56,6 @@ _REDUCE_OPS_AXES_INPUT_IN_18 = frozenset(
         "ReduceSumSquare",
     }
 )
-# torch's exporter colours its messages; they end up in one-line ExportError messages and log files.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-# Files at mkstemp's default 0600 would be unreadable to other users once published.
-_PUBLISHED_FILE_MODE = 0o644
 
 Exporter = Literal["dynamo", "torchscript"]
 ShapeDim = int | str
@@ -155,14 +149,12 @@ def export_onnx(
     input_size = _check_input_size(input_size)
     props = _metadata_props(metadata, cfg)
     target = Path(path)
-    if target.is_dir():
-        raise ExportError(f"ONNX output path {str(target)!r} is a directory")
-    _prepare_directory(target.parent)
+    check_target(target, "ONNX")
 
     was_training = model.training
     model.eval()
     try:
-        with _temporary_file(target) as tmp:
+        with temporary_path(target, suffix=".onnx.tmp") as tmp:
             return _export_to(model, target, tmp, input_size, props, cfg)
     finally:
         model.train(was_training)
@@ -199,8 +191,7 @@ def _export_to(
         onnx_version=onnx.__version__,
         onnxruntime_version=ort.__version__,
     )
-    os.chmod(tmp, _PUBLISHED_FILE_MODE)
-    os.replace(tmp, target)
+    publish(tmp, target)
     return report
 
 
@@ -223,32 +214,6 @@ def _metadata_props(metadata: Mapping[str, str] | None, cfg: OnnxExportConfig) -
     return props
 
 
-def _prepare_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ExportError(f"cannot create output directory {str(directory)!r}: {err.strerror or err}") from err
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ExportError(f"output directory {str(directory)!r} is not writable")
-
-
-@contextlib.contextmanager
-def _temporary_file(target: Path) -> Iterator[Path]:
-    """A temp file next to ``target`` (so os.replace is atomic) that is removed unless it was published."""
-    try:
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".onnx.tmp")
-    except OSError as err:
-        raise ExportError(f"output directory {str(target.parent)!r} is not writable: {err.strerror or err}") from err
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        # BaseException included: a Ctrl-C mid-export must not leave a half-written file behind.
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 # ---------------------------------------------------------------------------------------------- exporting
 
 
@@ -260,12 +225,12 @@ def _export_proto(
         return _export_dynamo(model, example, cfg), "dynamo"
     except Exception as err:
         dynamo_error = err
-    reason = _one_line(dynamo_error)
+    reason = one_line(dynamo_error)
     if cfg.fallback_to_torchscript and _torchscript_exporter_available():
         try:
             return _export_torchscript(model, example, scratch, cfg), "torchscript"
         except Exception as ts_err:
-            reason += f" (torchscript fallback also failed: {_one_line(ts_err)})"
+            reason += f" (torchscript fallback also failed: {one_line(ts_err)})"
     raise ExportError(f"failed to export {type(model).__name__} to ONNX: {reason}") from dynamo_error
 
 
@@ -357,7 +322,7 @@ def _finalize(proto: onnx.ModelProto, props: Mapping[str, str], exporter: Export
         onnx.checker.check_model(proto, full_check=True)
         return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise ExportError(f"exported ONNX graph fails the ONNX checker: {_one_line(err)}") from err
+        raise ExportError(f"exported ONNX graph fails the ONNX checker: {one_line(err)}") from err
 
 
 def _strip_debug_metadata(graph: onnx.GraphProto) -> None:
@@ -388,7 +353,7 @@ def _verify(
         try:
             actual = _run_ort(session, cfg.input_name, x.numpy())
         except Exception as err:  # e.g. a batch dimension that was specialised to the example batch
-            detail = f"ONNX Runtime failed: {_one_line(err)}"
+            detail = f"ONNX Runtime failed: {one_line(err)}"
             raise OnnxVerificationError(cfg.output_name, batch_size, math.nan, cfg.atol, detail=detail) from err
         try:
             diffs[batch_size] = _compare(actual, expected, batch_size, cfg)
@@ -425,7 +390,7 @@ def _verification_session(path: Path) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise ExportError(f"ONNX Runtime cannot load the exported graph: {_one_line(err)}") from err
+        raise ExportError(f"ONNX Runtime cannot load the exported graph: {one_line(err)}") from err
 
 
 def _run_eager(model: nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -474,11 +439,11 @@ def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
     try:
         proto = onnx.load_model(str(file))
     except Exception as err:  # protobuf DecodeError, external-data OSError, ... all mean "not loadable"
-        raise OnnxLoadError(f"{str(file)!r} is not a readable ONNX model: {_one_line(err)}") from err
+        raise OnnxLoadError(f"{str(file)!r} is not a readable ONNX model: {one_line(err)}") from err
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
-        raise OnnxLoadError(f"{str(file)!r} fails the ONNX checker: {_one_line(err)}") from err
+        raise OnnxLoadError(f"{str(file)!r} fails the ONNX checker: {one_line(err)}") from err
     return proto
 
 
@@ -497,13 +462,3 @@ def _default_opset(proto: onnx.ModelProto) -> int:
 def _value_shape(value: onnx.ValueInfoProto) -> tuple[ShapeDim, ...]:
     dims = value.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
-
-
-def _one_line(err: BaseException) -> str:
-    """The innermost cause of ``err`` as ``Type: first line``, for messages that must fit on one line."""
-    root = err
-    while root.__cause__ is not None and root.__cause__ is not root:
-        root = root.__cause__
-    lines = [line.strip() for line in _ANSI_ESCAPE.sub("", str(root)).splitlines() if line.strip()]
-    text = lines[0] if lines else "(no message)"
-    return f"{type(root).__name__}: {text}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,11 +19,10 @@ from torch import nn
 
 import zoo
 
+from .errors import UnsupportedFormatError
+from .files import write_json_atomic
 from .latency import BenchConfig, LatencyResult, measure_onnx, measure_torch
 from .onnx import OnnxExportConfig, OnnxExportReport, export_onnx
-
-FORMATS = ("onnx",)
-
 
 @dataclass(frozen=True)
 class ResolvedModel:
@@ -93,7 +91,7 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
     return ResolvedModel(name, source, model.eval(), input_size, mean, std, spec)
 
 
-def _metadata(resolved: ResolvedModel) -> dict[str, str]:
+def model_metadata(resolved: ResolvedModel) -> dict[str, str]:
     meta = {"model_name": resolved.name, "source": resolved.source,
             "input_size": json.dumps(list(resolved.input_size)),
             "mean": json.dumps(list(resolved.mean)), "std": json.dumps(list(resolved.std))}
@@ -102,25 +100,18 @@ def _metadata(resolved: ResolvedModel) -> dict[str, str]:
     return meta
 
 
-def _write_json_atomic(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_model(resolved: ResolvedModel, out_dir: str | os.PathLike, fmt: str = "onnx",
                  cfg: OnnxExportConfig = OnnxExportConfig()) -> OnnxExportReport:
-    """Export to ``out_dir/<name>.<fmt>`` (verified) and write the report as ``<name>.<fmt>.json``."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; supported: {', '.join(FORMATS)}")
-    path = Path(out_dir) / f"{resolved.name}.{fmt}"
-    report = export_onnx(resolved.model, path, resolved.input_size, metadata=_metadata(resolved), cfg=cfg)
-    _write_json_atomic(path.with_name(path.name + ".json"), report.to_dict())
+    """Export to a verified ``out_dir/<name>.onnx`` and write the report as ``<name>.onnx.json``.
+
+    The one-format shortcut the latency comparison uses; :func:`export.formats.export_formats` does
+    every format.
+    """
+    if fmt != "onnx":
+        raise UnsupportedFormatError(f"export_model writes ONNX only, got {fmt!r}; use export.formats.export_formats")
+    path = Path(out_dir) / f"{resolved.name}.onnx"
+    report = export_onnx(resolved.model, path, resolved.input_size, metadata=model_metadata(resolved), cfg=cfg)
+    write_json_atomic(path.with_name(path.name + ".json"), report.to_dict())
     return report
 
 
