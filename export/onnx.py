@@ -1,9 +1,12 @@
-"""ONNX export that always verifies: export, check, run in ONNX Runtime, compare with eager PyTorch, then publish.
+"""ONNX export that always verifies: export, check, simplify, run in ONNX Runtime, compare with eager PyTorch, publish.
 
 Owns turning an ``nn.Module`` into a single self-contained ``.onnx`` file with a dynamic batch dimension,
-``mzoo.*`` metadata and inferred shapes, and reading such files back (``load_onnx``, ``onnx_metadata``).
-A file only appears at the requested path once the ONNX checker passed and ONNX Runtime matched eager PyTorch
-within ``OnnxExportConfig.atol`` at every verification batch size; on any failure nothing is left behind.
+``mzoo.*`` metadata and inferred shapes, simplified by onnxslim (in memory; the simplified graph is kept only
+if it still passes the checker and strict shape inference with the same inputs, outputs, opset and metadata,
+and an onnxslim failure is recorded in the report rather than failing the export), and reading such files
+back (``load_onnx``, ``onnx_metadata``). A file only appears at the requested path once the ONNX checker
+passed and ONNX Runtime, running the very graph that is published, matched eager PyTorch within
+``OnnxExportConfig.atol`` at every verification batch size; on any failure nothing is left behind.
 
 One documented escape: a network whose own fp32 forward is not reproducible to ``atol`` (deep random-init
 cell networks drift ~1e-4 from a float64 run of the same weights) cannot be held to ``atol`` against fp32
@@ -29,11 +32,14 @@ import numpy as np
 import onnx
 import onnx.version_converter
 import onnxruntime as ort
+import onnxslim
 import torch
 from torch import nn
 
 from export.errors import ExportError, OnnxLoadError, OnnxVerificationError, one_line
 from export.files import check_target, publish, temporary_path
+from export.parity import (check_input_size, check_model, eval_mode, float64_distances, noise_floor_detail,
+                            run_eager, within_noise_floor)
 
 SUPPORTED_OPSETS = (17, 18)
 # The batch size of the traced example input. Verification must use other sizes, or a graph whose batch
@@ -67,7 +73,7 @@ class OnnxExportConfig:
 
     ``verify_batch_sizes`` must include a size other than the example batch (2) so that the dynamic batch
     dimension is actually exercised. ``fallback_to_torchscript`` allows the legacy TorchScript exporter when
-    the dynamo exporter fails and this torch still ships it.
+    the dynamo exporter fails and this torch still ships it. ``simplify`` runs onnxslim on the checked graph.
     """
 
     opset: int = 18
@@ -78,6 +84,7 @@ class OnnxExportConfig:
     output_name: str = "logits"
     fallback_to_torchscript: bool = True
     noise_floor_factor: float = 2.0
+    simplify: bool = True
 
     def __post_init__(self) -> None:
         if self.opset not in SUPPORTED_OPSETS:
@@ -105,7 +112,12 @@ def _check_verify_batch_sizes(sizes: tuple[int, ...]) -> None:
 
 @dataclass(frozen=True)
 class OnnxExportReport:
-    """What was written and how well it matched eager PyTorch. Batch dimensions appear as ``"batch"``."""
+    """What was written and how well it matched eager PyTorch. Batch dimensions appear as ``"batch"``.
+
+    ``num_nodes_exported`` counts the exporter's (checked) graph, ``num_nodes`` the published one; they differ
+    by what onnxslim removed. ``simplification`` says what happened: ``"onnxslim <version>"``, ``"disabled"``,
+    or why the exported graph was kept.
+    """
 
     path: str
     exporter: Exporter
@@ -114,7 +126,10 @@ class OnnxExportReport:
     output_shape: tuple[ShapeDim, ...]
     max_abs_diff: dict[int, float]
     atol: float
+    num_nodes_exported: int
     num_nodes: int
+    simplified: bool
+    simplification: str
     # Batch sizes that passed through the float64 noise-floor rule: (ORT vs fp64, eager fp32 vs fp64).
     noise_floor: dict[int, tuple[float, float]]
     file_size_bytes: int
@@ -122,11 +137,21 @@ class OnnxExportReport:
     torch_version: str
     onnx_version: str
     onnxruntime_version: str
+    verification: str
+
+    @property
+    def summary(self) -> str:
+        """The headline parity figure: the largest ORT-vs-eager difference over the verification batches."""
+        text = f"max abs diff {max(self.max_abs_diff.values(), default=math.nan):.1e}"
+        if self.noise_floor:
+            text += f" (float64 noise-floor rule at batch {', '.join(map(str, sorted(self.noise_floor)))})"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_shape"] = list(self.input_shape)
         data["output_shape"] = list(self.output_shape)
+        data["summary"] = self.summary
         return data
 
 
@@ -144,20 +169,14 @@ def export_onnx(
     directory cannot be written, and ``OnnxVerificationError`` if ONNX Runtime disagrees with eager PyTorch.
     An existing file at ``path`` is replaced only on success.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    input_size = _check_input_size(input_size)
+    check_model(model)
+    input_size = check_input_size(input_size)
     props = _metadata_props(metadata, cfg)
     target = Path(path)
     check_target(target, "ONNX")
 
-    was_training = model.training
-    model.eval()
-    try:
-        with temporary_path(target, suffix=".onnx.tmp") as tmp:
-            return _export_to(model, target, tmp, input_size, props, cfg)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), temporary_path(target, suffix=".onnx.tmp") as tmp:
+        return _export_to(model, target, tmp, input_size, props, cfg)
 
 
 def _export_to(
@@ -170,9 +189,11 @@ def _export_to(
 ) -> OnnxExportReport:
     start = time.perf_counter()
     proto, exporter = _export_proto(model, input_size, tmp, cfg)
+    exported = _finalize(proto, props, exporter)
+    final, simplification = _simplify(exported) if cfg.simplify else (exported, "disabled")
     export_seconds = time.perf_counter() - start
     # Weights stay inside the one file: these models are far below protobuf's 2 GiB limit.
-    onnx.save_model(_finalize(proto, props, exporter), str(tmp), save_as_external_data=False)
+    onnx.save_model(final, str(tmp), save_as_external_data=False)
     saved = load_onnx(tmp)  # checks the bytes on disk, not just the in-memory proto
     diffs, noise_floor = _verify(model, tmp, input_size, cfg)
     report = OnnxExportReport(
@@ -183,23 +204,21 @@ def _export_to(
         output_shape=_value_shape(saved.graph.output[0]),
         max_abs_diff=diffs,
         atol=cfg.atol,
+        num_nodes_exported=len(exported.graph.node),
         num_nodes=len(saved.graph.node),
+        simplified=final is not exported,
+        simplification=simplification,
         noise_floor=noise_floor,
         file_size_bytes=tmp.stat().st_size,
         export_seconds=export_seconds,
         torch_version=torch.__version__,
         onnx_version=onnx.__version__,
         onnxruntime_version=ort.__version__,
+        verification=f"ORT (CPU, basic optimisations) vs eager fp32 on seeded random inputs at batch "
+                     f"{' and '.join(map(str, cfg.verify_batch_sizes))}, atol {cfg.atol:g}",
     )
     publish(tmp, target)
     return report
-
-
-def _check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    size = tuple(input_size)
-    if len(size) != 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in size):
-        raise ValueError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
-    return size  # type: ignore[return-value]
 
 
 def _metadata_props(metadata: Mapping[str, str] | None, cfg: OnnxExportConfig) -> dict[str, str]:
@@ -325,6 +344,34 @@ def _finalize(proto: onnx.ModelProto, props: Mapping[str, str], exporter: Export
         raise ExportError(f"exported ONNX graph fails the ONNX checker: {one_line(err)}") from err
 
 
+def _simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """onnxslim's version of a finalised graph, or ``proto`` itself and why it was kept.
+
+    The simplified graph must keep the interface the exporter promised (input/output names, the symbolic
+    batch dimension, the opset) and the metadata, and must pass the same checks as the exported one.
+    """
+    try:
+        slim = onnxslim.slim(copy.deepcopy(proto))  # the copy: onnxslim edits the model it is given
+    except Exception as err:  # onnxslim is an optional improvement; its bugs must not fail an export
+        return proto, f"kept the exported graph: onnxslim failed: {one_line(err)}"
+    if not isinstance(slim, onnx.ModelProto):
+        return proto, "kept the exported graph: onnxslim returned no model"
+    interface = [(v.name, _value_shape(v)) for v in (*proto.graph.input, *proto.graph.output)]
+    slim_interface = [(v.name, _value_shape(v)) for v in (*slim.graph.input, *slim.graph.output)]
+    if slim_interface != interface:
+        return proto, f"kept the exported graph: onnxslim changed its inputs/outputs to {slim_interface}"
+    if _default_opset(slim) != _default_opset(proto):
+        return proto, f"kept the exported graph: onnxslim changed the opset to {_default_opset(slim)}"
+    del slim.metadata_props[:]
+    slim.metadata_props.extend(proto.metadata_props)
+    try:
+        onnx.checker.check_model(slim, full_check=True)
+        slim = onnx.shape_inference.infer_shapes(slim, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        return proto, f"kept the exported graph: onnxslim's graph fails the ONNX checker: {one_line(err)}"
+    return slim, f"onnxslim {onnxslim.__version__}"
+
+
 def _strip_debug_metadata(graph: onnx.GraphProto) -> None:
     # The dynamo exporter annotates every node and value with FX names and Python stack traces (local file
     # paths); dropping them makes the artefact smaller and byte-identical across machines.
@@ -349,7 +396,7 @@ def _verify(
     model64: nn.Module | None = None
     for batch_size in cfg.verify_batch_sizes:
         x = torch.randn(batch_size, *input_size, generator=generator)
-        expected = _run_eager(model, x)
+        expected = run_eager(model, x)
         try:
             actual = _run_ort(session, cfg.input_name, x.numpy())
         except Exception as err:  # e.g. a batch dimension that was specialised to the example batch
@@ -370,16 +417,12 @@ def _verify(
 def _check_noise_floor(model64: nn.Module, x: torch.Tensor, got: np.ndarray, expected: np.ndarray,
                        err: OnnxVerificationError, cfg: OnnxExportConfig) -> tuple[float, float]:
     """(ORT vs float64 eager, fp32 eager vs float64 eager); re-raises ``err`` unless ORT is within the floor."""
-    with torch.inference_mode():
-        exact = model64(x.double()).cpu().numpy()
-    ort_err = float(np.max(np.abs(got.astype(np.float64) - exact), initial=0.0))
-    eager_err = float(np.max(np.abs(expected.astype(np.float64) - exact), initial=0.0))
-    if ort_err <= cfg.atol or ort_err <= cfg.noise_floor_factor * eager_err:
+    ort_err, eager_err = float64_distances(model64, x, got, expected)
+    if within_noise_floor(ort_err, eager_err, cfg.atol, cfg.noise_floor_factor):
         return ort_err, eager_err
     raise OnnxVerificationError(
         err.output_name, err.batch_size, err.max_abs_diff, cfg.atol,
-        detail=f"max abs diff {err.max_abs_diff:.3g} exceeds atol {cfg.atol:.3g}, and against a float64 run it is "
-               f"{ort_err:.3g} where PyTorch fp32 is {eager_err:.3g} (allowed: {cfg.noise_floor_factor:g}x that)",
+        detail=noise_floor_detail(err.max_abs_diff, ort_err, eager_err, cfg.atol, cfg.noise_floor_factor),
     ) from None
 
 
@@ -391,14 +434,6 @@ def _verification_session(path: Path) -> ort.InferenceSession:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
         raise ExportError(f"ONNX Runtime cannot load the exported graph: {one_line(err)}") from err
-
-
-def _run_eager(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode():
-        out = model(x)
-    if not isinstance(out, torch.Tensor):
-        raise ExportError(f"{type(model).__name__} must return a single tensor, got {type(out).__name__}")
-    return out.detach().float().cpu().numpy()
 
 
 def _run_ort(session: ort.InferenceSession, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:

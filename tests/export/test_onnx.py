@@ -1,14 +1,17 @@
-"""Verified ONNX export: files, metadata, dynamic batch, verification failures, atomicity and loading errors."""
+"""Verified ONNX export: files, metadata, dynamic batch, simplification, verification failures, atomicity, loading."""
 
 from __future__ import annotations
 
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
+import onnxslim
 import pytest
 import timm
 import torch
@@ -16,7 +19,7 @@ from torch import nn
 
 import export.onnx as onnx_export
 from export.errors import ExportError, OnnxLoadError, OnnxVerificationError
-from export.onnx import OnnxExportConfig, OnnxExportReport, export_onnx, load_onnx, onnx_metadata
+from export.onnx import EXAMPLE_BATCH, OnnxExportConfig, OnnxExportReport, export_onnx, load_onnx, onnx_metadata
 
 TINY_SIZE = (3, 16, 16)
 TINY_CLASSES = 5
@@ -180,6 +183,127 @@ def test_torchscript_fallback_when_dynamo_fails(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ExportError, match="dynamo unavailable"):
         export_onnx(model, tmp_path / "u.onnx", TINY_SIZE, cfg=OnnxExportConfig(fallback_to_torchscript=False))
     assert not (tmp_path / "u.onnx").exists()
+
+
+def test_report_names_its_check_and_headline(tiny_export: tuple[nn.Module, Path, OnnxExportReport]) -> None:
+    _, _, report = tiny_export
+    assert "batch 1 and 3" in report.verification and "atol 0.0001" in report.verification
+    assert report.summary == f"max abs diff {max(report.max_abs_diff.values()):.1e}"
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["summary"] == report.summary and data["verification"] == report.verification
+
+
+# ------------------------------------------------------------------------------------------ simplification
+
+
+class Reshaping(nn.Module):
+    """A reshape of (batch, 8) to (batch, 8) that the dynamo optimiser keeps and onnxslim removes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, TINY_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x)).mean((2, 3))
+        return self.fc(y.reshape(y.shape[0], -1))
+
+
+def op_types(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+@pytest.fixture(scope="module")
+def slim_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path, OnnxExportReport]:
+    model = Reshaping().eval()
+    path = tmp_path_factory.mktemp("slim") / "reshaping.onnx"
+    return model, path, export_onnx(model, path, TINY_SIZE, metadata=METADATA)
+
+
+def test_onnxslim_removes_nodes_and_keeps_metadata_and_dynamic_batch(
+    slim_export: tuple[nn.Module, Path, OnnxExportReport]
+) -> None:
+    model, path, report = slim_export
+    assert report.simplified and report.simplification == f"onnxslim {onnxslim.__version__}"
+    assert report.num_nodes_exported == report.num_nodes + 1 == len(op_types(path)) + 1
+    assert "Reshape" not in op_types(path)
+    meta = onnx_metadata(path)
+    assert {k: meta[k] for k in METADATA} == METADATA
+    assert meta["mzoo.exporter"] == "dynamo" and meta["mzoo.opset"] == "18"
+    proto = load_onnx(path)
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert report.input_shape == ("batch", *TINY_SIZE) and report.output_shape == ("batch", TINY_CLASSES)
+    x = seeded_input(5, TINY_SIZE)
+    np.testing.assert_allclose(run_ort(path, x), eager(model, x), rtol=0, atol=1e-4)
+
+
+def test_simplify_can_be_switched_off(tmp_path: Path) -> None:
+    report = export_onnx(Reshaping().eval(), tmp_path / "m.onnx", TINY_SIZE, cfg=OnnxExportConfig(simplify=False))
+    assert (report.simplified, report.simplification) == (False, "disabled")
+    assert report.num_nodes_exported == report.num_nodes == len(op_types(tmp_path / "m.onnx"))
+    assert "Reshape" in op_types(tmp_path / "m.onnx")
+
+
+def test_onnxslim_failure_keeps_the_exported_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_slim(model: onnx.ModelProto, *args: object, **kwargs: object) -> onnx.ModelProto:
+        raise RuntimeError("slim exploded")
+
+    monkeypatch.setattr(onnx_export.onnxslim, "slim", broken_slim)
+    path = tmp_path / "m.onnx"
+    report = export_onnx(Reshaping().eval(), path, TINY_SIZE, metadata=METADATA)
+    assert not report.simplified
+    assert report.simplification == "kept the exported graph: onnxslim failed: RuntimeError: slim exploded"
+    assert report.num_nodes == report.num_nodes_exported and "Reshape" in op_types(path)
+    assert max(report.max_abs_diff.values()) <= report.atol
+    assert {k: onnx_metadata(path)[k] for k in METADATA} == METADATA
+
+
+def _static_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = EXAMPLE_BATCH
+    return model
+
+
+def _dangling_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    model.graph.node[-1].input[0] = "no_such_tensor"
+    return model
+
+
+@pytest.mark.parametrize(
+    "mangle, reason",
+    [
+        (_static_batch, "onnxslim changed its inputs/outputs"),
+        (_dangling_input, "onnxslim's graph fails the ONNX checker"),
+        (lambda model: None, "onnxslim returned no model"),
+    ],
+)
+def test_onnxslim_graph_that_breaks_the_contract_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mangle: Any, reason: str
+) -> None:
+    real_slim = onnxslim.slim
+    monkeypatch.setattr(onnx_export.onnxslim, "slim", lambda model: mangle(real_slim(model)))
+    path = tmp_path / "m.onnx"
+    report = export_onnx(Reshaping().eval(), path, TINY_SIZE)
+    assert not report.simplified and reason in report.simplification
+    assert "Reshape" in op_types(path)
+    assert load_onnx(path).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_verification_runs_on_the_simplified_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A simplifier bug that keeps the graph valid but changes its numbers must be caught, not published.
+    def off_by_one(model: onnx.ModelProto) -> onnx.ModelProto:
+        slim = onnxslim.slim(model)
+        gemm = next(n for n in slim.graph.node if n.op_type == "Gemm")
+        bias = next(t for t in slim.graph.initializer if t.name == gemm.input[2])
+        bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + np.float32(1), bias.name))
+        return slim
+
+    monkeypatch.setattr(onnx_export, "_simplify", lambda proto: (off_by_one(proto), "onnxslim (mangled)"))
+    with pytest.raises(OnnxVerificationError) as info:
+        export_onnx(Reshaping().eval(), tmp_path / "m.onnx", TINY_SIZE)
+    assert info.value.max_abs_diff == pytest.approx(1.0, rel=1e-3)
+    assert list(tmp_path.iterdir()) == []
 
 
 # -------------------------------------------------------------------------------------------- failures
