@@ -10,7 +10,7 @@ import importlib.metadata
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +30,8 @@ class Environment:
     onnx: str | None
     onnxruntime: str | None
     numpy: str | None
+    executorch: str | None = None
+    coremltools: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,10 +39,12 @@ class Environment:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Environment:
         names = {f.name for f in fields(cls)}
-        missing = names - set(data)
+        # Records written before a field existed lack it; fields with a default may be absent.
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        missing = names - set(data) - optional
         if missing:
             raise ValueError(f"environment record is missing fields {sorted(missing)}")
-        return cls(**{name: data[name] for name in names})
+        return cls(**{name: data[name] for name in names if name in data})
 
 
 def current_environment() -> Environment:
@@ -55,6 +59,8 @@ def current_environment() -> Environment:
         onnx=_version("onnx"),
         onnxruntime=_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
         numpy=_version("numpy"),
+        executorch=_version("executorch"),
+        coremltools=_version("coremltools"),
     )
 
 

@@ -140,9 +140,9 @@ def measure_onnx(path: str | os.PathLike[str], cfg: BenchConfig = BenchConfig())
     session_create_ms = (time.perf_counter_ns() - start) / _NS_PER_MS
     feed = _random_feed(session, cfg, str(path))
     outputs = [o.name for o in session.get_outputs()]
-    first_run_ms, samples = _time_runs(lambda: session.run(outputs, feed), cfg)
+    first_run_ms, samples = time_runs(lambda: session.run(outputs, feed), cfg)
     shape = next(iter(feed.values())).shape
-    return _result(ONNX_RUNTIME, str(path), shape, samples, first_run_ms, session_create_ms, cfg)
+    return make_result(ONNX_RUNTIME, str(path), shape, samples, first_run_ms, session_create_ms, cfg)
 
 
 def measure_torch(
@@ -163,12 +163,12 @@ def measure_torch(
     model.eval()
     try:
         with torch.inference_mode():
-            first_run_ms, samples = _time_runs(lambda: model(x), cfg)
+            first_run_ms, samples = time_runs(lambda: model(x), cfg)
     finally:
         torch.set_num_threads(previous_threads)
         model.train(was_training)
     name = label or type(model).__name__
-    return _result(TORCH_RUNTIME, name, tuple(x.shape), samples, first_run_ms, 0.0, cfg)
+    return make_result(TORCH_RUNTIME, name, tuple(x.shape), samples, first_run_ms, 0.0, cfg)
 
 
 def _session_options(threads: int) -> ort.SessionOptions:
@@ -206,8 +206,11 @@ def _concrete_shape(shape: Sequence[int | str | None], batch_size: int, label: s
     return tuple(concrete)
 
 
-def _time_runs(run: Callable[[], object], cfg: BenchConfig) -> tuple[float, list[float]]:
-    """Warm up, then time individual runs; returns (first run ms, timed samples ms)."""
+def time_runs(run: Callable[[], object], cfg: BenchConfig) -> tuple[float, list[float]]:
+    """Warm up, then time individual runs; returns (first run ms, timed samples ms).
+
+    The one measurement protocol: every runtime's ``measure_*`` (here and in other export modules) calls it.
+    """
     first_run_ms = _time_once(run)  # the first run is part of the warm-up
     _repeat(run, cfg.warmup_runs - 1, cfg.warmup_min_seconds, cfg.max_seconds)
     samples = _repeat(run, cfg.runs, cfg.min_seconds, cfg.max_seconds)
@@ -233,7 +236,7 @@ def _time_once(run: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / _NS_PER_MS
 
 
-def _result(
+def make_result(
     runtime: str,
     model: str,
     input_shape: tuple[int, ...],
@@ -242,6 +245,7 @@ def _result(
     session_create_ms: float,
     cfg: BenchConfig,
 ) -> LatencyResult:
+    """Summarise ``samples`` into a ``LatencyResult`` stamped with this machine's environment and the time."""
     return LatencyResult(
         runtime=runtime,
         model=model,
