@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import zoo
+from zoo import pretrained
 
 from .errors import UnsupportedFormatError
 from .files import write_json_atomic
@@ -35,6 +36,8 @@ class ResolvedModel:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     arch_spec_json: str | None
+    crop_pct: float = 1.0
+    random_init: bool = True  # no weights were loaded: random init with calibrated BatchNorm
 
 
 def calibrate_batchnorm(model: nn.Module, input_size: tuple[int, int, int], steps: int = 4, batch: int = 8,
@@ -77,18 +80,59 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
         model = zoo.create_model(name, checkpoint_path=checkpoint_path)
         cfg = model.pretrained_cfg
         input_size, mean, std, spec = cfg.input_size, cfg.mean, cfg.std, model.arch_spec.to_json()
-        source = "zoo"
+        crop_pct, source = cfg.crop_pct, "zoo"
     elif timm.is_model(name):
         model = timm.create_model(name, pretrained=False, checkpoint_path=checkpoint_path)
         cfg = model.pretrained_cfg
         input_size, mean, std, spec = tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]), None
-        source = "timm"
+        crop_pct, source = float(cfg.get("crop_pct") or 1.0), "timm"
     else:
         zoo.get_pretrained_cfg(name)  # raises UnknownModelError with close zoo matches
         raise AssertionError("unreachable")
     if checkpoint_path is None:
         calibrate_batchnorm(model, input_size)
-    return ResolvedModel(name, source, model.eval(), input_size, mean, std, spec)
+    return ResolvedModel(name, source, model.eval(), input_size, mean, std, spec, crop_pct,
+                         random_init=checkpoint_path is None)
+
+
+def resolve_spec(spec_path: str | os.PathLike, checkpoint_path: str | os.PathLike | None = None, *,
+                 name: str | None = None, input_size: tuple[int, int, int] | None = None,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> ResolvedModel:
+    """Build a model from a spec JSON file (a search result), with local weights if given, in eval mode.
+
+    The spec says nothing about preprocessing, so ``input_size`` defaults to 224×224 for 1000 classes and
+    32×32 otherwise, and mean/std to ImageNet's or CIFAR-10's accordingly. Without weights, BatchNorm is
+    calibrated as in :func:`resolve_model`.
+
+    Raises:
+        FileNotFoundError / ValueError: the spec file is missing or not a valid spec.
+        zoo.WeightsError: the weights file is missing, corrupt or does not fit the spec.
+    """
+    path = Path(spec_path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FileNotFoundError(f"cannot read spec file {str(path)!r}: {err.strerror or err}") from err
+    try:
+        spec = zoo.spec_from_json(text)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(path)!r} is not a valid architecture spec: {str(err).splitlines()[0]}") from err
+    imagenet = spec.num_classes == 1000
+    side = 224 if imagenet else 32
+    cfg = zoo.PretrainedCfg(
+        input_size=input_size or (spec.in_chans, side, side),
+        mean=mean or (pretrained.IMAGENET_MEAN if imagenet else pretrained.CIFAR10_MEAN),
+        std=std or (pretrained.IMAGENET_STD if imagenet else pretrained.CIFAR10_STD),
+        num_classes=spec.num_classes, crop_pct=0.875 if imagenet else 1.0)
+    model = zoo.build_model(spec)
+    label = name or path.name.removesuffix(".json")
+    if checkpoint_path is not None:
+        pretrained.load_pretrained(model, label, cfg, num_classes=spec.num_classes, in_chans=spec.in_chans,
+                                       checkpoint_path=checkpoint_path)
+    else:
+        calibrate_batchnorm(model, cfg.input_size)
+    return ResolvedModel(label, "spec", model.eval(), cfg.input_size, cfg.mean, cfg.std, spec.to_json(),
+                         cfg.crop_pct, random_init=checkpoint_path is None)
 
 
 def model_metadata(resolved: ResolvedModel) -> dict[str, str]:

@@ -11,6 +11,7 @@ import json
 import pickle
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,20 +73,72 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from export.onnx import OnnxExportConfig
-    from export.pipeline import export_model, resolve_model
+    from dataclasses import replace
 
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    resolved = resolve_model(args.name, checkpoint_path=args.checkpoint)
-    for fmt in formats:
-        report = export_model(resolved, args.output, fmt, OnnxExportConfig(opset=args.opset))
-        diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in sorted(report.max_abs_diff.items()))
-        print(f"{report.path}  ({report.num_nodes} nodes, {report.file_size_bytes / 1e6:.1f} MB, opset {report.opset})")
-        print(f"  verified in ONNX Runtime against PyTorch: max abs diff {diffs} (tolerance {report.atol:g})")
-        for batch, (ort_err, eager_err) in sorted(report.noise_floor.items()):
+    from tqdm import tqdm
+
+    from export.formats import ExportOptions, export_all, export_formats, parse_formats
+    from export.onnx import OnnxExportConfig
+    from export.pipeline import resolve_model, resolve_spec
+
+    formats = parse_formats(args.format)
+    options = ExportOptions(images=args.images, calibration=args.calibration,
+                            onnx=OnnxExportConfig(opset=args.opset))
+    options = replace(options, coreml=replace(options.coreml, precision=args.coreml_precision,
+                                              minimum_deployment_target=args.coreml_target,
+                                              class_labels=_read_labels(args.class_labels)))
+    if sum(bool(x) for x in (args.name and not args.all, args.all, args.spec)) != 1:
+        raise ValueError("give exactly one of NAME, --all [PATTERN] or --spec FILE")
+    if args.all:
+        names = registry.list_models(args.name or "")
+        if not names:
+            raise ValueError(f"no model matches {args.name!r}")
+        bar = tqdm(total=len(names) * len(formats), desc="export", unit="artefact", file=sys.stderr)
+
+        def step(cell: object) -> None:
+            bar.set_postfix_str(f"{cell.model} {cell.format}")  # type: ignore[attr-defined]
+            bar.update(1)
+
+        matrix = export_all(names, args.output, formats, options, resolve=resolve_model, on_cell=step)
+        bar.close()
+        counts = {s: sum(c.status == s for c in matrix.cells) for s in ("ok", "failed", "unsupported")}
+        print(f"{len(names)} models x {len(formats)} formats: {counts['ok']} ok, {counts['failed']} failed, "
+              f"{counts['unsupported']} unsupported (documented)")
+        print(f"matrix: {Path(args.output) / 'compatibility.md'} and compatibility.json")
+        for cell in matrix.failures:
+            print(f"  FAILED {cell.model} {cell.format}: {cell.error}")
+        return 1 if matrix.failures else 0
+    if args.spec:
+        resolved = resolve_spec(args.spec, args.checkpoint, name=args.name_as,
+                                input_size=_input_size(args.input_size))
+    else:
+        resolved = resolve_model(args.name, checkpoint_path=args.checkpoint)
+    for cell in export_formats(resolved, args.output, formats, options):
+        print(f"{cell.path}  ({cell.format}, {cell.seconds:.1f} s)")
+        print(f"  verified: {cell.verification}: {cell.summary}")
+        if cell.report.get("calibration_source"):
+            print(f"  calibrated on {cell.report['num_calibration']} inputs from {cell.report['calibration_source']}")
+        for batch, (ort_err, eager_err) in sorted(cell.report.get("noise_floor", {}).items()):
             print(f"  batch {batch}: PyTorch fp32 itself is {eager_err:.2e} from a float64 run; "
                   f"ONNX Runtime is {ort_err:.2e} from it (accepted: within 2x PyTorch's own error)")
     return 0
+
+
+def _read_labels(path: str | None) -> tuple[str, ...] | None:
+    if path is None:
+        return None
+    labels = tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+    if not labels:
+        raise ValueError(f"class labels file {path!r} holds no labels (one per line expected)")
+    return labels
+
+
+def _input_size(side: int | None) -> tuple[int, int, int] | None:
+    if side is None:
+        return None
+    if side < 1:
+        raise ValueError(f"--input-size must be a positive image side, got {side}")
+    return (3, side, side)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -144,12 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", action="store_true", help="also list the ops the cost walker sees")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("export", help="export a model and verify it against PyTorch")
-    p.add_argument("name", help="a zoo model (or a timm model name, random init)")
-    p.add_argument("--format", default="onnx", help="comma-separated formats (supported: onnx)")
+    p = sub.add_parser("export", help="export models to verified ONNX (fp32/fp16/int8), Core ML and ExecuTorch",
+                       description="Export and verify. NAME is a zoo model (or a timm name, random init); "
+                                   "with --all it is an optional pattern over the zoo.")
+    p.add_argument("name", nargs="?", help="a zoo model (or a timm model name), or with --all a pattern")
+    p.add_argument("--all", action="store_true", help="every zoo model; writes compatibility.md/.json in -o")
+    p.add_argument("--spec", help="an architecture spec JSON file (e.g. a search result) instead of a name")
+    p.add_argument("--name", dest="name_as", help="artefact name for --spec (default: the file's stem)")
+    p.add_argument("--input-size", type=int, help="image side for --spec (default 224 for 1000 classes, else 32)")
+    p.add_argument("--format", default="onnx",
+                   help="comma-separated: onnx, onnx-fp16, onnx-int8, coreml, pte (default onnx)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or 18 (default 18)")
     p.add_argument("--checkpoint", help="local weights file to load before export")
+    p.add_argument("--images", help="ImageFolder dir or .zip of real images for the fp16/int8 agreement check "
+                                    "(default: ../shared/data CIFAR-10 test JPEGs)")
+    p.add_argument("--calibration", help="ImageFolder dir or .zip for int8 calibration (default: random data, "
+                                         "which is reported loudly)")
+    p.add_argument("--coreml-precision", choices=("fp16", "fp32"), default="fp16")
+    p.add_argument("--coreml-target", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
+    p.add_argument("--class-labels", help="text file, one class label per line, for the Core ML classifier")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="measure an ONNX file's latency on this CPU with ONNX Runtime")
@@ -168,12 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    # A user-facing warning (e.g. int8 calibrated on random data) is one line, not a source location.
+    print(f"mzoo: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from export.errors import ExportError
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # restored when the block exits
+            return args.func(args)
     except BrokenPipeError:  # output piped into e.g. `head`: not an error
         sys.stderr.close()
         return 0
