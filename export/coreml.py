@@ -59,7 +59,7 @@ from export.coreml_verify import (
 )
 from export.errors import CoremlVerificationError, ExportError, one_line
 from export.files import check_target, publish, temporary_path
-from export.parity import check_input_size, check_model, eval_mode
+from export.parity import check_input_size, check_metadata, check_model, eval_mode
 
 __all__ = [
     "CLASSIFIER_LABEL_OUTPUT",
@@ -310,13 +310,7 @@ def _export_to(
 
 
 def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    meta = dict(metadata or {})
-    for key, value in meta.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"metadata entries must be str -> str, got {key!r}: {type(value).__name__}")
-        if key.startswith("mzoo.") or key.startswith("com.github.apple."):
-            raise ValueError(f"metadata key {key!r} is reserved: it is written by the exporter or coremltools")
-    return meta
+    return check_metadata(metadata, ("mzoo.", "com.github.apple."), "the exporter or coremltools")
 
 
 def _thresholds(cfg: CoremlExportConfig) -> dict[str, float]:

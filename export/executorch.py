@@ -39,7 +39,7 @@ from export.errors import ExecutorchVerificationError, ExportError, one_line
 from export.files import check_target, publish, temporary_path
 from export.latency import BenchConfig, LatencyResult, make_result, time_runs
 
-from export.parity import (check_input_size, check_model, eval_mode, float64_distances, noise_floor_detail,
+from export.parity import (check_input_size, check_metadata, check_model, eval_mode, float64_distances, noise_floor_detail,
                             run_eager, within_noise_floor)
 
 Backend = Literal["xnnpack", "portable"]
@@ -245,12 +245,7 @@ def _export_to(model: nn.Module, target: Path, tmp: Path, input_size: tuple[int,
 
 
 def _metadata_props(metadata: Mapping[str, str] | None, cfg: PteExportConfig) -> dict[str, str]:
-    props = dict(metadata or {})
-    for key, value in props.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"metadata entries must be str -> str, got {key!r}: {type(value).__name__}")
-        if key.startswith("mzoo."):
-            raise ValueError(f"metadata key {key!r} is reserved: 'mzoo.*' keys are written by the exporter")
+    props = check_metadata(metadata)
     props.update({"mzoo.backend": cfg.backend, "mzoo.batch_size": str(cfg.batch_size),
                   "mzoo.input_name": cfg.input_name, "mzoo.output_name": cfg.output_name,
                   "mzoo.torch_version": torch.__version__, "mzoo.executorch_version": _executorch_version()})

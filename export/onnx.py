@@ -38,7 +38,7 @@ from torch import nn
 
 from export.errors import ExportError, OnnxLoadError, OnnxVerificationError, one_line
 from export.files import check_target, publish, temporary_path
-from export.parity import (check_input_size, check_model, eval_mode, float64_distances, noise_floor_detail,
+from export.parity import (check_input_size, check_metadata, check_model, eval_mode, float64_distances, noise_floor_detail,
                             run_eager, within_noise_floor)
 
 SUPPORTED_OPSETS = (17, 18)
@@ -222,12 +222,7 @@ def _export_to(
 
 
 def _metadata_props(metadata: Mapping[str, str] | None, cfg: OnnxExportConfig) -> dict[str, str]:
-    props = dict(metadata or {})
-    for key, value in props.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"metadata entries must be str -> str, got {key!r}: {type(value).__name__}")
-        if key.startswith("mzoo."):
-            raise ValueError(f"metadata key {key!r} is reserved: 'mzoo.*' keys are written by the exporter")
+    props = check_metadata(metadata)
     props["mzoo.opset"] = str(cfg.opset)
     props["mzoo.torch_version"] = torch.__version__
     return props

@@ -11,7 +11,7 @@ ONNX and ExecuTorch exports apply the same rule, so both formats are held to one
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -74,3 +74,15 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def check_metadata(metadata: Mapping[str, str] | None, reserved: tuple[str, ...] = ("mzoo.",),
+                   reserved_by: str = "the exporter") -> dict[str, str]:
+    """A str -> str copy of the caller's metadata; keys starting with a ``reserved`` prefix are refused."""
+    props = dict(metadata or {})
+    for key, value in props.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata entries must be str -> str, got {key!r}: {type(value).__name__}")
+        if key.startswith(reserved):
+            raise ValueError(f"metadata key {key!r} is reserved: it is written by {reserved_by}")
+    return props
