@@ -132,13 +132,17 @@ class _Session:
         self.resolved, self.out_dir, self.options, self.scratch = resolved, out_dir, options, scratch
         self.fp32_onnx: Path | None = None
 
+    def export_fp32(self, path: Path) -> ArtefactReport:
+        """Export the verified fp32 ONNX file to ``path``; the fp16 and int8 variants are made from it."""
+        r = self.resolved
+        report = export_onnx(r.model, path, r.input_size, metadata=model_metadata(r), cfg=self.options.onnx)
+        self.fp32_onnx = path
+        return report
+
     def fp32(self) -> Path:
         """The verified fp32 ONNX file, exported to scratch space if ``onnx`` itself was not asked for."""
         if self.fp32_onnx is None:
-            path = self.scratch / f"{self.resolved.name}.onnx"
-            export_onnx(self.resolved.model, path, self.resolved.input_size, metadata=model_metadata(self.resolved),
-                        cfg=self.options.onnx)
-            self.fp32_onnx = path
+            self.export_fp32(self.scratch / f"{self.resolved.name}.onnx")
         return self.fp32_onnx
 
     def reference(self, x: np.ndarray) -> np.ndarray:
@@ -167,10 +171,7 @@ class _Session:
 
 
 def _export_onnx(s: _Session, path: Path) -> ArtefactReport:
-    r = s.resolved
-    report = export_onnx(r.model, path, r.input_size, metadata=model_metadata(r), cfg=s.options.onnx)
-    s.fp32_onnx = path
-    return report
+    return s.export_fp32(path)
 
 
 def _fp16_config(s: _Session) -> Fp16Config:
@@ -261,7 +262,8 @@ def _export_cell(session: _Session, fmt: str, keep_going: bool) -> Cell:
     start = time.perf_counter()
     try:
         report = _EXPORTERS[fmt](session, path)
-        write_json_atomic(path.with_name(path.name + ".json"), report.to_dict())
+        data = _json_safe(report.to_dict())
+        write_json_atomic(path.with_name(path.name + ".json"), data)
     except ExportError as err:
         if not keep_going:
             raise
@@ -271,7 +273,7 @@ def _export_cell(session: _Session, fmt: str, keep_going: bool) -> Cell:
             raise
         return Cell(name, fmt, "failed", error=one_line(err), seconds=time.perf_counter() - start)
     return Cell(name, fmt, "ok", summary=report.summary, verification=report.verification,
-                seconds=time.perf_counter() - start, path=str(path), report=_json_safe(report.to_dict()))
+                seconds=time.perf_counter() - start, path=str(path), report=data)
 
 
 def _json_safe(data: dict[str, Any]) -> dict[str, Any]:

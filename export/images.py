@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from export.errors import CalibrationDataError
+from export.parity import check_input_size
 
 # torchvision's ImageFolder extensions (IMG_EXTENSIONS), lower-cased comparison.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -293,9 +294,7 @@ def _check_count(count: int, name: str) -> None:
 
 
 def _check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    size = tuple(input_size)
-    if len(size) != 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in size):
-        raise ValueError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
+    size = check_input_size(input_size)
     if size[0] not in (1, 3):
         raise ValueError(f"images can be loaded for 1 or 3 input channels, got input_size {input_size!r}")
     return size  # type: ignore[return-value]
