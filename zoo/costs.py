@@ -57,20 +57,40 @@ class OpCost:
     act: str
     params: int
     macs: int
+    block: BlockSpec | None = None
 
     @property
     def key(self) -> str:
-        """Canonical op signature: what a latency table is keyed on."""
-        return (f"{self.kind}-in{self.in_chs}x{self.in_hw[0]}x{self.in_hw[1]}"
-                f"-out{self.out_chs}x{self.out_hw[0]}x{self.out_hw[1]}"
-                f"-k{self.kernel}-s{self.stride}-e{self.expand:g}-g{self.groups}-{self.act}")
+        """Canonical op signature: what a latency table is keyed on.
+
+        Two ops share a key exactly when they compute the same thing on the same shapes, so the base
+        signature is extended, only where set, by the block fields that change compute: an explicit
+        hidden width (``-m``), inner widths (``-i``), squeeze-and-excitation (``-se``) and a disabled
+        residual (``-nores``).
+        """
+        key = (f"{self.kind}-in{self.in_chs}x{self.in_hw[0]}x{self.in_hw[1]}"
+               f"-out{self.out_chs}x{self.out_hw[0]}x{self.out_hw[1]}"
+               f"-k{self.kernel}-s{self.stride}-e{self.expand:g}-g{self.groups}-{self.act}")
+        block = self.block
+        if block is None:
+            return key
+        if block.mid_chs is not None:
+            key += f"-m{block.mid_chs}"
+        if block.inner_chs is not None:
+            key += "-i" + "x".join(str(c) for c in block.inner_chs)
+        if block.se is not None:
+            se = block.se
+            key += f"-se{se.ratio:g}{se.base}{se.divisor}{se.act or block.act}{se.gate}"
+        if not block.residual:
+            key += "-nores"
+        return key
 
 
 def _op(name: str, kind: str, in_chs: int, block: BlockSpec, in_hw: tuple[int, int],
         out_hw: tuple[int, int], prims: Sequence[Prim]) -> OpCost:
     return OpCost(name, kind, in_chs, block.out_chs, in_hw, out_hw, block.stride, block.kernel,
                   block.expand, block.groups, block.act,
-                  params=sum(p.params for p in prims), macs=sum(p.macs for p in prims))
+                  params=sum(p.params for p in prims), macs=sum(p.macs for p in prims), block=block)
 
 
 def _as_hw(input_size: int | Sequence[int]) -> tuple[int, int]:
