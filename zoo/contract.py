@@ -3,8 +3,11 @@
 :class:`ZooModel` owns classifier handling (``get_classifier``, ``reset_classifier``, the pooled
 pre-logits path of ``forward_head``) and the weight init, so :class:`~zoo.specnet.SpecNet`,
 :class:`~zoo.specnet.SpecResNet` and :class:`~zoo.cells.CellNet` differ only in their bodies and
-state-dict names. ``forward`` is ``forward_head(forward_features(x))`` for all. Subclasses set ``arch_spec``, ``num_features``, ``drop`` and ``global_pool`` and
-name their classifier by the class constant ``classifier_name``.
+state-dict names. ``forward`` is ``forward_head(forward_features(x))`` for all. Subclasses set ``arch_spec``,
+``num_features``, ``drop`` and ``global_pool`` and name their classifier by the class constant
+``classifier_name``. As in timm, ``num_features`` is the width of ``forward_features`` and
+``head_hidden_size`` the width the classifier sees; they differ only for specs with a post-pool
+pre-logits conv (MobileNetV3-style heads).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class ZooModel(nn.Module):
         self.num_classes = spec.num_classes
         self.drop_rate = spec.drop_rate
         self.feature_info = feature_info
-        self.num_features = self.head_hidden_size = spec.num_features
+        self.num_features = spec.num_features
+        self.head_hidden_size = spec.head_hidden_size
         self.global_pool = global_pool
         self.drop = nn.Dropout(spec.drop_rate)
 
@@ -56,7 +60,7 @@ class ZooModel(nn.Module):
         check_global_pool(global_pool)
         if num_classes and not global_pool:
             raise ValueError("a classifier needs pooling: use global_pool='avg' or num_classes=0")
-        return nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        return nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
 
     def init_weights(self) -> None:
         # Fan-out normal init counted per group (as timm's EfficientNet init). torch's kaiming_normal_

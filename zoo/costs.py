@@ -2,7 +2,10 @@
 
 :func:`iter_ops` is the single walker: it turns a spec into :class:`OpCost` records, each with its
 canonical key, params and MACs: for an :class:`~zoo.spec.ArchSpec` one per block (stem, stem pool,
-every stage block, head conv, classifier); for a :class:`~zoo.spec.CellNetSpec` one per stem conv,
+every stage block, head conv, classifier), and for specs with a post-pool pre-logits conv
+(MobileNetV3-style heads) also the ``global_pool`` that feeds it and the conv itself (``pre_logits``),
+because there the pooled 1×1 map is where a real layer runs (other specs leave pooling to the
+per-network overhead); for a :class:`~zoo.spec.CellNetSpec` one per stem conv,
 cell preprocessing op and cell edge, plus the classifier (DARTS' auxiliary head is training-only and
 not counted, as DARTS reports params).
 Params and MACs of a spec are sums over that list; latency lookup tables key on the same records.
@@ -86,6 +89,12 @@ class OpCost:
         return key
 
 
+# Kinds of the post-pool head of MobileNetV3-style specs: global average pooling to 1x1, and the
+# 1x1 conv + activation without BN, with or without bias (the bias is part of the kind so keys differ).
+GLOBAL_POOL_KIND = "global_pool"
+PRE_LOGITS_KINDS = {False: "conv_act", True: "conv_bias_act"}
+
+
 def _op(name: str, kind: str, in_chs: int, block: BlockSpec, in_hw: tuple[int, int],
         out_hw: tuple[int, int], prims: Sequence[Prim]) -> OpCost:
     return OpCost(name, kind, in_chs, block.out_chs, in_hw, out_hw, block.stride, block.kernel,
@@ -127,6 +136,12 @@ def iter_ops(spec: AnySpec, input_size: int | Sequence[int]) -> Iterator[OpCost]
         head = BlockSpec("conv", spec.head_chs, kernel=1, act=spec.head_act)
         yield _op("head", "conv", chs, head, hw, hw, conv_bn(chs, spec.head_chs, 1, hw))
         chs = spec.head_chs
+    if spec.pre_logits_chs is not None:
+        yield OpCost("global_pool", GLOBAL_POOL_KIND, chs, chs, hw, (1, 1), 1, 1, 1.0, 1, "identity", 0, 0)
+        conv = Prim("conv", chs, spec.pre_logits_chs, bias=spec.pre_logits_bias)
+        yield OpCost("pre_logits", PRE_LOGITS_KINDS[spec.pre_logits_bias], chs, spec.pre_logits_chs, (1, 1), (1, 1),
+                     1, 1, 1.0, 1, spec.pre_logits_act, conv.params, conv.macs)
+        chs = spec.pre_logits_chs
     if spec.num_classes:
         fc = BlockSpec("linear", spec.num_classes, kernel=1, act="identity")
         yield _op("classifier", "linear", chs, fc, (1, 1), (1, 1), [linear(chs, spec.num_classes)])
@@ -186,8 +201,13 @@ def _cell_ops(spec: CellNetSpec, hw: tuple[int, int]) -> Iterator[OpCost]:
 
 
 def features_hw(spec: AnySpec, input_size: int | Sequence[int]) -> tuple[int, int]:
-    """Spatial size of a ``spec`` model's ``forward_features`` output: where the walk ends before the classifier."""
-    return [op.out_hw for op in iter_ops(spec, input_size) if op.kind != "linear"][-1]
+    """Spatial size of a ``spec`` model's ``forward_features`` output: where the walk is before pooling."""
+    hw = _as_hw(input_size)
+    for op in iter_ops(spec, input_size):
+        if op.name in ("global_pool", "classifier"):
+            break
+        hw = op.out_hw
+    return hw
 
 
 def count(spec: AnySpec, input_size: int | Sequence[int]) -> Cost:

@@ -1,8 +1,8 @@
 """Architecture specs: the one hand-off format between search, zoo, export and latency tables.
 
 Two frozen, JSON-serialisable spec types describe whole networks. An :class:`ArchSpec` is a chain
-network: a stem, a sequence of stages (each a tuple of :class:`BlockSpec`), an optional 1x1 head conv
-and a linear classifier; stages are also its feature levels (``feature_info``), and ``layout`` picks
+network: a stem, a sequence of stages (each a tuple of :class:`BlockSpec`), an optional 1x1 head conv,
+an optional MobileNetV3-style 1x1 conv after global pooling (``pre_logits_chs``) and a linear classifier; stages are also its feature levels (``feature_info``), and ``layout`` picks
 the state-dict names (timm's MobileNet or ResNet ones). A :class:`CellNetSpec` is a DARTS-style cell
 network driven by a :class:`Genotype`. :func:`zoo.build_model` builds either and a model rebuilds
 exactly from its spec; the cost walker in :mod:`zoo.costs` reads the same specs. ``schema_version``
@@ -17,10 +17,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Versions this code reads: 1 lacks BlockSpec.se / mid_chs and ArchSpec.feature_stages; 2 lacks
-# BlockSpec.inner_chs and ArchSpec.layout / stem_pool (all read as their defaults).
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+# BlockSpec.inner_chs and ArchSpec.layout / stem_pool; 3 lacks ArchSpec.pre_logits_chs / pre_logits_act /
+# pre_logits_bias (all read as their defaults). CellNetSpec did not change between 3 and 4.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
+CELLNET_READABLE_SCHEMA_VERSIONS = (3, 4)
 LAYOUTS = ("mobile", "resnet")
 
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
@@ -132,6 +134,12 @@ class ArchSpec:
         stages: feature stages; the output of each stage is one ``feature_info`` level.
         head_chs: channels of the 1x1 conv + BN + act before pooling; ``None`` for no head conv.
         head_act: activation of the head conv.
+        pre_logits_chs: channels of a 1x1 conv + act (no BN) applied *after* global pooling, before
+            dropout and the classifier (MobileNetV3's ``conv_head``, OFA's feature-mix layer); ``None``
+            for none. Such specs put their pre-pool 1x1 conv in the last stage, as timm's MobileNetV3
+            does, so ``head_chs`` must then be ``None`` (both would be named ``conv_head``).
+        pre_logits_act: activation of the pre-logits conv.
+        pre_logits_bias: whether the pre-logits conv has a bias (timm's MobileNetV3: yes; OFA: no).
         num_classes: classifier outputs (0 means no classifier).
         in_chans: image channels.
         drop_rate: dropout before the classifier.
@@ -154,6 +162,9 @@ class ArchSpec:
     feature_stages: tuple[int, ...] | None = None
     layout: str = "mobile"
     stem_pool: str = ""
+    pre_logits_chs: int | None = None
+    pre_logits_act: str = "hswish"
+    pre_logits_bias: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -174,6 +185,21 @@ class ArchSpec:
                 not self.feature_stages or any(not 0 <= i < len(self.stages) for i in self.feature_stages)):
             raise ValueError(f"ArchSpec({self.family}): feature_stages {self.feature_stages} must index the "
                              f"{len(self.stages)} stages")
+        self._check_pre_logits()
+
+    def _check_pre_logits(self) -> None:
+        if self.pre_logits_act not in ACTIVATIONS:
+            raise ValueError(f"ArchSpec({self.family}): unknown pre_logits_act {self.pre_logits_act!r}; "
+                             f"known: {', '.join(ACTIVATIONS)}")
+        if self.pre_logits_chs is None:
+            return
+        if isinstance(self.pre_logits_chs, bool) or not isinstance(self.pre_logits_chs, int) or self.pre_logits_chs < 1:
+            raise ValueError(f"ArchSpec({self.family}): pre_logits_chs must be a positive int, got {self.pre_logits_chs!r}")
+        if self.head_chs is not None:
+            raise ValueError(f"ArchSpec({self.family}): head_chs={self.head_chs} and pre_logits_chs={self.pre_logits_chs} "
+                             "cannot both be set; put the pre-pool 1x1 conv in the last stage (as timm's MobileNetV3)")
+        if self.layout != "mobile":
+            raise ValueError(f"ArchSpec({self.family}): pre_logits_chs needs the 'mobile' layout, got {self.layout!r}")
 
     @property
     def blocks(self) -> tuple[BlockSpec, ...]:
@@ -182,8 +208,13 @@ class ArchSpec:
 
     @property
     def num_features(self) -> int:
-        """Channels entering the classifier."""
+        """Channels of the unpooled features (``forward_features``), as timm defines ``num_features``."""
         return self.head_chs if self.head_chs is not None else self.stages[-1][-1].out_chs
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Channels entering the classifier: the pre-logits conv's width if there is one, else ``num_features``."""
+        return self.pre_logits_chs if self.pre_logits_chs is not None else self.num_features
 
     def replace(self, **changes: Any) -> ArchSpec:
         """A copy with some top-level fields changed (e.g. ``num_classes``)."""
@@ -203,6 +234,9 @@ class ArchSpec:
             "feature_stages": list(self.feature_stages) if self.feature_stages is not None else None,
             "layout": self.layout,
             "stem_pool": self.stem_pool,
+            "pre_logits_chs": self.pre_logits_chs,
+            "pre_logits_act": self.pre_logits_act,
+            "pre_logits_bias": self.pre_logits_bias,
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -364,6 +398,11 @@ class CellNetSpec:
         """Channels of the last cell's output (entering the classifier)."""
         return len(self.genotype.normal_concat) * self.init_chs * 4
 
+    @property
+    def head_hidden_size(self) -> int:
+        """Channels entering the classifier (cell networks pool straight into it)."""
+        return self.num_features
+
     def replace(self, **changes: Any) -> CellNetSpec:
         return dataclasses.replace(self, **changes)
 
@@ -376,10 +415,10 @@ class CellNetSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellNetSpec:
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") not in CELLNET_READABLE_SCHEMA_VERSIONS:
             raise ValueError(f"CellNetSpec schema_version {data.get('schema_version')!r} is not supported "
-                             f"(this version reads {SCHEMA_VERSION})")
-        fields = {k: v for k, v in data.items() if k != "spec_type"}
+                             f"(this version reads {', '.join(map(str, CELLNET_READABLE_SCHEMA_VERSIONS))})")
+        fields = {k: v for k, v in data.items() if k != "spec_type"} | {"schema_version": SCHEMA_VERSION}
         unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"CellNetSpec: unknown fields {sorted(unknown)}")

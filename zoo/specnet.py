@@ -6,6 +6,8 @@
 names are state-dict keys, so specs of timm's models load timm checkpoints as they are. Both carry
 the zoo's model contract (timm's; shared parts in :class:`~zoo.contract.ZooModel`):
 ``forward_features`` (unpooled features, head conv included), ``forward_head(x, pre_logits=)``,
+(pool, then a spec's post-pool pre-logits conv as timm's MobileNetV3 ``conv_head`` + ``act2``, dropout,
+classifier),
 ``reset_classifier``, ``get_classifier``, ``num_features``, ``head_hidden_size``, ``feature_info`` and a
 ``features_only`` form; both are TorchScript- and FX-traceable.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .blocks import block_kind
@@ -79,10 +82,16 @@ class SpecNet(ZooModel):
         self.setup_contract(spec, global_pool, _feature_info(spec, "blocks"))
         self.blocks = nn.Sequential(*_stages(spec))
         chs = spec.stages[-1][-1].out_chs
+        # MobileNetV3-style heads run conv_head after pooling (timm's names: conv_head, act2; no norm).
+        self.head_after_pool = spec.pre_logits_chs is not None
         if spec.head_chs is not None:
             self.conv_head = nn.Conv2d(chs, spec.head_chs, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(spec.head_chs)
             self.act2 = create_act(spec.head_act)
+        elif spec.pre_logits_chs is not None:
+            self.conv_head = nn.Conv2d(chs, spec.pre_logits_chs, 1, bias=spec.pre_logits_bias)
+            self.bn2 = nn.Identity()
+            self.act2 = create_act(spec.pre_logits_act)
         else:
             self.conv_head = nn.Identity()
             self.bn2 = nn.Identity()
@@ -94,10 +103,22 @@ class SpecNet(ZooModel):
         """Unpooled features after the head conv: (N, num_features, H', W')."""
         x = self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
         x = self.blocks(x)
-        return self.act2(self.bn2(self.conv_head(x)))
+        if not self.head_after_pool:
+            x = self.act2(self.bn2(self.conv_head(x)))
+        return x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.pre_logits(x)
+        if self.head_after_pool:
+            # As timm's MobileNetV3: pool → conv_head → act2 → flatten → dropout; without pooling the
+            # 1x1 conv runs on the unpooled map and nothing is flattened.
+            if self.global_pool == "avg":
+                x = x.mean((2, 3), keepdim=True)
+            x = self.act2(self.conv_head(x))
+            if self.global_pool == "avg":
+                x = torch.flatten(x, 1)
+            x = self.drop(x)
+        else:
+            x = self.pre_logits(x)
         return x if pre_logits else self.classifier(x)
 
 
