@@ -1,20 +1,33 @@
 """Where a measurement was taken: CPU, core count, OS, and the versions of every runtime involved.
 
 Owns the ``Environment`` record attached to each latency result so that numbers from different machines or
-library versions are never compared by accident. Reading it has no side effects and needs no network.
+library versions are never compared by accident, and its ``fingerprint``: a short hash that latency tables and
+device agents use to tell whether two records come from the same machine and software. Reading it has no side
+effects and needs no network.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
+import subprocess
 import sys
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 _CPUINFO = Path("/proc/cpuinfo")
+# /proc/cpuinfo keys that name the CPU or board, best first: x86 has "model name"; ARM boards (Raspberry Pi)
+# often only "Model", older Android kernels "Hardware".
+_CPUINFO_KEYS = ("model name", "Model", "Hardware")
+FINGERPRINT_CHARS = 12
+# Everything that changes latency: the CPU, the OS and every runtime version. ``python`` is in: the
+# interpreter's overhead shows up in timed Python calls.
+_FINGERPRINT_FIELDS = ("cpu_model", "logical_cores", "machine", "os", "python", "torch", "onnx", "onnxruntime",
+                       "numpy", "executorch", "coremltools")
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,16 @@ class Environment:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex digits of the SHA-256 of the CPU, core count, machine, OS and runtime versions.
+
+        Stable across processes and Python versions of the same record (canonical JSON); not part of
+        ``to_dict`` so that records written before it existed stay byte-identical after a round trip.
+        """
+        payload = json.dumps({name: getattr(self, name) for name in _FINGERPRINT_FIELDS}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Environment:
@@ -66,14 +89,32 @@ def current_environment() -> Environment:
 
 def _cpu_model() -> str:
     # platform.processor() is often just "x86_64" on Linux; /proc/cpuinfo has the marketing name.
+    found: dict[str, str] = {}
     try:
         for line in _CPUINFO.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
+            if key.strip() in _CPUINFO_KEYS and value.strip():
+                found.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or sys.platform
+    for key in _CPUINFO_KEYS:
+        if key in found:
+            return found[key]
+    if sys.platform == "darwin":
+        brand = _sysctl("machdep.cpu.brand_string")  # "Apple M2"; platform.processor() says only "arm"
+        if brand:
+            return brand
+    return platform.processor() or platform.machine() or sys.platform
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
 
 
 def _version(*distributions: str) -> str | None:

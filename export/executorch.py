@@ -203,7 +203,7 @@ def export_pte(
     """
     check_model(model)
     input_size = check_input_size(input_size)
-    props = _metadata_props(metadata, cfg)
+    props = pte_metadata_props(metadata, cfg)
     target = Path(path)
     check_target(target, "ExecuTorch")
 
@@ -215,7 +215,7 @@ def _export_to(model: nn.Module, target: Path, tmp: Path, input_size: tuple[int,
                props: dict[str, str], cfg: PteExportConfig) -> PteExportReport:
     inputs = _verification_inputs(input_size, cfg)
     start = time.perf_counter()
-    buffer, delegation = _lower(model, inputs[0], props, cfg)
+    buffer, delegation = lower_program(model, inputs[0], props, cfg)
     tmp.write_bytes(buffer)
     export_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -244,7 +244,8 @@ def _export_to(model: nn.Module, target: Path, tmp: Path, input_size: tuple[int,
     return report
 
 
-def _metadata_props(metadata: Mapping[str, str] | None, cfg: PteExportConfig) -> dict[str, str]:
+def pte_metadata_props(metadata: Mapping[str, str] | None, cfg: PteExportConfig) -> dict[str, str]:
+    """The checked user metadata plus what every program records (backend, batch, I/O names, versions)."""
     props = check_metadata(metadata)
     props.update({"mzoo.backend": cfg.backend, "mzoo.batch_size": str(cfg.batch_size),
                   "mzoo.input_name": cfg.input_name, "mzoo.output_name": cfg.output_name,
@@ -257,7 +258,7 @@ def _verification_inputs(input_size: tuple[int, int, int], cfg: PteExportConfig)
     return [torch.randn(cfg.batch_size, *input_size, generator=generator) for _ in range(cfg.verify_runs)]
 
 
-def _lower(model: nn.Module, example: torch.Tensor, props: Mapping[str, str],
+def lower_program(model: nn.Module, example: torch.Tensor, props: Mapping[str, str],
            cfg: PteExportConfig) -> tuple[bytes, Delegation]:
     """torch.export, lower to the edge dialect with the configured delegate, and serialise to .pte bytes."""
     name = type(model).__name__
@@ -500,14 +501,16 @@ def _child_main(request_json: str) -> int:
     request = json.loads(request_json)
     cfg = BenchConfig(**request["config"])
     try:
-        answer = _measure_here(request["path"], cfg).to_dict()
+        answer = measure_pte_in_process(request["path"], cfg).to_dict()
     except (ExportError, ValueError) as err:
         answer = {"error": str(err)}
     print(_CHILD_PREFIX + json.dumps(answer), flush=True)
     return 0
 
 
-def _measure_here(path: str, cfg: BenchConfig) -> LatencyResult:
+def measure_pte_in_process(path: str, cfg: BenchConfig) -> LatencyResult:
+    """Time a .pte in THIS process: only safe in a fresh process that has run no XNNPACK program yet
+    (``measure_pte`` and the agent's measuring child call it there)."""
     lib = _portable_lib()
     with _runtime_log():
         lib._unsafe_reset_threadpool(cfg.threads)  # before any XNNPACK program exists in this process

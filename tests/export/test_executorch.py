@@ -125,7 +125,7 @@ def reuse_tiny_program(monkeypatch: pytest.MonkeyPatch,
     Verification is still real: the written file is loaded and run by the runtime and compared with eager.
     """
     model, source, report = portable_export
-    monkeypatch.setattr(et_export, "_lower", lambda *args: (source.read_bytes(), report.delegation))
+    monkeypatch.setattr(et_export, "lower_program", lambda *args: (source.read_bytes(), report.delegation))
     return model
 
 
@@ -316,7 +316,7 @@ def test_interrupt_removes_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert len(list(tmp_path.iterdir())) == 1, "the temp file should exist while exporting"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(et_export, "_lower", interrupted)
+    monkeypatch.setattr(et_export, "lower_program", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_pte(tiny_model(), tmp_path / "m.pte", TINY_SIZE)
     assert list(tmp_path.iterdir()) == []

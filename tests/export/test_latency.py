@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
 import platform
+import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -19,7 +23,8 @@ from torch import nn
 
 from export.environment import Environment, _version, current_environment
 from export.errors import OnnxLoadError
-from export.latency import BenchConfig, LatencyResult, measure_onnx, measure_torch, summarize
+from export.latency import (BenchConfig, LatencyResult, is_stable, make_result, measure_onnx, measure_torch,
+                            pinned_cpus, summarize, time_runs)
 
 FAST = BenchConfig(runs=5, warmup_runs=1, warmup_min_seconds=0, min_seconds=0)
 
@@ -223,3 +228,220 @@ def test_current_environment() -> None:
     assert env.numpy == importlib.metadata.version("numpy")
     assert Environment.from_dict(json.loads(json.dumps(env.to_dict()))) == env
     assert _version("surely-not-an-installed-distribution") is None
+
+
+# ------------------------------------------------------------------------------- stop rule (fake clock)
+
+
+class FakeTimer:
+    """A clock in ns that only the fake run moves: each run lasts the next of ``durations_ms``."""
+
+    def __init__(self, durations_ms: Iterator[float]) -> None:
+        self.now_ns = 0
+        self.runs = 0
+        self.durations_ms = durations_ms
+        self.slept: list[float] = []
+
+    def clock(self) -> int:
+        return self.now_ns
+
+    def run(self) -> None:
+        self.runs += 1
+        self.now_ns += int(next(self.durations_ms) * 1e6)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def _constant(ms: float) -> Iterator[float]:
+    while True:
+        yield ms
+
+
+def _drifting(start_ms: float = 1.0, step_ms: float = 0.1) -> Iterator[float]:
+    value = start_ms
+    while True:
+        yield value
+        value += step_ms
+
+
+PROTOCOL = BenchConfig(runs=10, warmup_runs=2, warmup_min_seconds=0, min_seconds=0, max_seconds=1e6,
+                       stable_rel_tol=0.01, max_runs=400)
+
+
+def test_stop_rule_constant_timings_stop_at_runs() -> None:
+    timer = FakeTimer(_constant(2.0))
+    first, samples = time_runs(timer.run, PROTOCOL, clock=timer.clock, sleep=timer.sleep)
+    assert first == 2.0 and samples == [2.0] * PROTOCOL.runs
+    assert timer.runs == PROTOCOL.warmup_runs + PROTOCOL.runs
+    assert is_stable(samples, PROTOCOL.stable_rel_tol)
+
+
+def test_stop_rule_drifting_timings_run_to_max_runs_and_are_unstable() -> None:
+    timer = FakeTimer(_drifting())
+    _, samples = time_runs(timer.run, PROTOCOL, clock=timer.clock, sleep=timer.sleep)
+    assert len(samples) == PROTOCOL.max_runs
+    assert not is_stable(samples, PROTOCOL.stable_rel_tol)
+    result = make_result("fake", "drift", (1,), samples, 1.0, 0.0, PROTOCOL)
+    assert result.stable is False and result.n == PROTOCOL.max_runs
+
+
+def test_stop_rule_stops_once_the_median_settles() -> None:
+    # 30 drifting timed samples, then constant: the median of all and of the first 80 % converge.
+    durations = iter([5.0, 5.0] + [1.0 + 0.5 * i for i in range(30)] + [3.0] * 10_000)
+    timer = FakeTimer(durations)
+    _, samples = time_runs(timer.run, PROTOCOL, clock=timer.clock, sleep=timer.sleep)
+    assert 30 < len(samples) < PROTOCOL.max_runs
+    assert is_stable(samples, PROTOCOL.stable_rel_tol)
+    assert not is_stable(samples[:-5], PROTOCOL.stable_rel_tol), "it should have stopped at the first stable point"
+    assert make_result("fake", "settle", (1,), samples, 1.0, 0.0, PROTOCOL).stable is True
+
+
+def test_stop_rule_is_capped_by_max_seconds() -> None:
+    cfg = BenchConfig(runs=5, warmup_runs=0, warmup_min_seconds=0, min_seconds=0, max_seconds=10.0)
+    timer = FakeTimer(_drifting(start_ms=1000.0, step_ms=100.0))  # each run ~1 s of fake time, never stable
+    _, samples = time_runs(timer.run, cfg, clock=timer.clock, sleep=timer.sleep)
+    assert 5 <= len(samples) <= 10
+    assert sum(samples) >= 10_000.0 - samples[-1]
+
+
+@pytest.mark.parametrize("tol", [None, 0])
+def test_stop_rule_disabled_keeps_the_old_protocol(tol: float | None) -> None:
+    cfg = dataclasses.replace(PROTOCOL, stable_rel_tol=tol)
+    timer = FakeTimer(_drifting())
+    _, samples = time_runs(timer.run, cfg, clock=timer.clock, sleep=timer.sleep)
+    assert len(samples) == cfg.runs
+    assert make_result("fake", "old", (1,), samples, 1.0, 0.0, cfg).stable is True
+
+
+def test_is_stable_needs_enough_samples() -> None:
+    assert not is_stable([1.0] * 4, 0.01)
+    assert is_stable([1.0] * 5, 0.01)
+    assert is_stable([1.0, 9.0], None)
+
+
+def test_cooldown_sleeps_before_each_model() -> None:
+    cfg = dataclasses.replace(PROTOCOL, cooldown_seconds=1.5, stable_rel_tol=None)
+    timer = FakeTimer(_constant(1.0))
+    time_runs(timer.run, cfg, clock=timer.clock, sleep=timer.sleep)
+    time_runs(timer.run, cfg, clock=timer.clock, sleep=timer.sleep)
+    assert timer.slept == [1.5, 1.5]
+    start = time.perf_counter()
+    measure_torch(nn.Identity(), (1, 2, 2), dataclasses.replace(FAST, cooldown_seconds=0.3))
+    assert time.perf_counter() - start >= 0.3
+
+
+# ----------------------------------------------------------------------------------------- new fields
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"stable_rel_tol": -0.1}, "stable_rel_tol"),
+        ({"stable_rel_tol": 1.5}, "stable_rel_tol"),
+        ({"max_runs": 10}, "max_runs"),  # fewer than runs (50)
+        ({"cpus": ()}, "cpus"),
+        ({"cpus": (0, 0)}, "cpus"),
+        ({"cpus": (-1,)}, "cpus"),
+        ({"cooldown_seconds": -1.0}, "cooldown_seconds"),
+        ({"cooldown_seconds": float("inf")}, "cooldown_seconds"),
+    ],
+)
+def test_bench_config_validates_new_fields(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=rf"BenchConfig\.{field}"):
+        BenchConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bench_config_from_dict_normalises_and_rejects_unknown_keys() -> None:
+    cfg = BenchConfig(cpus=(0,), max_runs=100)
+    restored = BenchConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert restored == cfg and restored.cpus == (0,)
+    with pytest.raises(ValueError, match="bogus"):
+        BenchConfig.from_dict({"bogus": 1})
+
+
+def test_latency_result_reads_records_written_before_the_stop_rule(conv_onnx: Path) -> None:
+    data = measure_onnx(conv_onnx, FAST).to_dict()
+    for key in ("stable_rel_tol", "max_runs", "cpus", "cooldown_seconds"):
+        del data["config"][key]
+    del data["stable"]
+    del data["environment"]["executorch"]
+    old = LatencyResult.from_dict(data)
+    assert old.stable is True and old.config.cpus is None and old.environment.executorch is None
+
+
+# ------------------------------------------------------------------------------------------- affinity
+
+
+needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity control")
+
+
+@needs_affinity
+def test_pinned_cpus_pins_every_thread_and_restores() -> None:
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    seen: dict[str, set[int]] = {}
+    ready, release = threading.Event(), threading.Event()
+
+    def worker() -> None:  # a thread that exists before pinning, like a runtime's pool thread
+        ready.set()
+        release.wait(5)
+        seen["worker"] = os.sched_getaffinity(0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    ready.wait(5)
+    with pinned_cpus((cpu,)):
+        seen["main"] = os.sched_getaffinity(0)
+        release.set()
+        thread.join(5)
+    assert seen == {"main": {cpu}, "worker": {cpu}}
+    assert os.sched_getaffinity(0) == before
+
+
+@needs_affinity
+def test_time_runs_pins_during_measurement_and_restores() -> None:
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    masks: list[set[int]] = []
+    cfg = dataclasses.replace(FAST, cpus=(cpu,))
+    time_runs(lambda: masks.append(os.sched_getaffinity(0)), cfg)
+    assert masks and all(mask == {cpu} for mask in masks)
+    assert os.sched_getaffinity(0) == before
+
+
+@needs_affinity
+def test_pinning_to_missing_cpus_names_them(conv_onnx: Path) -> None:
+    before = os.sched_getaffinity(0)
+    with pytest.raises(ValueError, match=r"4096"):
+        measure_onnx(conv_onnx, dataclasses.replace(FAST, cpus=(4096,)))
+    assert os.sched_getaffinity(0) == before
+
+
+# ---------------------------------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_is_stable_and_tracks_what_matters() -> None:
+    env = current_environment()
+    assert re.fullmatch(r"[0-9a-f]{12}", env.fingerprint)
+    assert current_environment().fingerprint == env.fingerprint
+    assert Environment.from_dict(json.loads(json.dumps(env.to_dict()))).fingerprint == env.fingerprint
+    for field, value in [("onnxruntime", "0.0.1"), ("cpu_model", "Other CPU"), ("logical_cores", 512),
+                         ("os", "Plan9"), ("executorch", None if env.executorch else "9.9")]:
+        assert dataclasses.replace(env, **{field: value}).fingerprint != env.fingerprint, field
+
+
+def test_measure_onnx_pools_the_samples_of_every_fresh_session(conv_onnx: Path, monkeypatch) -> None:
+    created = []
+    real = ort.InferenceSession
+
+    def counting(*args, **kwargs):
+        created.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counting)
+    cfg = dataclasses.replace(FAST, runs=4, min_seconds=0.0, stable_rel_tol=None, max_runs=4, sessions=3)
+    result = measure_onnx(conv_onnx, cfg)
+    assert len(created) == 3 and result.n == 12
+    with pytest.raises(ValueError, match="sessions"):
+        BenchConfig(sessions=0)

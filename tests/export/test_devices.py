@@ -1,0 +1,113 @@
+"""Devices: names, specs, the fast exporters, and local ONNX Runtime / XNNPACK measurements of tiny modules."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from export.devices import (Device, DeviceInfo, OrtCpuDevice, RemoteDevice, XnnpackDevice, cpu_slug, export_onnx_fast,
+                            get_device, local_device_name)
+from export.environment import current_environment
+from export.latency import BenchConfig, LatencyResult
+
+FAST = BenchConfig(runs=5, warmup_runs=1, warmup_min_seconds=0, min_seconds=0, max_seconds=2.0)
+TINY = [
+    pytest.param(lambda: nn.Conv2d(8, 8, 3, padding=1), (1, 8, 8, 8), id="conv"),
+    pytest.param(lambda: nn.Linear(16, 10), (1, 16), id="linear"),
+]
+
+
+@pytest.mark.parametrize("model, slug", [
+    ("AMD EPYC", "amd-epyc"),
+    ("AMD EPYC 7763 64-Core Processor", "amd-epyc"),
+    ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "intel-xeon"),
+    ("Apple M2 Pro", "apple-m2"),
+    ("Qualcomm Technologies, Inc SM8150", "qualcomm-sm8150"),
+    ("", "unknown-cpu"),
+])
+def test_cpu_slug(model: str, slug: str) -> None:
+    assert cpu_slug(model) == slug
+
+
+def test_local_device_name() -> None:
+    here = cpu_slug(current_environment().cpu_model)
+    assert local_device_name("ort", 1) == f"{here}-ort-t1"
+    assert local_device_name("xnnpack", 4, "Apple M1") == "apple-m1-xnnpack-t4"
+    assert re.fullmatch(r"[a-z0-9-]+", local_device_name("ort", 2))
+    with pytest.raises(ValueError, match="'coreml'"):
+        local_device_name("coreml", 1)
+    with pytest.raises(ValueError, match="threads"):
+        local_device_name("ort", 0)
+
+
+def test_get_device_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    ort_dev = get_device("ort", threads=2)
+    assert isinstance(ort_dev, OrtCpuDevice) and isinstance(ort_dev, Device)
+    assert ort_dev.name.endswith("-ort-t2") and ort_dev.runtime == "onnxruntime-cpu"
+    xnn = get_device("xnnpack")
+    assert isinstance(xnn, XnnpackDevice) and xnn.runtime == "executorch-xnnpack"
+    monkeypatch.setenv("MZOO_AGENT_TOKEN", "from-env")
+    remote = get_device("http://10.0.0.2:8765/xnnpack", threads=4)
+    assert isinstance(remote, RemoteDevice)  # not isinstance(.., Device): that reads .name, which asks the agent
+    assert (remote.url, remote.short_runtime, remote.threads) == ("http://10.0.0.2:8765", "xnnpack", 4)
+    assert "from-env" not in repr(remote)
+    assert get_device("http://h:1", token="t").runtime == "onnxruntime-cpu"
+    with pytest.raises(ValueError, match="'gpu'"):
+        get_device("http://h:1/gpu", token="t")
+    with pytest.raises(ValueError, match="'tflite'"):
+        get_device("tflite")
+    monkeypatch.delenv("MZOO_AGENT_TOKEN")
+    with pytest.raises(ValueError, match="token"):
+        get_device("http://h:1")
+
+
+def test_device_info_round_trip() -> None:
+    info = OrtCpuDevice().describe()
+    assert info.fingerprint == current_environment().fingerprint
+    assert info.runtime_version == current_environment().onnxruntime
+    assert DeviceInfo.from_dict(info.to_dict()) == info
+
+
+def test_export_onnx_fast_is_fast(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    export_onnx_fast(model, (1, 8, 8, 8), tmp_path / "warm.onnx")
+    start = time.perf_counter()
+    export_onnx_fast(model, (1, 8, 8, 8), tmp_path / "op.onnx")
+    assert time.perf_counter() - start < 1.0
+    assert (tmp_path / "op.onnx").stat().st_size > 0
+
+
+def _check_result(result: LatencyResult, shape: tuple[int, ...], runtime: str, label: str) -> None:
+    assert result.runtime == runtime
+    assert result.input_shape == shape
+    assert result.model == label
+    assert result.threads == 1 and result.config.threads == 1
+    assert result.n >= FAST.runs and 0 < result.min_ms <= result.median_ms <= result.p90_ms
+    assert result.environment.fingerprint == current_environment().fingerprint
+
+
+@pytest.mark.parametrize("make, shape", TINY)
+def test_ort_device_measures_tiny_modules(make, shape: tuple[int, ...]) -> None:
+    cfg = BenchConfig(**{**FAST.__dict__, "threads": 2})  # the device's thread count wins
+    result = OrtCpuDevice(threads=1).measure(make(), shape, cfg, label="tiny")
+    _check_result(result, shape, "onnxruntime-cpu", "tiny")
+
+
+def test_device_rejects_a_batch_other_than_the_protocol() -> None:
+    with pytest.raises(ValueError, match="batch"):
+        OrtCpuDevice().measure(nn.Linear(4, 2), (2, 4), FAST)
+    with pytest.raises(ValueError, match="input_shape"):
+        OrtCpuDevice().measure(nn.Linear(4, 2), (4,), FAST)
+
+
+@pytest.mark.slow  # each ExecuTorch measurement imports ExecuTorch in a fresh process (~10-20 s on 2 cores)
+@pytest.mark.parametrize("make, shape", TINY)
+def test_xnnpack_device_measures_tiny_modules(make, shape: tuple[int, ...]) -> None:
+    result = XnnpackDevice().measure(make(), shape, FAST)
+    _check_result(result, shape, "executorch-xnnpack", type(make()).__name__)
+    assert torch.get_num_threads() >= 1
