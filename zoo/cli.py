@@ -1,4 +1,5 @@
-"""The ``mzoo`` command line: list, info, export, bench and the end-to-end demo.
+"""The ``mzoo`` command line: list, info, export, bench, the end-to-end demo, and (from
+:mod:`latency_tables.cli`) the latency commands ``lut``, ``predict`` and ``agent``.
 
 Every user error (unknown model, missing or corrupt file, bad option) becomes one line on stderr
 and exit status 2, never a traceback. Heavy imports (export, onnxruntime) happen per command.
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from . import costs, registry
@@ -178,7 +180,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(format_table(rows))
     for line in nearest_baselines(rows):
         print(f"\n{line}")
+    for line in _predicted_lines(rows, args.threads):
+        print(f"\n{line}")
     return 0
+
+
+def _predicted_lines(rows: Sequence[Any], threads: int) -> list[str]:
+    """Each zoo model's latency predicted from the shipped tables of this machine, beside its measured minimum."""
+    from export.devices import local_device_name
+    from latency_tables.predict import MissingKeysError, Predictor
+    from latency_tables.table import NoTablesError
+
+    device = local_device_name("ort", threads)
+    try:
+        predictor = Predictor.for_device(device)
+    except NoTablesError:
+        return [f"No latency tables for this machine ({device}); `mzoo lut build --space SPACE` makes them."]
+    lines = []
+    for row in rows:
+        if row.source != "zoo":
+            continue
+        spec = registry.get_arch_spec(row.name)
+        try:
+            p = predictor.predict(spec, registry.get_pretrained_cfg(row.name).input_size)
+        except MissingKeysError as err:
+            lines.append(f"{row.name}: not predictable from latency_tables/{device} ({len(err.keys)} op keys missing)")
+            continue
+        measured = getattr(row.ort, predictor.statistic)
+        lines.append(f"{row.name} predicted from latency_tables/{device} (table {p.overhead_table}: {len(p.ops)} ops "
+                     f"+ overhead): {p.total_ms:.2f} ms; measured above: {measured:.2f} ms "
+                     f"({predictor.statistic.removesuffix('_ms')} over runs), error {p.total_ms / measured - 1:+.1%}")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="where to keep the ONNX files (default: a temporary directory)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_demo)
+
+    from latency_tables.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -253,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     # RuntimeError / UnpicklingError: torch's errors for a corrupt checkpoint given for a timm model.
-    except (ValueError, TypeError, OSError, RuntimeError, pickle.UnpicklingError, WeightsError, ExportError) as err:
+    # LookupError: a latency table lacks ops of the model (the message names them).
+    except (ValueError, TypeError, LookupError, OSError, RuntimeError, pickle.UnpicklingError, WeightsError,
+            ExportError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"mzoo: error: {message}", file=sys.stderr)
         return 2

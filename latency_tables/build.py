@@ -1,0 +1,273 @@
+"""Building a latency table: measure every op key of a search space on a device, then calibrate the overhead.
+
+:func:`build_table` enumerates the space's op keys (:func:`search.spaces.op_keys`, the union of the
+walker's ops over the space's covering specs), measures each one as a standalone module
+(:func:`zoo.ops.op_module`) with ``device.measure``, and checkpoints the partial table (``complete=False``)
+atomically as it goes and on Ctrl-C, so a long build on a phone or a remote agent resumes where it
+stopped, after checking that the saved table was measured the same way. It then measures random
+networks of the space end to end and fits the per-network :class:`~latency_tables.table.Overhead`
+(:func:`fit_overhead`): ``measured − Σ entries = intercept + per_op × n_ops``. The per-op term is there
+because each entry was timed as its own runtime call and so includes one call's fixed cost (dispatch,
+input/output binding, thread-pool wake-up) that the network, one call for all its ops, pays only once;
+the intercept is what only whole networks run (global pooling, flatten, DARTS node sums) plus that one call.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import zoo
+from export.devices import Device
+from export.latency import BenchConfig, LatencyResult
+from search.spaces import SearchSpace, op_keys
+from zoo.costs import OpCost
+from zoo.ops import op_module
+
+from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_path
+
+DTYPE = "float32"
+_MIN_FIT_NETWORKS = 3
+_MAX_SAMPLE_TRIES = 20  # per wanted network: how hard to look for distinct architectures in a small space
+
+
+class TableMismatchError(LatencyTableError):
+    """A saved partial table was measured differently (device, runtime, protocol...) from the build resuming it."""
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything that stamps a table of this build, from the device, the space and the protocol."""
+
+    device: str
+    space: str
+    runtime: str
+    runtime_version: str | None
+    fingerprint: str | None
+    environment: Mapping[str, Any] | None
+    cfg: BenchConfig
+    input_sizes: tuple[tuple[int, int, int], ...]
+
+    def table(self, entries: Mapping[str, Entry], overhead: Overhead | None, complete: bool,
+              created: str | None = None) -> LatencyTable:
+        return LatencyTable(
+            device=self.device, space=self.space, source="measured", runtime=self.runtime,
+            runtime_version=self.runtime_version, threads=self.cfg.threads, dtype=DTYPE,
+            batch_size=self.cfg.batch_size, protocol=asdict(self.cfg), environment=self.environment,
+            fingerprint=self.fingerprint, created=created or _now(), input_sizes=self.input_sizes,
+            entries=entries, overhead=overhead, complete=complete,
+        )
+
+
+def build_table(
+    space: SearchSpace,
+    device: Device,
+    *,
+    cfg: BenchConfig,
+    path: Path | None = None,
+    resume: bool = True,
+    restart: bool = False,
+    calibration_networks: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_every: int = 10,
+) -> LatencyTable:
+    """Measure ``space``'s op keys on ``device`` into ``path`` (default ``table_path(device, space)``).
+
+    An existing file at ``path`` is resumed (``resume=True``: only keys it lacks are measured, after its
+    device, space, runtime and version, fingerprint, threads, dtype, batch and protocol are checked against
+    this build, else :class:`TableMismatchError` naming the field) or replaced (``restart=True``); with
+    neither it is an error. A table that is already complete is returned as it is. Then
+    ``calibration_networks`` random architectures (seeded by ``seed``) are measured end to end to fit the
+    overhead (0 leaves it uncalibrated), and the complete table is saved and returned. The partial table is
+    saved every ``checkpoint_every`` new entries and when the build stops on an exception or Ctrl-C;
+    calibration is not checkpointed (an interrupted calibration reruns in full).
+    """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    if calibration_networks < 0:
+        raise ValueError(f"calibration_networks must be >= 0, got {calibration_networks}")
+    target = Path(path) if path is not None else table_path(device.name, space.name)
+    keys = op_keys(space)
+    context = _context(space, device, cfg)
+    saved = _saved_table(target, context, resume=resume, restart=restart)
+    entries = dict(saved.entries) if saved is not None else {}
+    created = saved.created if saved is not None else _now()
+    if saved is not None and saved.complete and saved.overhead is not None and keys.keys() <= entries.keys():
+        return saved
+    entries = _measure_keys(keys, entries, device, context, target, created, progress, checkpoint_every)
+    overhead = None
+    if calibration_networks:
+        partial = context.table(entries, None, complete=False, created=created)
+        try:
+            overhead = calibrate_overhead(space, device, partial, cfg, calibration_networks, seed, progress)
+        except BaseException:
+            partial.save(target)  # the entries are safe even if calibration fails; a rerun recalibrates
+            raise
+    table = context.table(entries, overhead, complete=True, created=created)
+    table.save(target)
+    return table
+
+
+def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, cfg: BenchConfig,
+                       networks: int, seed: int = 0, progress: bool = True) -> Overhead:
+    """Measure ``networks`` distinct random architectures of ``space`` end to end and fit the overhead.
+
+    Every op of a sampled network must be in ``table``: a key it lacks means the space's covering specs
+    miss it, and is reported as such. Networks and entries are compared on the table's ``statistic``.
+    """
+    rng = random.Random(seed)
+    archs = _distinct_archs(space, rng, networks)
+    measured, summed, counts = [], [], []
+    bar = tqdm(archs, desc=f"{device.name}/{space.name} calibration", unit="net", file=sys.stderr,
+               disable=not progress)
+    for arch in bar:
+        spec, input_size = space.to_spec(arch)
+        ops = list(zoo.iter_ops(spec, input_size))
+        lacking = [op.key for op in ops if op.key not in table.entries]
+        if lacking:
+            raise LatencyTableError(f"architecture {arch!r} of space {space.name!r} has op key {lacking[0]!r} "
+                                    f"that the space's covering specs do not produce ({len(lacking)} such keys)")
+        model = zoo.build_model(spec).eval()
+        label = f"{space.name}:{arch!r}"
+        result = device.measure(model, (cfg.batch_size, *input_size), cfg, label)
+        _check_threads(result, cfg.threads, label)
+        measured.append(getattr(result, table.statistic))
+        summed.append(sum(table.entries[op.key].value(table.statistic) for op in ops))
+        counts.append(len(ops))
+    return fit_overhead(measured, summed, counts)
+
+
+def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: Sequence[int]) -> Overhead:
+    """Least-squares fit of ``measured − ops = intercept + per_op × n_ops`` over networks.
+
+    With fewer than 3 networks, or when every network has the same op count (the per-op term is then not
+    identifiable, e.g. in a width-only space), ``per_op`` is 0 and the intercept is the median residual.
+    """
+    if not (len(measured_ms) == len(ops_ms) == len(n_ops)):
+        raise ValueError(f"fit_overhead needs equally long inputs, got {len(measured_ms)}, {len(ops_ms)}, {len(n_ops)}")
+    if not measured_ms:
+        raise ValueError("fit_overhead needs at least one measured network, got none")
+    residual = np.asarray(measured_ms, dtype=np.float64) - np.asarray(ops_ms, dtype=np.float64)
+    x = np.asarray(n_ops, dtype=np.float64)
+    n = len(residual)
+    if n >= _MIN_FIT_NETWORKS and np.ptp(x) > 0:
+        design = np.stack([np.ones_like(x), x], axis=1)
+        (intercept, per_op), _, rank, _ = np.linalg.lstsq(design, residual, rcond=None)
+        if rank == 2 and np.isfinite(intercept) and np.isfinite(per_op):
+            rms = float(np.sqrt(np.mean((design @ np.array([intercept, per_op]) - residual) ** 2)))
+            note = (f"least squares over {n} networks ({int(x.min())}-{int(x.max())} ops): measured - sum of "
+                    f"entries = intercept + per_op x n_ops, RMS error {rms:.4g} ms")
+            return Overhead(float(intercept), float(per_op), n, note)
+    why = (f"only {n} network(s)" if n < _MIN_FIT_NETWORKS
+           else f"every network has {int(x[0])} ops, so the per-op term is not identifiable")
+    note = f"median of measured - sum of entries over {n} networks ({why}); per_op fixed at 0"
+    return Overhead(float(statistics.median(residual.tolist())), 0.0, n, note)
+
+
+def _context(space: SearchSpace, device: Device, cfg: BenchConfig) -> _Context:
+    info = device.describe()
+    environment = info.environment
+    if environment is not None and not isinstance(environment, Mapping):
+        environment = environment.to_dict()
+    sizes = sorted({tuple(int(d) for d in size) for _, size in space.covering_specs()})
+    return _Context(device=device.name, space=space.name, runtime=info.runtime,
+                    runtime_version=info.runtime_version, fingerprint=info.fingerprint,
+                    environment=environment, cfg=cfg, input_sizes=tuple(sizes))  # type: ignore[arg-type]
+
+
+def _saved_table(target: Path, context: _Context, *, resume: bool, restart: bool) -> LatencyTable | None:
+    """The table to resume from, None to start afresh; refuses to resume a table measured differently."""
+    if restart or not target.exists():
+        return None
+    if not resume:
+        raise FileExistsError(f"latency table {str(target)!r} exists; pass resume=True to continue it "
+                              f"or restart=True to measure it again from scratch")
+    saved = LatencyTable.load(target)
+    current = context.table({}, None, complete=False, created="")
+    for name in ("device", "space", "runtime", "runtime_version", "fingerprint", "threads", "dtype",
+                 "batch_size", "protocol"):
+        was, now = getattr(saved, name), getattr(current, name)
+        if was != now:
+            if name == "protocol":
+                was, now = _protocol_difference(was, now)
+            raise TableMismatchError(f"cannot resume latency table {str(target)!r}: its {name} is {was!r} but "
+                                     f"this build's is {now!r}; pass restart=True to discard its "
+                                     f"{len(saved.entries)} entries and measure again")
+    return saved
+
+
+def _protocol_difference(was: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = sorted(set(was) | set(now))
+    differ = [n for n in names if was.get(n) != now.get(n)]
+    return {n: was.get(n) for n in differ}, {n: now.get(n) for n in differ}
+
+
+def _measure_keys(keys: Mapping[str, OpCost], entries: dict[str, Entry], device: Device, context: _Context,
+                  target: Path, created: str, progress: bool, checkpoint_every: int) -> dict[str, Entry]:
+    """Measure every key not in ``entries``, checkpointing every ``checkpoint_every`` and on the way out."""
+    todo = [key for key in keys if key not in entries]
+    unsaved = 0
+
+    def checkpoint() -> None:
+        nonlocal unsaved
+        context.table(entries, None, complete=False, created=created).save(target)
+        unsaved = 0
+
+    with tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f"{device.name}/{context.space}",
+              unit="op", file=sys.stderr, disable=not progress) as bar:
+        try:
+            for key in todo:
+                bar.set_postfix_str(key, refresh=False)
+                op = keys[key]
+                module, input_shape = op_module(op, batch_size=context.cfg.batch_size)
+                result = device.measure(module, input_shape, context.cfg, key)
+                _check_threads(result, context.cfg.threads, key)
+                entries[key] = Entry(median_ms=result.median_ms, n=result.n, p10_ms=result.p10_ms,
+                                     p90_ms=result.p90_ms, std_ms=result.std_ms, macs=op.macs,
+                                     params=op.params, kind=op.kind, min_ms=result.min_ms,
+                                     mean_ms=result.mean_ms)
+                unsaved += 1
+                bar.update()
+                if unsaved >= checkpoint_every:
+                    checkpoint()
+        except BaseException:
+            # Ctrl-C, a dropped remote device, a module that will not export: keep what was measured.
+            if unsaved:
+                checkpoint()
+            raise
+    return entries
+
+
+def _check_threads(result: LatencyResult, threads: int, label: str) -> None:
+    """A device with its own thread count overrides the protocol's; the table must not be filed under the wrong one."""
+    if result.threads != threads:
+        raise TableMismatchError(f"device measured {label!r} with {result.threads} thread(s) but cfg.threads is "
+                                 f"{threads}; pass a BenchConfig with threads={result.threads}")
+
+
+def _distinct_archs(space: SearchSpace, rng: random.Random, wanted: int) -> list[Any]:
+    """Up to ``wanted`` distinct architectures sampled from ``space`` (fewer if the space is that small)."""
+    archs: list[Any] = []
+    seen: set[Any] = set()
+    for _ in range(wanted * _MAX_SAMPLE_TRIES):
+        if len(archs) == wanted:
+            break
+        arch = space.sample(rng)
+        if arch not in seen:
+            seen.add(arch)
+            archs.append(arch)
+    return archs
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,260 @@
+"""The latency commands of ``mzoo``: ``lut list|build|validate|import-ofa``, ``predict`` and ``agent``.
+
+Owns argument parsing and the glue between spaces, devices, tables and the predictor; the work itself
+lives in :mod:`latency_tables.build`, :mod:`latency_tables.predict`, :mod:`latency_tables.validate`,
+:mod:`latency_tables.ofa`, :mod:`export.devices` and :mod:`export.agent`. :func:`add_commands` is called by
+:mod:`zoo.cli`, which turns every user error into one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+def table_protocol(threads: int, quick: bool = False) -> Any:
+    """The protocol tables are built with (and validation measures with, read back from the table).
+
+    Ops are short, so warm-up and timing are short too, but runs continue until the median is stable
+    (within 1 %) or 10 s pass; ``quick`` is for smoke runs only.
+    """
+    from export.latency import BenchConfig
+
+    if quick:
+        return BenchConfig(threads=threads, warmup_runs=2, warmup_min_seconds=0.0, runs=5, min_seconds=0.0,
+                           max_seconds=2.0, stable_rel_tol=0.0)
+    return BenchConfig(threads=threads, warmup_runs=10, warmup_min_seconds=0.3, runs=40, min_seconds=0.6,
+                       max_seconds=10.0, stable_rel_tol=0.01, cooldown_seconds=0.05)
+
+
+def _root(args: argparse.Namespace) -> Path | None:
+    return Path(args.root) if getattr(args, "root", None) else None
+
+
+def _spaces(text: str) -> list[str]:
+    from search.spaces import list_spaces
+
+    names = [s for s in text.split(",") if s] if text else []
+    known = list_spaces()
+    unknown = [s for s in names if s not in known]
+    if unknown:
+        raise ValueError(f"unknown space(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
+def _cmd_lut_list(args: argparse.Namespace) -> int:
+    from latency_tables.table import list_devices, load_tables
+
+    devices = list_devices(_root(args))
+    if not devices:
+        print("no latency tables; build one with `mzoo lut build --space SPACE`")
+        return 0
+    print(f"{'device':<26} {'space':<22} {'entries':>7}  {'runtime':<20} {'threads':>7}  status")
+    for device in devices:
+        for table in load_tables(device, _root(args)):
+            status = "complete" if table.complete else "PARTIAL (resume with mzoo lut build)"
+            print(f"{device:<26} {table.space:<22} {len(table.entries):>7}  {table.runtime:<20} "
+                  f"{table.threads if table.threads is not None else '-':>7}  {status}")
+    return 0
+
+
+def _cmd_lut_build(args: argparse.Namespace) -> int:
+    from export.devices import get_device
+    from latency_tables.build import build_table
+    from latency_tables.table import table_path
+    from search.spaces import get_space
+
+    device = get_device(args.device, threads=args.threads, token=args.token)
+    name = args.name or device.name
+    for space_name in _spaces(args.space):
+        path = table_path(name, space_name, _root(args))
+        table = build_table(get_space(space_name), device, cfg=table_protocol(args.threads, args.quick),
+                            path=path, resume=not args.restart, restart=args.restart,
+                            calibration_networks=args.calibration, seed=args.seed, progress=True)
+        overhead = table.overhead
+        print(f"{path}: {len(table.entries)} op entries on {name}"
+              + (f"; overhead {overhead.intercept_ms:.4f} ms + {overhead.per_op_ms:.4f} ms/op "
+                 f"(fitted on {overhead.n_networks} networks)" if overhead else ""))
+    return 0
+
+
+def run_validation(device_spec: str, table_device: str | None, spaces: str, archs: int,
+                   threads: int = 1, token: str | None = None, interpolate: bool = False,
+                   root: Path | None = None) -> tuple[Any, str, list[Any]]:
+    """Validate the predictor of ``table_device`` (default: the backend's own name) against measurements."""
+    from export.devices import get_device
+    from export.latency import BenchConfig
+    from latency_tables.predict import Predictor
+    from latency_tables.table import load_tables
+    from latency_tables.validate import validate
+    from search.spaces import get_space
+
+    device = get_device(device_spec, threads=threads, token=token)
+    table_device = table_device or device.name
+    tables = {t.space: t for t in load_tables(table_device, root)}
+    names = _spaces(spaces) or sorted(tables)
+    missing = [s for s in names if s not in tables]
+    if missing:
+        raise ValueError(f"no table for space(s) {', '.join(missing)} on device {table_device!r}; "
+                         f"build with `mzoo lut build --space {missing[0]}`")
+    predictor = Predictor(list(tables.values()))
+    results = []
+    for name in names:
+        cfg = BenchConfig(**tables[name].protocol)
+        results.append(validate(get_space(name), device, predictor, cfg, n_archs=archs, interpolate=interpolate))
+    return device, table_device, results
+
+
+def _cmd_lut_validate(args: argparse.Namespace) -> int:
+    from latency_tables.validate import scatter_plot
+
+    _, table_device, results = run_validation(args.device, args.table_device, args.space, args.archs,
+                                              args.threads, args.token, args.interpolate, _root(args))
+    print(f"{'space':<22} {'archs':>5} {'±10%':>7} {'±5%':>7} {'rho':>6} {'MAPE':>7}")
+    for r in results:
+        m = r.metrics()
+        print(f"{r.space:<22} {r.n:>5} {m['within_10']:>7.1%} {m['within_5']:>7.1%} {m['spearman']:>6.3f} "
+              f"{m['mape']:>7.2%}")
+    if args.plot:
+        print(f"plot: {scatter_plot(results, args.plot, title=f'Latency predictor on {table_device}')}")
+    if args.json:
+        from export.files import write_json_atomic
+
+        write_json_atomic(Path(args.json), {"device": table_device, "results": [r.to_dict() for r in results]})
+    return 0
+
+
+def _cmd_lut_import_ofa(args: argparse.Namespace) -> int:
+    from export.images import shared_data_dir
+    from latency_tables.ofa import OFA_DATA_DIR, OFA_SPACE, convert_ofa_tables
+    from latency_tables.table import table_path
+
+    converted = convert_ofa_tables(Path(args.src) if args.src else shared_data_dir() / OFA_DATA_DIR, device=args.name)
+    path = converted.table.save(table_path(args.name, OFA_SPACE, _root(args)))
+    print(f"wrote {path}: {len(converted.table.entries)} keys over {len(converted.table.input_sizes)} resolutions; "
+          f"{converted.pooled} measured at several resolutions and pooled (max spread "
+          f"{100 * converted.max_spread:.1f} %); {len(converted.unused)} OFA entries unused")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from latency_tables.predict import Predictor
+
+    spec, input_size = _predict_target(args)
+    prediction = Predictor.for_device(args.device, _root(args)).predict(
+        spec, input_size, interpolate=args.interpolate, space=args.space)
+    if args.json:
+        print(json.dumps(_prediction_dict(prediction), indent=2, default=str))
+        return 0
+    label = args.name or args.spec
+    print(f"{label} at {'x'.join(map(str, input_size))} on {args.device}: {prediction.total_ms:.3f} ms "
+          f"(ops {prediction.ops_ms:.3f} + overhead {prediction.overhead_ms:.3f})")
+    if prediction.interpolated_keys:
+        print(f"  {len(prediction.interpolated_keys)} op(s) interpolated, not measured: "
+              f"{', '.join(prediction.interpolated_keys[:3])}{' ...' if len(prediction.interpolated_keys) > 3 else ''}")
+    if args.ops:
+        for op in prediction.ops:
+            print(f"  {op.name:<22} {op.ms:>8.4f} ms  {op.key}{'  (interpolated)' if op.interpolated else ''}")
+    return 0
+
+
+def _predict_target(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int]]:
+    from zoo import get_arch_spec, get_pretrained_cfg, spec_from_json
+
+    if bool(args.name) == bool(args.spec):
+        raise ValueError("give a zoo model NAME or --spec FILE (exactly one)")
+    if args.spec:
+        spec = spec_from_json(Path(args.spec).read_text())
+        side = args.input_size or (224 if spec.num_classes == 1000 else 32)
+        return spec, (spec.in_chans, side, side)
+    spec, size = get_arch_spec(args.name), tuple(get_pretrained_cfg(args.name).input_size)
+    if args.input_size:
+        size = (size[0], args.input_size, args.input_size)
+    return spec, size  # type: ignore[return-value]
+
+
+def _prediction_dict(prediction: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(prediction) if is_dataclass(prediction) else dict(vars(prediction))
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``lut``, ``predict`` and ``agent`` to the ``mzoo`` sub-command parser ``sub``."""
+    from export.agent import add_agent_arguments, run_agent
+
+    lut = sub.add_parser("lut", help="latency lookup tables: list, build, validate, import OFA's Note10 tables")
+    lsub = lut.add_subparsers(dest="lut_command", required=True)
+
+    p = lsub.add_parser("list", help="list the latency tables of every device")
+    _root_arg(p)
+    p.set_defaults(func=_cmd_lut_list)
+
+    p = lsub.add_parser("build", help="measure every op of a search space on a device into a table (resumable)")
+    p.add_argument("--space", required=True, help="comma-separated search spaces (see `mzoo lut spaces`)")
+    _device_args(p)
+    p.add_argument("--name", help="table directory name (default: the device's name, e.g. amd-epyc-ort-t1)")
+    p.add_argument("--restart", action="store_true", help="discard a partial table instead of resuming it")
+    p.add_argument("--calibration", type=int, default=20, help="networks measured to fit the overhead (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks (default 0)")
+    p.add_argument("--quick", action="store_true", help="a short protocol, for smoke tests only")
+    _root_arg(p)
+    p.set_defaults(func=_cmd_lut_build)
+
+    p = lsub.add_parser("validate", help="predicted vs measured latency of random architectures of each space")
+    p.add_argument("--space", default="", help="comma-separated spaces (default: every table of the device)")
+    _device_args(p)
+    p.add_argument("--table-device", help="tables to validate (default: the device's own name)")
+    p.add_argument("--archs", type=int, default=100, help="random architectures per space (default 100)")
+    p.add_argument("--interpolate", action="store_true", help="interpolate ops missing from the table")
+    p.add_argument("--plot", help="write a predicted-vs-measured scatter plot PNG here")
+    p.add_argument("--json", help="write every point and the metrics as JSON here")
+    _root_arg(p)
+    p.set_defaults(func=_cmd_lut_validate)
+
+    p = lsub.add_parser("spaces", help="list the search spaces tables can be built for")
+    p.set_defaults(func=_cmd_lut_spaces)
+
+    p = lsub.add_parser("import-ofa", help="import Once-for-All's Samsung Note10 tables (MobileNetV3 space)")
+    p.add_argument("--src", help="directory of <res>_lookup_table.yaml (default: <shared data>/ofa-note10-lut)")
+    p.add_argument("--name", default="samsung-note10-ofa", help="device name to import as")
+    _root_arg(p)
+    p.set_defaults(func=_cmd_lut_import_ofa)
+
+    p = sub.add_parser("predict", help="predict a model's latency on a device from its latency tables")
+    p.add_argument("name", nargs="?", help="a zoo model")
+    p.add_argument("--spec", help="an architecture spec JSON file instead of a name")
+    p.add_argument("--device", required=True, help="table directory, e.g. amd-epyc-ort-t1 (see `mzoo lut list`)")
+    p.add_argument("--input-size", type=int, help="image side (default: the model's)")
+    p.add_argument("--interpolate", action="store_true", help="interpolate ops missing from the tables (flagged)")
+    p.add_argument("--space", help="take the overhead from this space's table (default: the best-covering one)")
+    p.add_argument("--ops", action="store_true", help="show every op's entry")
+    p.add_argument("--json", action="store_true", help="print the whole prediction as JSON")
+    _root_arg(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("agent", help="serve latency measurements on this machine to a remote `mzoo` (token-protected)")
+    add_agent_arguments(p)
+    p.set_defaults(func=run_agent)
+
+
+def _cmd_lut_spaces(args: argparse.Namespace) -> int:
+    from search.spaces import get_space, list_spaces, op_keys
+
+    for name in list_spaces():
+        space = get_space(name)
+        print(f"{name:<24} {len(op_keys(space)):>5} op keys  {(type(space).__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="ort", help="ort (local ONNX Runtime CPU), xnnpack (local ExecuTorch), "
+                                                   "or http://HOST:PORT[/ort|/xnnpack] (a running `mzoo agent`)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--token", help="agent token for a remote device (default: $MZOO_AGENT_TOKEN)")
+
+
+def _root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="tables root (default: the project's latency_tables/, or $MZOO_LATENCY_TABLES)")
+

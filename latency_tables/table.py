@@ -1,0 +1,364 @@
+"""The latency lookup table as versioned data: its record types, its JSON schema and where its files live.
+
+A :class:`LatencyTable` holds, for one device and one search space, the measured latency of every walker op
+key (:attr:`zoo.OpCost.key`) with its statistics, the per-network :class:`Overhead` calibrated on whole
+networks, and everything needed to judge whether two numbers are comparable: device, runtime and version,
+threads, dtype, batch, the measurement protocol, the machine's environment and fingerprint, where the
+numbers came from and when. Files are ``<root>/<device>/<space>.json`` with a ``schema_version``; they are
+written atomically and read only when asked, and any file that cannot be trusted (missing, truncated,
+corrupt, a missing field, an unknown version) is refused with a one-line :class:`LatencyTableError` that
+names it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from export.files import write_json_atomic
+
+TABLE_SCHEMA_VERSION = 1
+# Which per-entry statistic a table's predictions sum. The minimum is the default because interference only
+# ever adds time; on this shared VM the evidence is mixed (one run: min 94 % vs median 42 % within ±10 % on
+# nbmacro; bench/lut_statistic.py in BENCHMARKS.md: min 68 % vs median 84 %), so tables record every
+# statistic and a table can be built to sum another one.
+STATISTICS = ("min_ms", "median_ms", "mean_ms", "p10_ms")
+DEFAULT_STATISTIC = "min_ms"
+TABLES_ENV = "MZOO_LATENCY_TABLES"
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+class LatencyTableError(ValueError):
+    """A latency table file or record is missing, unreadable, corrupt, incomplete or of an unknown version."""
+
+
+class TableVersionError(LatencyTableError):
+    """A table file was written with a ``schema_version`` this code does not read."""
+
+
+class NoTablesError(LookupError):
+    """A device has no latency tables under the tables root."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The measured latency of one op key, with the statistics of the timed runs and the op's size."""
+
+    median_ms: float
+    n: int
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    std_ms: float | None = None
+    macs: int = 0
+    params: int = 0
+    kind: str = ""
+    min_ms: float | None = None
+    mean_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_ms("median_ms", self.median_ms, required=True)
+        for name in ("p10_ms", "p90_ms", "std_ms", "min_ms", "mean_ms"):
+            _check_ms(name, getattr(self, name), required=False)
+        for name in ("n", "macs", "params"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise LatencyTableError(f"Entry.{name} must be an int >= 0, got {value!r}")
+        if not isinstance(self.kind, str):
+            raise LatencyTableError(f"Entry.kind must be a string, got {self.kind!r}")
+
+    def value(self, statistic: str) -> float:
+        """The entry's ``statistic`` (one of ``STATISTICS``); an error names a statistic it lacks."""
+        if statistic not in STATISTICS:
+            raise LatencyTableError(f"unknown statistic {statistic!r}; known: {', '.join(STATISTICS)}")
+        value = getattr(self, statistic)
+        if value is None:
+            raise LatencyTableError(f"this entry has no {statistic} (it records {self._recorded()})")
+        return value
+
+    def _recorded(self) -> str:
+        return ", ".join(s for s in STATISTICS if getattr(self, s) is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Entry:
+        return cls(**_fields_of(cls, data, "entry"))
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Per-network latency not in any entry: ``intercept_ms + per_op_ms × (number of ops)``.
+
+    The intercept is what a whole network pays once and no op pays alone (global pooling, flatten, DARTS
+    node sums, the runtime call itself). ``per_op_ms`` is usually negative: every entry was measured as
+    its own runtime call, so each carries one call's fixed cost that the network, a single call, pays
+    only once. ``n_networks`` is how many end-to-end measurements the fit used; ``note`` says how it was fit.
+    """
+
+    intercept_ms: float
+    per_op_ms: float
+    n_networks: int
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("intercept_ms", "per_op_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise LatencyTableError(f"Overhead.{name} must be a finite number, got {value!r}")
+        if isinstance(self.n_networks, bool) or not isinstance(self.n_networks, int) or self.n_networks < 0:
+            raise LatencyTableError(f"Overhead.n_networks must be an int >= 0, got {self.n_networks!r}")
+
+    def ms(self, n_ops: int) -> float:
+        """The overhead of a network of ``n_ops`` walker ops."""
+        return self.intercept_ms + self.per_op_ms * n_ops
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Overhead:
+        return cls(**_fields_of(cls, data, "overhead"))
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Measured op latencies of one search space on one device, with the metadata that makes them comparable.
+
+    ``source`` is ``"measured"`` or ``"imported:<what>"``; ``complete`` is False while a build is in
+    progress (a checkpoint) and True once every key is measured and the overhead calibrated.
+    ``input_sizes`` are the (C, H, W) the space runs at. Mappings are stored read-only.
+    """
+
+    device: str
+    space: str
+    source: str
+    runtime: str
+    runtime_version: str | None
+    threads: int | None
+    dtype: str
+    batch_size: int
+    protocol: Mapping[str, Any]
+    environment: Mapping[str, Any] | None
+    fingerprint: str | None
+    created: str
+    input_sizes: tuple[tuple[int, int, int], ...]
+    entries: Mapping[str, Entry]
+    overhead: Overhead | None
+    complete: bool
+    notes: str = ""
+    statistic: str = DEFAULT_STATISTIC
+    schema_version: int = TABLE_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != TABLE_SCHEMA_VERSION:
+            raise TableVersionError(f"latency table schema_version {self.schema_version!r} is not supported; "
+                                    f"this code reads version {TABLE_SCHEMA_VERSION}")
+        for name in ("device", "space"):
+            _check_slug(f"LatencyTable.{name}", getattr(self, name))
+        for name in ("source", "runtime", "dtype", "created", "notes"):
+            if not isinstance(getattr(self, name), str):
+                raise LatencyTableError(f"LatencyTable.{name} must be a string, got {getattr(self, name)!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise LatencyTableError(f"LatencyTable.threads must be an int >= 1 or None, got {self.threads!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise LatencyTableError(f"LatencyTable.batch_size must be an int >= 1, got {self.batch_size!r}")
+        if not isinstance(self.complete, bool):
+            raise LatencyTableError(f"LatencyTable.complete must be a bool, got {self.complete!r}")
+        if self.statistic not in STATISTICS:
+            raise LatencyTableError(f"LatencyTable.statistic must be one of {', '.join(STATISTICS)}, "
+                                    f"got {self.statistic!r}")
+        if self.overhead is not None and not isinstance(self.overhead, Overhead):
+            raise LatencyTableError(f"LatencyTable.overhead must be an Overhead or None, got {self.overhead!r}")
+        for key, entry in self.entries.items():
+            if not isinstance(key, str) or not isinstance(entry, Entry):
+                raise LatencyTableError(f"LatencyTable.entries must map key strings to Entry, got {key!r}")
+        sizes = tuple(_input_size(s) for s in self.input_sizes)
+        # Frozen, so normalise through object.__setattr__; read-only views keep the table immutable in use.
+        object.__setattr__(self, "input_sizes", sizes)
+        object.__setattr__(self, "entries", types.MappingProxyType(dict(self.entries)))
+        object.__setattr__(self, "protocol", types.MappingProxyType(dict(self.protocol)))
+        if self.environment is not None:
+            object.__setattr__(self, "environment", types.MappingProxyType(dict(self.environment)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``save`` writes it with sorted keys)."""
+        return {
+            "schema_version": self.schema_version,
+            "device": self.device,
+            "space": self.space,
+            "source": self.source,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "threads": self.threads,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "protocol": dict(self.protocol),
+            "environment": None if self.environment is None else dict(self.environment),
+            "fingerprint": self.fingerprint,
+            "created": self.created,
+            "input_sizes": [list(s) for s in self.input_sizes],
+            "entries": {key: entry.to_dict() for key, entry in sorted(self.entries.items())},
+            "overhead": None if self.overhead is None else self.overhead.to_dict(),
+            "complete": self.complete,
+            "notes": self.notes,
+            "statistic": self.statistic,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
+        """Rebuild a table from its JSON form; raises ``LatencyTableError`` naming what is wrong."""
+        if not isinstance(data, Mapping):
+            raise LatencyTableError(f"a latency table must be a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != TABLE_SCHEMA_VERSION:
+            raise TableVersionError(f"schema_version {version!r} is not supported; "
+                                    f"this code reads version {TABLE_SCHEMA_VERSION}")
+        values = _fields_of(cls, data, "latency table")
+        entries = values["entries"]
+        if not isinstance(entries, Mapping):
+            raise LatencyTableError(f"'entries' must be an object, got {type(entries).__name__}")
+        values["entries"] = {key: _entry(key, e) for key, e in entries.items()}
+        overhead = values["overhead"]
+        if overhead is not None:
+            if not isinstance(overhead, Mapping):
+                raise LatencyTableError(f"'overhead' must be an object or null, got {type(overhead).__name__}")
+            values["overhead"] = Overhead.from_dict(overhead)
+        for name in ("protocol", "environment"):
+            if not (isinstance(values[name], Mapping) or (name == "environment" and values[name] is None)):
+                raise LatencyTableError(f"{name!r} must be an object, got {type(values[name]).__name__}")
+        if not isinstance(values["input_sizes"], list):
+            raise LatencyTableError(f"'input_sizes' must be a list, got {type(values['input_sizes']).__name__}")
+        values["input_sizes"] = tuple(_input_size(s) for s in values["input_sizes"])
+        return cls(**values)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the table to ``path`` atomically (temp file + rename); returns the path."""
+        target = Path(path)
+        write_json_atomic(target, self.to_dict())
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
+        """Read a table file; raises ``LatencyTableError`` (``TableVersionError``) naming the file."""
+        source = Path(path)
+        try:
+            text = source.read_text()
+        except FileNotFoundError:
+            raise LatencyTableError(f"latency table {str(source)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise LatencyTableError(f"cannot read latency table {str(source)!r}: {err}") from err
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise LatencyTableError(f"latency table {str(source)!r} is not valid JSON (truncated or corrupt?): "
+                                    f"{err.msg} at line {err.lineno} column {err.colno}") from None
+        try:
+            return cls.from_dict(data)
+        except TableVersionError as err:
+            raise TableVersionError(f"latency table {str(source)!r}: {err}") from None
+        except (LatencyTableError, TypeError, ValueError) as err:
+            raise LatencyTableError(f"latency table {str(source)!r} is invalid: {err}") from None
+
+
+def tables_root() -> Path:
+    """Where table files live: ``$MZOO_LATENCY_TABLES`` if set, else this package's directory."""
+    override = os.environ.get(TABLES_ENV)
+    return Path(override) if override else Path(__file__).resolve().parent
+
+
+def table_path(device: str, space: str, root: Path | None = None) -> Path:
+    """``<root>/<device>/<space>.json``; refuses names that are not plain slugs (no separators, no ``..``)."""
+    _check_slug("device", device)
+    _check_slug("space", space)
+    return (tables_root() if root is None else Path(root)) / device / f"{space}.json"
+
+
+def list_devices(root: Path | None = None) -> list[str]:
+    """Devices (sorted) that have at least one table file under ``root``."""
+    base = tables_root() if root is None else Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(d.name for d in base.iterdir() if d.is_dir() and _table_files(d))
+
+
+def load_tables(device: str, root: Path | None = None) -> list[LatencyTable]:
+    """Every table of ``device``, sorted by space; raises ``NoTablesError`` naming the device and known ones.
+
+    Each file must hold the device and space its path names, so a copied or renamed file cannot pass
+    for another device's numbers.
+    """
+    _check_slug("device", device)
+    base = tables_root() if root is None else Path(root)
+    files = _table_files(base / device)
+    if not files:
+        known = ", ".join(list_devices(base)) or "none"
+        raise NoTablesError(f"no latency tables for device {device!r} under {str(base)!r} (devices with tables: "
+                            f"{known}); build one with latency_tables.build.build_table")
+    tables = []
+    for path in files:
+        table = LatencyTable.load(path)
+        if table.device != device or table.space != path.stem:
+            raise LatencyTableError(f"latency table {str(path)!r} holds device {table.device!r} and space "
+                                    f"{table.space!r}, but its path says {device!r} and {path.stem!r}")
+        tables.append(table)
+    return tables
+
+
+def _table_files(directory: Path) -> list[Path]:
+    # Dot-files are temporaries of atomic writes in flight (export.files.temporary_path).
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.json") if not p.name.startswith(".") and p.is_file())
+
+
+def _fields_of(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The dataclass fields of ``cls`` from ``data``: required ones must be present, unknown ones are refused."""
+    if not isinstance(data, Mapping):
+        raise LatencyTableError(f"{what} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    missing = sorted(required - set(data))
+    if missing:
+        raise LatencyTableError(f"{what} is missing field(s) {missing}")
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise LatencyTableError(f"{what} has unknown field(s) {unknown}")
+    return dict(data)
+
+
+def _entry(key: object, data: object) -> Entry:
+    if not isinstance(key, str) or not key:
+        raise LatencyTableError(f"entry key {key!r} is not a non-empty string")
+    try:
+        return Entry.from_dict(data)  # type: ignore[arg-type]
+    except (LatencyTableError, TypeError) as err:
+        raise LatencyTableError(f"entry {key!r}: {err}") from None
+
+
+def _input_size(size: object) -> tuple[int, int, int]:
+    if (not isinstance(size, (list, tuple)) or len(size) != 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in size)):
+        raise LatencyTableError(f"input size {size!r} is not (C, H, W) of positive ints")
+    return tuple(size)  # type: ignore[return-value]
+
+
+def _check_ms(name: str, value: object, required: bool) -> None:
+    if value is None and not required:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise LatencyTableError(f"Entry.{name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_slug(what: str, name: object) -> None:
+    if not isinstance(name, str) or not _SLUG.match(name) or ".." in name:
+        raise LatencyTableError(f"{what} {name!r} is not a valid name (letters, digits, '.', '_', '+', '-'; "
+                                f"no path separators)")

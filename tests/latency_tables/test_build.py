@@ -1,0 +1,179 @@
+"""The table builder on a fake device: every key measured, checkpoints, resume after Ctrl-C, refusing to resume a
+table measured differently, and an overhead calibration that recovers a device's known per-call costs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+import zoo
+from latency_tables import LatencyTable, Overhead
+from latency_tables.build import TableMismatchError, build_table, fit_overhead
+from search.spaces import op_keys
+from tests.latency_tables import ENVIRONMENT, FAST, FakeDevice, TinySpace
+from zoo.ops import op_module
+
+SPACE = TinySpace()
+KEYS = op_keys(SPACE)
+
+
+def _build(device: FakeDevice, path: Path, **kwargs) -> LatencyTable:
+    kwargs.setdefault("cfg", FAST)
+    kwargs.setdefault("progress", False)
+    return build_table(SPACE, device, path=path, **kwargs)
+
+
+def test_every_key_is_measured_once_with_its_statistics_and_metadata(tmp_path: Path) -> None:
+    device = FakeDevice()
+    table = _build(device, tmp_path / "tiny.json", calibration_networks=4)
+    assert set(table.entries) == set(KEYS)
+    op_calls = device.calls[: len(KEYS)]
+    assert sorted(op_calls) == sorted(KEYS)  # each key measured exactly once, labelled with its key
+    assert len(device.calls) == len(KEYS) + 4
+    for key, op in KEYS.items():
+        entry = table.entries[key]
+        assert entry.median_ms == pytest.approx(device.latency_ms(*op_module(op)))
+        assert (entry.macs, entry.params, entry.kind, entry.n) == (op.macs, op.params, op.kind, FAST.runs)
+        assert entry.p10_ms < entry.median_ms < entry.p90_ms
+    assert table.complete and table.source == "measured"
+    assert (table.device, table.space, table.runtime, table.runtime_version, table.fingerprint) == (
+        "fake-cpu-t1", "tiny", "fake-runtime", "1.0", "fp-1")
+    assert table.threads == FAST.threads and table.batch_size == 1 and table.dtype == "float32"
+    assert dict(table.protocol) == asdict(FAST)
+    assert dict(table.environment) == ENVIRONMENT.to_dict()
+    assert table.input_sizes == ((3, 16, 16),)
+    assert LatencyTable.load(tmp_path / "tiny.json") == table
+
+
+def test_partial_table_is_checkpointed_every_n_entries(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.json"
+    seen: list[int] = []
+
+    class Watching(FakeDevice):
+        def measure(self, model, input_shape, cfg, label=""):
+            if label in KEYS:  # before measuring op i, the file must hold the last checkpoint
+                seen.append(len(LatencyTable.load(path).entries) if path.exists() else 0)
+                if path.exists():
+                    assert not LatencyTable.load(path).complete
+            return super().measure(model, input_shape, cfg, label)
+
+    _build(Watching(), path, checkpoint_every=3, calibration_networks=0)
+    assert seen == [3 * (i // 3) for i in range(len(KEYS))]
+
+
+def test_interrupted_build_resumes_measuring_only_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.json"
+    with pytest.raises(KeyboardInterrupt):
+        _build(FakeDevice(interrupt_after=5), path, checkpoint_every=100)
+    partial = LatencyTable.load(path)
+    assert not partial.complete and partial.overhead is None
+    assert len(partial.entries) == 5  # saved on the interrupt, not only at checkpoints
+
+    device = FakeDevice()
+    table = _build(device, path, calibration_networks=3)
+    measured_now = device.calls[: len(KEYS) - 5]
+    assert len(device.calls) == len(KEYS) - 5 + 3
+    assert set(measured_now) == set(KEYS) - set(partial.entries)
+    assert table.complete and set(table.entries) == set(KEYS) and table.created == partial.created
+    assert all(table.entries[k] == e for k, e in partial.entries.items())
+
+
+def test_complete_table_is_not_measured_again(tmp_path: Path) -> None:
+    table = _build(FakeDevice(), tmp_path / "tiny.json", calibration_networks=3)
+    device = FakeDevice()
+    assert _build(device, tmp_path / "tiny.json", calibration_networks=3) == table
+    assert device.calls == []
+
+
+@pytest.mark.parametrize(("device", "cfg", "field"), [
+    (FakeDevice(fingerprint="fp-2"), FAST, "fingerprint"),
+    (FakeDevice(name="other-device"), FAST, "device"),
+    (FakeDevice(runtime="executorch-xnnpack"), FAST, "runtime"),
+    (FakeDevice(), replace(FAST, threads=2), "threads"),
+    (FakeDevice(), replace(FAST, runs=7), "protocol"),
+])
+def test_resume_refuses_a_table_measured_differently(tmp_path: Path, device: FakeDevice, cfg, field: str) -> None:
+    path = tmp_path / "tiny.json"
+    with pytest.raises(KeyboardInterrupt):
+        _build(FakeDevice(interrupt_after=4), path)
+    with pytest.raises(TableMismatchError) as info:
+        _build(device, path, cfg=cfg)
+    message = str(info.value)
+    assert f"its {field} is" in message and "restart=True" in message and str(path) in message
+    assert device.calls == []
+    assert len(LatencyTable.load(path).entries) == 4  # the saved work is untouched
+
+
+def test_restart_discards_a_mismatched_table_and_existing_file_needs_a_choice(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.json"
+    with pytest.raises(KeyboardInterrupt):
+        _build(FakeDevice(interrupt_after=4), path)
+    with pytest.raises(FileExistsError, match="resume=True.*restart=True"):
+        _build(FakeDevice(), path, resume=False)
+    device = FakeDevice(fingerprint="fp-2")
+    table = _build(device, path, restart=True, calibration_networks=0)
+    assert len(device.calls) == len(KEYS) and table.fingerprint == "fp-2" and table.complete
+
+
+def test_other_failures_also_keep_the_measured_entries(tmp_path: Path) -> None:
+    class Flaky(FakeDevice):
+        def measure(self, model, input_shape, cfg, label=""):
+            if len(self.calls) == 6:
+                raise ConnectionError("agent went away")
+            return super().measure(model, input_shape, cfg, label)
+
+    with pytest.raises(ConnectionError):
+        _build(Flaky(), tmp_path / "tiny.json", checkpoint_every=4)
+    assert len(LatencyTable.load(tmp_path / "tiny.json").entries) == 6
+
+
+def test_calibration_recovers_the_devices_per_call_and_per_network_costs(tmp_path: Path) -> None:
+    device = FakeDevice(call_ms=0.2, network_ms=1.5, ms_per_mmac=0.03)
+    table = _build(device, tmp_path / "tiny.json", calibration_networks=12, seed=3)
+    overhead = table.overhead
+    assert overhead is not None and overhead.n_networks == 12
+    # Each entry carries one call's cost that a network pays once: per_op = -call, intercept = call + network.
+    assert overhead.per_op_ms == pytest.approx(-0.2, abs=1e-9)
+    assert overhead.intercept_ms == pytest.approx(0.2 + 1.5, abs=1e-9)
+    assert "least squares over 12 networks" in overhead.note
+    spec, size = SPACE.to_spec((32, 5, 3, 3))
+    ops = list(zoo.iter_ops(spec, size))
+    predicted = sum(table.entries[o.key].median_ms for o in ops) + overhead.ms(len(ops))
+    assert predicted == pytest.approx(device.latency_ms(zoo.build_model(spec), (1, *size)))
+
+
+def test_calibration_networks_are_distinct_and_seeded(tmp_path: Path) -> None:
+    first, second = FakeDevice(), FakeDevice()
+    _build(first, tmp_path / "a.json", calibration_networks=6, seed=1)
+    _build(second, tmp_path / "b.json", calibration_networks=6, seed=1)
+    networks = first.calls[len(KEYS):]
+    assert networks == second.calls[len(KEYS):] and len(set(networks)) == 6
+
+
+def test_fit_overhead_falls_back_to_the_median_when_the_fit_is_degenerate() -> None:
+    same_count = fit_overhead([10.0, 11.0, 15.0], [9.0, 9.5, 10.0], [8, 8, 8])
+    assert same_count == Overhead(1.5, 0.0, 3, same_count.note) and "not identifiable" in same_count.note
+    few = fit_overhead([10.0, 12.0], [9.0, 9.0], [4, 9])
+    assert (few.intercept_ms, few.per_op_ms) == (2.0, 0.0) and "only 2 network(s)" in few.note
+    fitted = fit_overhead([1.0 + 0.5 - 0.1 * n + 2.0 for n in (3, 5, 9)], [2.0, 2.0, 2.0], [3, 5, 9])
+    assert fitted.intercept_ms == pytest.approx(1.5) and fitted.per_op_ms == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="equally long"):
+        fit_overhead([1.0], [1.0, 2.0], [3])
+
+
+def test_bad_arguments_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        _build(FakeDevice(), tmp_path / "t.json", checkpoint_every=0)
+    with pytest.raises(ValueError, match="calibration_networks"):
+        _build(FakeDevice(), tmp_path / "t.json", calibration_networks=-1)
+
+
+def test_a_device_that_overrides_the_thread_count_is_refused(tmp_path: Path) -> None:
+    class FourThreads(FakeDevice):
+        def measure(self, model, input_shape, cfg, label=""):
+            return super().measure(model, input_shape, replace(cfg, threads=4), label)
+
+    with pytest.raises(TableMismatchError, match="with 4 thread.*cfg.threads is 1.*threads=4"):
+        _build(FourThreads(), tmp_path / "t.json")

@@ -1,0 +1,165 @@
+"""Latency table files: JSON round trip, atomic sorted writes, refusal of corrupt files and unknown versions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from latency_tables import (TABLE_SCHEMA_VERSION, Entry, LatencyTable, LatencyTableError, NoTablesError, Overhead,
+                            TableVersionError, list_devices, load_tables, table_path, tables_root)
+from tests.latency_tables import ENVIRONMENT, FAST
+
+
+def make_table(device: str = "fake-cpu-t1", space: str = "tiny", complete: bool = True) -> LatencyTable:
+    entries = {
+        "conv-in3x16x16-out8x16x16-k3-s1-e1-g1-relu": Entry(0.25, 7, 0.2, 0.3, 0.01, macs=55296, params=232,
+                                                            kind="conv"),
+        "linear-in16x1x1-out10x1x1-k1-s1-e1-g1-identity": Entry(0.125, 5, kind="linear"),
+    }
+    return LatencyTable(device=device, space=space, source="measured", runtime="onnxruntime-cpu",
+                        runtime_version="1.23.0", threads=1, dtype="float32", batch_size=1, protocol=asdict(FAST),
+                        environment=ENVIRONMENT.to_dict(), fingerprint="fp-1", created="2025-01-01T00:00:00+00:00",
+                        input_sizes=((3, 16, 16), (3, 32, 32)), entries=entries,
+                        overhead=Overhead(0.5, -0.04, 20, "fit"), complete=complete, notes="n")
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    table = make_table()
+    path = table.save(tmp_path / "d" / "tiny.json")
+    loaded = LatencyTable.load(path)
+    assert loaded == table
+    assert loaded.to_dict() == table.to_dict()
+    assert loaded.entries["linear-in16x1x1-out10x1x1-k1-s1-e1-g1-identity"].p10_ms is None
+    assert loaded.input_sizes == ((3, 16, 16), (3, 32, 32))
+    assert loaded.overhead is not None and loaded.overhead.ms(10) == pytest.approx(0.5 - 0.4)
+
+
+def test_saved_file_is_versioned_sorted_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    path = make_table().save(tmp_path / "tiny.json")
+    text = path.read_text()
+    data = json.loads(text)
+    assert data["schema_version"] == TABLE_SCHEMA_VERSION
+    assert text == json.dumps(data, indent=2, sort_keys=True) + "\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.json"]
+
+
+def test_table_is_read_only() -> None:
+    table = make_table()
+    with pytest.raises(TypeError):
+        table.entries["x"] = Entry(1.0, 1)  # type: ignore[index]
+    with pytest.raises(TypeError):
+        table.protocol["threads"] = 4  # type: ignore[index]
+
+
+def _write(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("version", [TABLE_SCHEMA_VERSION + 1, 0, "1", None])
+def test_unknown_version_is_refused_naming_file_and_version(tmp_path: Path, version: object) -> None:
+    data = make_table().to_dict()
+    data["schema_version"] = version
+    path = _write(tmp_path / "future.json", data)
+    with pytest.raises(TableVersionError) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert str(path) in message and repr(version) in message and "\n" not in message
+
+
+def test_missing_version_is_refused(tmp_path: Path) -> None:
+    data = make_table().to_dict()
+    del data["schema_version"]
+    with pytest.raises(TableVersionError, match="schema_version None"):
+        LatencyTable.load(_write(tmp_path / "old.json", data))
+
+
+def test_truncated_file_names_the_file(tmp_path: Path) -> None:
+    path = make_table().save(tmp_path / "tiny.json")
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    with pytest.raises(LatencyTableError) as info:
+        LatencyTable.load(path)
+    assert str(path) in str(info.value) and "not valid JSON" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(LatencyTableError, match="nowhere.json.*does not exist"):
+        LatencyTable.load(tmp_path / "nowhere.json")
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda d: d.pop("device"), "missing field(s) ['device']"),
+    (lambda d: d.pop("entries"), "missing field(s) ['entries']"),
+    (lambda d: d.update(colour="blue"), "unknown field(s) ['colour']"),
+    (lambda d: d["entries"]["conv-in3x16x16-out8x16x16-k3-s1-e1-g1-relu"].pop("median_ms"),
+     "entry 'conv-in3x16x16-out8x16x16-k3-s1-e1-g1-relu': entry is missing field(s) ['median_ms']"),
+    (lambda d: d["entries"]["conv-in3x16x16-out8x16x16-k3-s1-e1-g1-relu"].update(median_ms=-1.0), "median_ms"),
+    (lambda d: d["entries"]["conv-in3x16x16-out8x16x16-k3-s1-e1-g1-relu"].update(median_ms="fast"), "median_ms"),
+    (lambda d: d.update(input_sizes=[[3, 16]]), "input size [3, 16]"),
+    (lambda d: d.update(overhead={"intercept_ms": 1.0}), "overhead is missing field(s)"),
+    (lambda d: d.update(threads=0), "threads"),
+    (lambda d: d.update(complete="yes"), "complete"),
+    (lambda d: d.update(entries=[]), "'entries' must be an object"),
+])
+def test_corrupt_content_is_one_line_naming_file_and_problem(tmp_path: Path, mutate, expected: str) -> None:
+    data = make_table().to_dict()
+    mutate(data)
+    path = _write(tmp_path / "bad.json", data)
+    with pytest.raises(LatencyTableError) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert str(path) in message and expected in message and "\n" not in message
+
+
+def test_not_an_object_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LatencyTableError, match="must be a JSON object"):
+        LatencyTable.load(_write(tmp_path / "list.json", [1, 2]))
+
+
+def test_paths_and_root_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert table_path("amd-epyc-ort-t1", "nbmacro", tmp_path) == tmp_path / "amd-epyc-ort-t1" / "nbmacro.json"
+    monkeypatch.delenv("MZOO_LATENCY_TABLES", raising=False)
+    assert tables_root() == Path(__file__).resolve().parents[2] / "latency_tables"
+    monkeypatch.setenv("MZOO_LATENCY_TABLES", str(tmp_path))
+    assert tables_root() == tmp_path
+    assert table_path("dev", "space") == tmp_path / "dev" / "space.json"
+    for bad in ("../etc", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="is not a valid name"):
+            table_path(bad, "nbmacro", tmp_path)
+
+
+def test_list_and_load_tables_of_a_device(tmp_path: Path) -> None:
+    make_table(space="tiny").save(table_path("fake-cpu-t1", "tiny", tmp_path))
+    make_table(space="alpha", complete=False).save(table_path("fake-cpu-t1", "alpha", tmp_path))
+    make_table(device="phone").save(table_path("phone", "tiny", tmp_path))
+    (tmp_path / "fake-cpu-t1" / ".tiny.json.abc.tmp").write_text("{half a wri")  # an atomic write in flight
+    (tmp_path / "empty-device").mkdir()
+    assert list_devices(tmp_path) == ["fake-cpu-t1", "phone"]
+    tables = load_tables("fake-cpu-t1", tmp_path)
+    assert [(t.space, t.complete) for t in tables] == [("alpha", False), ("tiny", True)]
+    assert list_devices(tmp_path / "nothing-here") == []
+
+
+def test_unknown_device_lists_known_ones(tmp_path: Path) -> None:
+    make_table().save(table_path("fake-cpu-t1", "tiny", tmp_path))
+    with pytest.raises(NoTablesError, match="'pixel-9'.*devices with tables: fake-cpu-t1"):
+        load_tables("pixel-9", tmp_path)
+
+
+def test_table_whose_path_disagrees_with_its_content_is_refused(tmp_path: Path) -> None:
+    make_table(device="phone").save(table_path("fake-cpu-t1", "tiny", tmp_path))
+    with pytest.raises(LatencyTableError, match="holds device 'phone'.*path says 'fake-cpu-t1'"):
+        load_tables("fake-cpu-t1", tmp_path)
+
+
+def test_constructor_validates_names_and_values() -> None:
+    with pytest.raises(LatencyTableError, match="device"):
+        replace(make_table(), device="a/b")
+    with pytest.raises(LatencyTableError, match="n must be an int"):
+        Entry(1.0, n=-1)
+    with pytest.raises(LatencyTableError, match="intercept_ms"):
+        Overhead(float("nan"), 0.0, 3)

@@ -1,0 +1,64 @@
+"""Validation metrics, sampling and the scatter plot (the measuring loop is covered end to end in test_cli)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from latency_tables.validate import (ValidationPoint, ValidationResult, prediction_metrics, sample_archs,
+                                     scatter_plot, spearman)
+
+
+def test_metrics_count_shares_within_bands() -> None:
+    measured = [10.0, 10.0, 10.0, 10.0]
+    predicted = [10.4, 9.2, 11.5, 10.0]  # +4 %, -8 %, +15 %, 0 %
+    m = prediction_metrics(predicted, measured)
+    assert m["within_5"] == pytest.approx(0.5)
+    assert m["within_10"] == pytest.approx(0.75)
+    assert m["mape"] == pytest.approx((0.04 + 0.08 + 0.15 + 0.0) / 4)
+    assert m["bias"] == pytest.approx((0.04 - 0.08 + 0.15) / 4)
+
+
+def test_spearman_matches_pearson_of_ranks_and_handles_ties() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random(50)
+    assert spearman(a, a ** 3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    # ties get their average rank: [1, 1, 2] ranks as [0.5, 0.5, 2]
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.corrcoef([0.5, 0.5, 2], [0, 1, 2])[0, 1])
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+@pytest.mark.parametrize("pred, meas", [([1.0], [1.0]), ([1.0, 2.0], [1.0]), ([1.0, float("nan")], [1.0, 2.0]),
+                                        ([1.0, 2.0], [0.0, 2.0])])
+def test_metrics_reject_bad_series(pred: list[float], meas: list[float]) -> None:
+    with pytest.raises(ValueError):
+        prediction_metrics(pred, meas)
+
+
+class _Coin:
+    name = "coin"
+
+    def sample(self, rng: random.Random) -> tuple[int, ...]:
+        return tuple(rng.randrange(2) for _ in range(3))
+
+
+def test_sample_archs_is_distinct_seeded_and_stops_at_space_size() -> None:
+    archs = sample_archs(_Coin(), 5, seed=3)
+    assert len(archs) == len(set(archs)) == 5
+    assert archs == sample_archs(_Coin(), 5, seed=3)
+    assert archs != sample_archs(_Coin(), 5, seed=4)
+    assert len(sample_archs(_Coin(), 100, seed=3)) == 8  # only 2**3 architectures exist
+
+
+def test_scatter_plot_writes_a_png_atomically(tmp_path) -> None:
+    points = tuple(ValidationPoint([i], predicted_ms=1.0 + i * 1.05, measured_ms=1.0 + i, n_ops=3, interpolated=0)
+                   for i in range(10))
+    result = ValidationResult("toy", "dev", points)
+    assert result.metrics()["spearman"] == pytest.approx(1.0)
+    out = scatter_plot([result], tmp_path / "sub" / "plot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in out.parent.iterdir()] == ["plot.png"]  # no temp file left behind
