@@ -29,7 +29,7 @@ from tqdm import tqdm
 import zoo
 from export.devices import Device
 from export.latency import BenchConfig, LatencyResult
-from search.spaces import SearchSpace, op_keys
+from search.spaces import SearchSpace, op_keys, sample_distinct
 from zoo.costs import OpCost
 from zoo.ops import op_module
 
@@ -126,7 +126,7 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     miss it, and is reported as such. Networks and entries are compared on the table's ``statistic``.
     """
     rng = random.Random(seed)
-    archs = _distinct_archs(space, rng, networks)
+    archs = sample_distinct(space, rng, networks, _MAX_SAMPLE_TRIES)
     measured, summed, counts = [], [], []
     bar = tqdm(archs, desc=f"{device.name}/{space.name} calibration", unit="net", file=sys.stderr,
                disable=not progress)
@@ -253,20 +253,6 @@ def _check_threads(result: LatencyResult, threads: int, label: str) -> None:
     if result.threads != threads:
         raise TableMismatchError(f"device measured {label!r} with {result.threads} thread(s) but cfg.threads is "
                                  f"{threads}; pass a BenchConfig with threads={result.threads}")
-
-
-def _distinct_archs(space: SearchSpace, rng: random.Random, wanted: int) -> list[Any]:
-    """Up to ``wanted`` distinct architectures sampled from ``space`` (fewer if the space is that small)."""
-    archs: list[Any] = []
-    seen: set[Any] = set()
-    for _ in range(wanted * _MAX_SAMPLE_TRIES):
-        if len(archs) == wanted:
-            break
-        arch = space.sample(rng)
-        if arch not in seen:
-            seen.add(arch)
-            archs.append(arch)
-    return archs
 
 
 def _now() -> str:

@@ -103,15 +103,9 @@ def sample_archs(space: Any, n: int, seed: int = VALIDATION_SEED) -> list[Any]:
     """``n`` distinct random architectures of ``space`` (fewer only if the space has fewer)."""
     if n < 2:
         raise ValueError(f"validation needs at least 2 architectures, got n={n}")
-    rng, archs, seen = random.Random(seed), [], set()
-    for _ in range(n * 50):
-        arch = space.sample(rng)
-        if arch not in seen:
-            seen.add(arch)
-            archs.append(arch)
-            if len(archs) == n:
-                break
-    return archs
+    from search.spaces import sample_distinct
+
+    return sample_distinct(space, random.Random(seed), n, tries_per_arch=50)
 
 
 def validate(space: Any, device: Any, predictor: Any, cfg: Any, *, n_archs: int = 100,

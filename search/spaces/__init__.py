@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from zoo.costs import OpCost, iter_ops
 
-from .base import Arch, GeneSpace, InputSize, SearchSpace, covering_rows
+from .base import Arch, GeneSpace, InputSize, SearchSpace, covering_rows, sample_distinct
 from .blockwise import MCTNASSpace, MetaKernelSpace, NBMacroSpace, OFAMobileNetV3Space
 from .darts import DartsSpace
 from .widths import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
@@ -48,7 +48,7 @@ def op_keys(space: SearchSpace) -> dict[str, OpCost]:
     return keys
 
 
-__all__ = ["Arch", "DartsSpace", "EfficientNetB0WidthSpace", "GeneSpace", "HGCNetWidthSpace", "InputSize",
+__all__ = ["sample_distinct", "Arch", "DartsSpace", "EfficientNetB0WidthSpace", "GeneSpace", "HGCNetWidthSpace", "InputSize",
            "MCTNASSpace", "MetaKernelSpace", "MobileNetV2WidthSpace", "NBMacroSpace", "OFAMobileNetV3Space",
            "ResNet50WidthSpace", "SearchSpace", "covering_rows", "get_space", "list_spaces", "mobile_width_layout",
            "op_keys", "resnet50_width_layout", "scaled_width"]

@@ -76,6 +76,21 @@ def covering_rows(sizes: Sequence[int], scopes: Iterable[Sequence[int]],
     return [tuple(f if v is None else v for v, f in zip(row, fill)) for row in rows]
 
 
+def sample_distinct(space: SearchSpace, rng: random.Random, wanted: int, tries_per_arch: int = 20) -> list[Arch]:
+    """Up to ``wanted`` distinct architectures sampled from ``space`` in draw order (fewer if the space is that
+    small: sampling stops after ``wanted × tries_per_arch`` draws)."""
+    archs: list[Arch] = []
+    seen: set[Arch] = set()
+    for _ in range(wanted * tries_per_arch):
+        if len(archs) == wanted:
+            break
+        arch = space.sample(rng)
+        if arch not in seen:
+            seen.add(arch)
+            archs.append(arch)
+    return archs
+
+
 def check_prob(prob: float) -> None:
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"mutation probability must be in [0, 1], got {prob!r}")
