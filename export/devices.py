@@ -5,7 +5,7 @@ Owns turning one ``nn.Module`` plus its input shape into a ``LatencyResult``: a 
 TorchScript ONNX exporter takes milliseconds where the verified dynamo path takes seconds, which matters for
 tables of thousands of ops), a measurement in a fresh runtime session with the protocol of ``BenchConfig``, and
 the ``DeviceInfo`` (name, runtime and version, environment fingerprint) that latency tables are filed under.
-Device names are slugs of the CPU model, the runtime and the thread count (``"amd-epyc-ort-t1"``). Nothing is
+Device names are slugs of the CPU model, the runtime and the thread count (``"amd-epyc-7763-ort-t1"``; ``"amd-epyc-f23m1-ort-t1"`` when a hypervisor hides the model number). Nothing is
 exported, measured or contacted in a constructor.
 """
 
@@ -45,6 +45,7 @@ API_PREFIX = "/v1"
 _ONNX_OPSET = 17
 _DEFAULT_REMOTE_TIMEOUT_S = 900.0
 # Words that name no CPU family: trademarks, vendors' legal suffixes, "CPU", "Processor", core counts.
+_X86_ID = re.compile(r"family (?P<family>\d+) model (?P<model>\d+)")
 _CPU_NOISE = re.compile(
     r"\((?:r|tm|c)\)|@.*$|\b\d+-core\b|\b(?:cpu|processor|technologies|inc|corporation|corp|ltd|co)\b"
 )
@@ -80,7 +81,7 @@ class DeviceInfo:
 class Device(Protocol):
     """Something that times a module: exports it, measures it in a fresh session, returns the result."""
 
-    name: str  # slug used as the table directory, e.g. "amd-epyc-ort-t1"
+    name: str  # slug used as the table directory, e.g. "amd-epyc-f23m1-ort-t1"
     runtime: str  # "onnxruntime-cpu" | "executorch-xnnpack"
 
     def describe(self) -> DeviceInfo: ...
@@ -92,19 +93,36 @@ class Device(Protocol):
 # ------------------------------------------------------------------------------------------------- names
 
 
-def cpu_slug(cpu_model: str) -> str:
-    """Vendor and family of a CPU model string: "AMD EPYC 7763 64-Core Processor" -> "amd-epyc",
-    "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz" -> "intel-xeon", "Apple M2 Pro" -> "apple-m2"."""
+def cpu_slug(cpu_model: str, cpu_id: str | None = None) -> str:
+    """Vendor, family and model number of a CPU: "AMD EPYC 7763 64-Core Processor" -> "amd-epyc-7763",
+    "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz" -> "intel-xeon-8375c", "Apple M2 Pro" -> "apple-m2".
+
+    Latency differs between generations of one family, so a name without a model number (a hypervisor's "AMD EPYC")
+    takes the x86 family and model from ``cpu_id`` (``Environment.cpu_id``): "amd-epyc-f23m1" is a Zen 1 EPYC.
+    """
     tokens = re.findall(r"[a-z0-9]+", _CPU_NOISE.sub(" ", cpu_model.lower()))
-    return "-".join(tokens[:2]) or "unknown-cpu"
+    head = tokens[:2] or ["unknown", "cpu"]
+    if not any(_has_digit(t) for t in head):
+        number = next((t for t in tokens[2:] if _has_digit(t)), None)
+        if number is not None:
+            head.append(number)
+        elif cpu_id is not None and (x86 := _X86_ID.search(cpu_id)):
+            head.append(f"f{x86['family']}m{x86['model']}")
+    return "-".join(head)
 
 
-def local_device_name(runtime: str, threads: int, cpu_model: str | None = None) -> str:
-    """``<cpu slug>-<runtime>-t<threads>``, e.g. "amd-epyc-ort-t1"; ``cpu_model`` defaults to this machine's."""
+def _has_digit(token: str) -> bool:
+    return any(c.isdigit() for c in token)
+
+
+def local_device_name(runtime: str, threads: int, cpu_model: str | None = None, cpu_id: str | None = None) -> str:
+    """``<cpu slug>-<runtime>-t<threads>``, e.g. "amd-epyc-7763-ort-t1"; the CPU defaults to this machine's."""
     _check_runtime(runtime)
     _check_threads(threads)
-    model = current_environment().cpu_model if cpu_model is None else cpu_model
-    return f"{cpu_slug(model)}-{runtime}-t{threads}"
+    if cpu_model is None:
+        env = current_environment()
+        cpu_model, cpu_id = env.cpu_model, env.cpu_id
+    return f"{cpu_slug(cpu_model, cpu_id)}-{runtime}-t{threads}"
 
 
 def _check_runtime(runtime: str) -> None:
@@ -326,7 +344,7 @@ class RemoteDevice:
         if self.short_runtime not in runtimes:
             raise DeviceError(f"agent at {self.url} has no runtime {self.short_runtime!r} (it has: "
                               f"{', '.join(sorted(runtimes)) or 'none'})")
-        name = self._name or local_device_name(self.short_runtime, self.threads, env.cpu_model)
+        name = self._name or local_device_name(self.short_runtime, self.threads, env.cpu_model, env.cpu_id)
         version = runtimes[self.short_runtime].get("version")
         return DeviceInfo(name, self.runtime, version, str(info.get("fingerprint", env.fingerprint)), env)
 

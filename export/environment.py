@@ -28,6 +28,13 @@ FINGERPRINT_CHARS = 12
 # interpreter's overhead shows up in timed Python calls.
 _FINGERPRINT_FIELDS = ("cpu_model", "logical_cores", "machine", "os", "python", "torch", "onnx", "onnxruntime",
                        "numpy", "executorch", "coremltools")
+# Added after records existed: hashed only when set, so that older records keep their fingerprint.
+_OPTIONAL_FINGERPRINT_FIELDS = ("cpu_id",)
+# /proc/cpuinfo keys that identify the microarchitecture behind a marketing name. Hypervisors often mask the name
+# ("AMD EPYC" for every generation: this project's VMs have run on hosts 2x apart in speed under that one name),
+# while family/model/stepping (x86) or implementer/part (ARM) still tell the cores apart.
+_X86_ID_KEYS = ("vendor_id", "cpu family", "model", "stepping")
+_ARM_ID_KEYS = ("CPU implementer", "CPU part")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,9 @@ class Environment:
     numpy: str | None
     executorch: str | None = None
     coremltools: str | None = None
+    # The CPU's identity below its name: "AuthenticAMD family 23 model 1 stepping 2" (x86), "ARM 0x41:0xd05+0x41:0xd0d"
+    # (the distinct core types of a big.LITTLE SoC); None where the OS does not say.
+    cpu_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +66,9 @@ class Environment:
         Stable across processes and Python versions of the same record (canonical JSON); not part of
         ``to_dict`` so that records written before it existed stay byte-identical after a round trip.
         """
-        payload = json.dumps({name: getattr(self, name) for name in _FINGERPRINT_FIELDS}, sort_keys=True)
+        hashed = {name: getattr(self, name) for name in _FINGERPRINT_FIELDS}
+        hashed |= {name: getattr(self, name) for name in _OPTIONAL_FINGERPRINT_FIELDS if getattr(self, name) is not None}
+        payload = json.dumps(hashed, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
     @classmethod
@@ -84,6 +96,7 @@ def current_environment() -> Environment:
         numpy=_version("numpy"),
         executorch=_version("executorch"),
         coremltools=_version("coremltools"),
+        cpu_id=_cpu_id(),
     )
 
 
@@ -105,6 +118,33 @@ def _cpu_model() -> str:
         if brand:
             return brand
     return platform.processor() or platform.machine() or sys.platform
+
+
+def _cpu_id(text: str | None = None) -> str | None:
+    """The CPU's identity from ``/proc/cpuinfo`` (or ``text``, for tests): x86 vendor, family, model and stepping;
+    ARM implementer:part of each distinct core type; None when neither is there (macOS, Windows)."""
+    if text is None:
+        try:
+            text = _CPUINFO.read_text(errors="replace")
+        except OSError:
+            return None
+    first: dict[str, str] = {}
+    arm_parts: set[str] = set()
+    for block in text.split("\n\n"):
+        values = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            values[key.strip()] = value.strip()
+        for key, value in values.items():
+            first.setdefault(key, value)
+        if all(values.get(k) for k in _ARM_ID_KEYS):
+            arm_parts.add(":".join(values[k] for k in _ARM_ID_KEYS))
+    if all(first.get(k) for k in _X86_ID_KEYS):
+        vendor, family, model, stepping = (first[k] for k in _X86_ID_KEYS)
+        return f"{vendor} family {family} model {model} stepping {stepping}"
+    if arm_parts:
+        return "ARM " + "+".join(sorted(arm_parts))
+    return None
 
 
 def _sysctl(name: str) -> str | None:

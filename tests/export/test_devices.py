@@ -22,20 +22,26 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("model, slug", [
-    ("AMD EPYC", "amd-epyc"),
-    ("AMD EPYC 7763 64-Core Processor", "amd-epyc"),
-    ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "intel-xeon"),
-    ("Apple M2 Pro", "apple-m2"),
-    ("Qualcomm Technologies, Inc SM8150", "qualcomm-sm8150"),
-    ("", "unknown-cpu"),
+ZEN1 = "AuthenticAMD family 23 model 1 stepping 2"
+
+
+@pytest.mark.parametrize("model, cpu_id, slug", [
+    ("AMD EPYC", None, "amd-epyc"),
+    ("AMD EPYC", ZEN1, "amd-epyc-f23m1"),  # a hypervisor's masked name: the family/model tell generations apart
+    ("AMD EPYC", "AuthenticAMD family 25 model 1 stepping 1", "amd-epyc-f25m1"),
+    ("AMD EPYC 7763 64-Core Processor", ZEN1, "amd-epyc-7763"),  # a model number wins over the ids
+    ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", None, "intel-xeon-8375c"),
+    ("Apple M2 Pro", None, "apple-m2"),
+    ("Qualcomm Technologies, Inc SM8150", "ARM 0x41:0xd05+0x41:0xd0d", "qualcomm-sm8150"),
+    ("", None, "unknown-cpu"),
 ])
-def test_cpu_slug(model: str, slug: str) -> None:
-    assert cpu_slug(model) == slug
+def test_cpu_slug(model: str, cpu_id: str | None, slug: str) -> None:
+    assert cpu_slug(model, cpu_id) == slug
 
 
 def test_local_device_name() -> None:
-    here = cpu_slug(current_environment().cpu_model)
+    env = current_environment()
+    here = cpu_slug(env.cpu_model, env.cpu_id)
     assert local_device_name("ort", 1) == f"{here}-ort-t1"
     assert local_device_name("xnnpack", 4, "Apple M1") == "apple-m1-xnnpack-t4"
     assert re.fullmatch(r"[a-z0-9-]+", local_device_name("ort", 2))

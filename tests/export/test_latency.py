@@ -21,7 +21,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from export.environment import Environment, _version, current_environment
+from export.environment import Environment, _cpu_id, _version, current_environment
 from export.errors import OnnxLoadError
 from export.latency import (BenchConfig, LatencyResult, is_stable, make_result, measure_onnx, measure_torch,
                             pinned_cpus, summarize, time_runs)
@@ -427,8 +427,35 @@ def test_fingerprint_is_stable_and_tracks_what_matters() -> None:
     assert current_environment().fingerprint == env.fingerprint
     assert Environment.from_dict(json.loads(json.dumps(env.to_dict()))).fingerprint == env.fingerprint
     for field, value in [("onnxruntime", "0.0.1"), ("cpu_model", "Other CPU"), ("logical_cores", 512),
-                         ("os", "Plan9"), ("executorch", None if env.executorch else "9.9")]:
+                         ("os", "Plan9"), ("executorch", None if env.executorch else "9.9"),
+                         ("cpu_id", "GenuineIntel family 6 model 85 stepping 7")]:
         assert dataclasses.replace(env, **{field: value}).fingerprint != env.fingerprint, field
+
+
+def test_records_without_a_cpu_id_keep_their_fingerprint() -> None:
+    # A record written before cpu_id existed must hash as it did then (tables store the fingerprint they were built on).
+    old = {"cpu_model": "AMD EPYC", "logical_cores": 2, "machine": "x86_64",
+           "os": "Linux-6.18.44-fc-v595-x86_64-with-glibc2.36", "python": "3.11.7", "torch": "2.14.1",
+           "onnx": "1.23.2", "onnxruntime": "1.31.1", "numpy": "2.4.6", "executorch": "1.5.1", "coremltools": "9.0"}
+    assert Environment.from_dict(old).fingerprint == "1f98e0260358"  # as stored in tables of 2026-11-22
+    assert Environment.from_dict({**old, "cpu_id": "x"}).fingerprint != "1f98e0260358"
+
+
+X86_CPUINFO = """processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: AMD EPYC
+stepping\t: 2\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\nstepping\t: 2\n"""
+BIG_LITTLE_CPUINFO = "\n\n".join(
+    f"processor\t: {i}\nBogoMIPS\t: 38.40\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\n"
+    f"CPU part\t: {part}\nCPU revision\t: 0" for i, part in enumerate(["0xd05"] * 4 + ["0xd0d"] * 4)
+) + "\n\nHardware\t: Qualcomm Technologies, Inc SM8150\n"
+
+
+@pytest.mark.parametrize("text, cpu_id", [
+    (X86_CPUINFO, "AuthenticAMD family 23 model 1 stepping 2"),
+    (BIG_LITTLE_CPUINFO, "ARM 0x41:0xd05+0x41:0xd0d"),
+    ("processor\t: 0\nmodel name\t: Something\n", None),
+])
+def test_cpu_id_from_cpuinfo(text: str, cpu_id: str | None) -> None:
+    assert _cpu_id(text) == cpu_id
 
 
 def test_measure_onnx_pools_the_samples_of_every_fresh_session(conv_onnx: Path, monkeypatch) -> None:
