@@ -4,16 +4,21 @@
 walker's ops over the space's covering specs), measures each one as a standalone module
 (:func:`zoo.ops.op_module`) with ``device.measure``, and checkpoints the partial table (``complete=False``)
 atomically as it goes and on Ctrl-C, so a long build on a phone or a remote agent resumes where it
-stopped, after checking that the saved table was measured the same way. It then measures random
-networks of the space end to end and fits the per-network :class:`~latency_tables.table.Overhead`
-(:func:`fit_overhead`): ``measured − Σ entries = intercept + per_op × n_ops``. The per-op term is there
-because each entry was timed as its own runtime call and so includes one call's fixed cost (dispatch,
-input/output binding, thread-pool wake-up) that the network, one call for all its ops, pays only once;
-the intercept is what only whole networks run (global pooling, flatten, DARTS node sums) plus that one call.
+stopped, after checking that the saved table was measured the same way. It then measures what one runtime call
+costs (:func:`measure_call_ms`: a trivial module, same protocol), because every entry was timed as its own call
+and includes that fixed cost (dispatch, input/output binding, thread-pool wake-up) which a network, one call for
+all its ops, pays once; and it measures random networks of the space end to end to fit the rest of the
+per-network :class:`~latency_tables.table.Overhead` (:func:`fit_overhead`): with ``S = Σ entries − call × n_ops``,
+``measured − S = intercept + scale × S``. The intercept is what only whole networks run (global pooling, flatten,
+DARTS node sums) plus their one call; ``scale`` is how much slower ops run inside a network than alone, where
+their weights were hot in the caches between timed runs (on this project's 2-core EPYC VM, +3 % to +18 %,
+growing with the network's weights; a constant overhead left NAS-Bench-Macro networks with 0.4-3 ms between
+-10 % and +47 % off).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import sys
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 from tqdm import tqdm
 
 import zoo
@@ -37,6 +43,8 @@ from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_path
 
 DTYPE = "float32"
 _MIN_FIT_NETWORKS = 3
+_OUTLIER_MADS = 3.0  # calibration networks whose residual is this many (normal-scaled) MADs off are refit without
+_CALL_LABEL = "runtime-call"
 _MAX_SAMPLE_TRIES = 20  # per wanted network: how hard to look for distinct architectures in a small space
 
 
@@ -118,13 +126,22 @@ def build_table(
     return table
 
 
+def measure_call_ms(device: Device, cfg: BenchConfig, statistic: str) -> float:
+    """The fixed cost of one runtime call on ``device``: ``statistic`` of a ReLU on one value, timed alone."""
+    result = device.measure(nn.ReLU(), (cfg.batch_size, 1, 1, 1), cfg, _CALL_LABEL)
+    _check_threads(result, cfg.threads, _CALL_LABEL)
+    return float(getattr(result, statistic))
+
+
 def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, cfg: BenchConfig,
                        networks: int, seed: int = 0, progress: bool = True) -> Overhead:
-    """Measure ``networks`` distinct random architectures of ``space`` end to end and fit the overhead.
+    """Measure the runtime call cost and ``networks`` distinct random architectures of ``space`` end to end, and
+    fit the overhead.
 
     Every op of a sampled network must be in ``table``: a key it lacks means the space's covering specs
     miss it, and is reported as such. Networks and entries are compared on the table's ``statistic``.
     """
+    call_ms = measure_call_ms(device, cfg, table.statistic)
     rng = random.Random(seed)
     archs = sample_distinct(space, rng, networks, _MAX_SAMPLE_TRIES)
     measured, summed, counts = [], [], []
@@ -144,34 +161,58 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
         measured.append(getattr(result, table.statistic))
         summed.append(sum(table.entries[op.key].value(table.statistic) for op in ops))
         counts.append(len(ops))
-    return fit_overhead(measured, summed, counts)
+    return fit_overhead(measured, summed, counts, call_ms)
 
 
-def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: Sequence[int]) -> Overhead:
-    """Least-squares fit of ``measured − ops = intercept + per_op × n_ops`` over networks.
+def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: Sequence[int],
+                 call_ms: float = 0.0) -> Overhead:
+    """Fit ``measured − S = intercept + scale × S`` over networks, where ``S = ops − call_ms × n_ops``.
 
-    With fewer than 3 networks, or when every network has the same op count (the per-op term is then not
-    identifiable, e.g. in a width-only space), ``per_op`` is 0 and the intercept is the median residual.
+    Least squares, refit once without networks whose residual lies more than 3 normal-scaled MADs from the
+    fit (a calibration network caught by a burst of interference would otherwise tilt the line). With fewer
+    than 3 networks, or when they all have the same ``S``, ``scale`` is 0 and the intercept is the median residual.
     """
     if not (len(measured_ms) == len(ops_ms) == len(n_ops)):
         raise ValueError(f"fit_overhead needs equally long inputs, got {len(measured_ms)}, {len(ops_ms)}, {len(n_ops)}")
     if not measured_ms:
         raise ValueError("fit_overhead needs at least one measured network, got none")
-    residual = np.asarray(measured_ms, dtype=np.float64) - np.asarray(ops_ms, dtype=np.float64)
-    x = np.asarray(n_ops, dtype=np.float64)
+    if not (math.isfinite(call_ms) and call_ms >= 0):
+        raise ValueError(f"fit_overhead: call_ms must be finite and >= 0, got {call_ms!r}")
+    net = np.asarray(ops_ms, dtype=np.float64) - call_ms * np.asarray(n_ops, dtype=np.float64)
+    residual = np.asarray(measured_ms, dtype=np.float64) - net
     n = len(residual)
-    if n >= _MIN_FIT_NETWORKS and np.ptp(x) > 0:
-        design = np.stack([np.ones_like(x), x], axis=1)
-        (intercept, per_op), _, rank, _ = np.linalg.lstsq(design, residual, rcond=None)
-        if rank == 2 and np.isfinite(intercept) and np.isfinite(per_op):
-            rms = float(np.sqrt(np.mean((design @ np.array([intercept, per_op]) - residual) ** 2)))
-            note = (f"least squares over {n} networks ({int(x.min())}-{int(x.max())} ops): measured - sum of "
-                    f"entries = intercept + per_op x n_ops, RMS error {rms:.4g} ms")
-            return Overhead(float(intercept), float(per_op), n, note)
-    why = (f"only {n} network(s)" if n < _MIN_FIT_NETWORKS
-           else f"every network has {int(x[0])} ops, so the per-op term is not identifiable")
-    note = f"median of measured - sum of entries over {n} networks ({why}); per_op fixed at 0"
-    return Overhead(float(statistics.median(residual.tolist())), 0.0, n, note)
+    call = f"call {call_ms:.4g} ms subtracted per op"
+    fitted = _robust_line(net, residual) if n >= _MIN_FIT_NETWORKS and np.ptp(net) > 0 else None
+    if fitted is not None:
+        intercept, scale, kept, rms = fitted
+        dropped = f", {n - kept} outlier(s) dropped" if kept < n else ""
+        note = (f"least squares over {n} networks{dropped} ({call}): measured - S = intercept + scale x S, "
+                f"S = sum of entries - call x n_ops; RMS error {rms:.4g} ms")
+        return Overhead(intercept, 0.0, n, note, scale=scale, call_ms=call_ms)
+    why = f"only {n} network(s)" if n < _MIN_FIT_NETWORKS else "every network has the same op sum"
+    note = f"median of measured - S over {n} networks ({why}; {call}); scale fixed at 0"
+    return Overhead(float(statistics.median(residual.tolist())), 0.0, n, note, call_ms=call_ms)
+
+
+def _robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int, float] | None:
+    """``(intercept, slope, points kept, RMS)`` of y on x by least squares, refit once without outliers."""
+    keep = np.ones(len(x), dtype=bool)
+    for _ in range(2):
+        design = np.stack([np.ones(keep.sum()), x[keep]], axis=1)
+        coef, _, rank, _ = np.linalg.lstsq(design, y[keep], rcond=None)
+        if rank < 2 or not np.all(np.isfinite(coef)):
+            return None
+        errors = y - (coef[0] + coef[1] * x)
+        mad = 1.4826 * float(np.median(np.abs(errors - np.median(errors))))
+        outliers = np.abs(errors) > _OUTLIER_MADS * mad if mad > 0 else np.zeros(len(x), dtype=bool)
+        if not outliers.any() or (~outliers).sum() < _MIN_FIT_NETWORKS or np.ptp(x[~outliers]) == 0:
+            break
+        keep = ~outliers
+    intercept, slope = float(coef[0]), float(coef[1])
+    if slope <= -1:  # ops cannot run in less than no time inside a network; the fit is unusable
+        return None
+    rms = float(np.sqrt(np.mean((intercept + slope * x[keep] - y[keep]) ** 2)))
+    return intercept, slope, int(keep.sum()), rms
 
 
 def _context(space: SearchSpace, device: Device, cfg: BenchConfig) -> _Context:

@@ -13,19 +13,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-def table_protocol(threads: int, quick: bool = False) -> Any:
+def table_protocol(threads: int, quick: bool = False, cpus: tuple[int, ...] | None = None) -> Any:
     """The protocol tables are built with (and validation measures with, read back from the table).
 
     Ops are short, so warm-up and timing are short too, but runs continue until the median is stable
-    (within 1 %) or 10 s pass; ``quick`` is for smoke runs only.
+    (within 1 %) or 10 s pass; ``quick`` is for smoke runs only. ``cpus`` pins the measuring process.
     """
     from export.latency import BenchConfig
 
     if quick:
         return BenchConfig(threads=threads, warmup_runs=2, warmup_min_seconds=0.0, runs=5, min_seconds=0.0,
-                           max_seconds=2.0, stable_rel_tol=0.0)
+                           max_seconds=2.0, stable_rel_tol=0.0, cpus=cpus)
     return BenchConfig(threads=threads, warmup_runs=10, warmup_min_seconds=0.3, runs=40, min_seconds=0.6,
-                       max_seconds=10.0, stable_rel_tol=0.01, cooldown_seconds=0.05)
+                       max_seconds=10.0, stable_rel_tol=0.01, cooldown_seconds=0.05, cpus=cpus)
+
+
+def parse_cpus(text: str | None) -> tuple[int, ...] | None:
+    """``"1"`` or ``"0,2"`` as a tuple of CPU ids; None for None or an empty string."""
+    if not text:
+        return None
+    try:
+        cpus = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise ValueError(f"--cpus must be comma-separated CPU ids such as 1 or 0,2, got {text!r}") from None
+    if any(c < 0 for c in cpus):
+        raise ValueError(f"--cpus must be CPU ids >= 0, got {text!r}")
+    return cpus
 
 
 def _root(args: argparse.Namespace) -> Path | None:
@@ -69,13 +82,14 @@ def _cmd_lut_build(args: argparse.Namespace) -> int:
     name = args.name or device.name
     for space_name in _spaces(args.space):
         path = table_path(name, space_name, _root(args))
-        table = build_table(get_space(space_name), device, cfg=table_protocol(args.threads, args.quick),
+        cfg = table_protocol(args.threads, args.quick, parse_cpus(args.cpus))
+        table = build_table(get_space(space_name), device, cfg=cfg,
                             path=path, resume=not args.restart, restart=args.restart,
                             calibration_networks=args.calibration, seed=args.seed, progress=True)
         overhead = table.overhead
         print(f"{path}: {len(table.entries)} op entries on {name}"
-              + (f"; overhead {overhead.intercept_ms:.4f} ms + {overhead.per_op_ms:.4f} ms/op "
-                 f"(fitted on {overhead.n_networks} networks)" if overhead else ""))
+              + (f"; a network = {overhead.intercept_ms:.4f} ms + {1 + overhead.scale:.3f} x (sum of entries - "
+                 f"{overhead.call_ms:.4f} ms per op) (fitted on {overhead.n_networks} networks)" if overhead else ""))
     return 0
 
 
@@ -90,6 +104,8 @@ def run_validation(device_spec: str, table_device: str | None, spaces: str, arch
     from latency_tables.validate import validate
     from search.spaces import get_space
 
+    from latency_tables.validate import check_same_machine
+
     device = get_device(device_spec, threads=threads, token=token)
     table_device = table_device or device.name
     tables = {t.space: t for t in load_tables(table_device, root)}
@@ -98,6 +114,9 @@ def run_validation(device_spec: str, table_device: str | None, spaces: str, arch
     if missing:
         raise ValueError(f"no table for space(s) {', '.join(missing)} on device {table_device!r}; "
                          f"build with `mzoo lut build --space {missing[0]}`")
+    info = device.describe()
+    for name in names:
+        check_same_machine(tables[name], info)
     predictor = Predictor(list(tables.values()))
     results = []
     for name in names:
@@ -194,11 +213,12 @@ def add_commands(sub: Any) -> None:
     p = lsub.add_parser("build", help="measure every op of a search space on a device into a table (resumable)")
     p.add_argument("--space", required=True, help="comma-separated search spaces (see `mzoo lut spaces`)")
     _device_args(p)
-    p.add_argument("--name", help="table directory name (default: the device's name, e.g. amd-epyc-ort-t1)")
+    p.add_argument("--name", help="table directory name (default: the device's name, e.g. amd-epyc-f23m1-ort-t1)")
     p.add_argument("--restart", action="store_true", help="discard a partial table instead of resuming it")
     p.add_argument("--calibration", type=int, default=20, help="networks measured to fit the overhead (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks (default 0)")
     p.add_argument("--quick", action="store_true", help="a short protocol, for smoke tests only")
+    p.add_argument("--cpus", help="pin the measurements to these CPU ids, e.g. 1 or 0,2 (recorded in the protocol)")
     _root_arg(p)
     p.set_defaults(func=_cmd_lut_build)
 
@@ -225,7 +245,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("predict", help="predict a model's latency on a device from its latency tables")
     p.add_argument("name", nargs="?", help="a zoo model")
     p.add_argument("--spec", help="an architecture spec JSON file instead of a name")
-    p.add_argument("--device", required=True, help="table directory, e.g. amd-epyc-ort-t1 (see `mzoo lut list`)")
+    p.add_argument("--device", required=True, help="table directory, e.g. amd-epyc-f23m1-ort-t1 (see `mzoo lut list`)")
     p.add_argument("--input-size", type=int, help="image side (default: the model's)")
     p.add_argument("--interpolate", action="store_true", help="interpolate ops missing from the tables (flagged)")
     p.add_argument("--space", help="take the overhead from this space's table (default: the best-covering one)")

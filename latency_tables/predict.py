@@ -214,16 +214,16 @@ class Predictor:
                        f"or interrupted): the prediction uses partial data")
             warnings.warn(message, stacklevel=3)
             notes.append(message)
+        ops_ms = sum(p.ms for p in predicted)
         if chosen.overhead is None:
             notes.append(f"table {chosen.space!r} has no calibrated overhead: overhead counted as 0 ms")
             overhead_ms = 0.0
         else:
-            overhead_ms = chosen.overhead.ms(len(ops))
+            overhead_ms = chosen.overhead.ms(len(ops), ops_ms)
         clamped = sorted({p.key for p in predicted if p.extrapolated})
         if clamped:
             notes.append(f"{len(clamped)} interpolated op(s) lie outside the MAC range of their measured "
                          f"neighbours and were clamped: {', '.join(clamped[:_SHOWN_KEYS])}")
-        ops_ms = sum(p.ms for p in predicted)
         return Prediction(
             total_ms=ops_ms + overhead_ms,
             ops_ms=ops_ms,

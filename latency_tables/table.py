@@ -24,7 +24,9 @@ from typing import Any
 
 from export.files import write_json_atomic
 
-TABLE_SCHEMA_VERSION = 1
+TABLE_SCHEMA_VERSION = 2
+# Version 1 tables lack Overhead.scale and Overhead.call_ms (both read as 0, which is what version 1 meant).
+READABLE_TABLE_SCHEMA_VERSIONS = (1, 2)
 # Which per-entry statistic a table's predictions sum. The minimum is the default because interference only
 # ever adds time; on this shared VM the evidence is mixed (one run: min 94 % vs median 42 % within ±10 % on
 # nbmacro; bench/lut_statistic.py in BENCHMARKS.md: min 68 % vs median 84 %), so tables record every
@@ -95,30 +97,44 @@ class Entry:
 
 @dataclass(frozen=True)
 class Overhead:
-    """Per-network latency not in any entry: ``intercept_ms + per_op_ms × (number of ops)``.
+    """How a whole network's latency follows from its ops' entries, calibrated on networks measured end to end.
 
-    The intercept is what a whole network pays once and no op pays alone (global pooling, flatten, DARTS
-    node sums, the runtime call itself). ``per_op_ms`` is usually negative: every entry was measured as
-    its own runtime call, so each carries one call's fixed cost that the network, a single call, pays
-    only once. ``n_networks`` is how many end-to-end measurements the fit used; ``note`` says how it was fit.
+    ``network = intercept_ms + per_op_ms × n + (1 + scale) × (Σ entries − call_ms × n)`` for a network of ``n``
+    walker ops. Each entry was timed as its own runtime call and so carries one call's fixed cost (dispatch,
+    input/output binding, thread-pool wake-up) that a network, one call for all its ops, pays once:
+    ``call_ms`` is that cost, measured on a trivial module with the table's protocol. ``scale`` is how much
+    slower ops run inside a network than alone (weights and activations no longer stay hot in the caches
+    between runs; positive on this project's CPUs, larger for networks whose weights exceed the caches).
+    ``intercept_ms`` is what only whole networks pay (global pooling, flatten, DARTS node sums, the one call).
+    ``per_op_ms`` is the per-op term that schema-1 builds fitted instead of measuring ``call_ms``; newer builds
+    leave it 0. ``n_networks`` is how many networks the fit used; ``note`` says how it was fit.
     """
 
     intercept_ms: float
     per_op_ms: float
     n_networks: int
     note: str = ""
+    scale: float = 0.0
+    call_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("intercept_ms", "per_op_ms"):
+        for name in ("intercept_ms", "per_op_ms", "scale", "call_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise LatencyTableError(f"Overhead.{name} must be a finite number, got {value!r}")
+        if self.call_ms < 0 or self.scale <= -1:
+            raise LatencyTableError(f"Overhead needs call_ms >= 0 and scale > -1, got call_ms={self.call_ms!r}, "
+                                    f"scale={self.scale!r}")
         if isinstance(self.n_networks, bool) or not isinstance(self.n_networks, int) or self.n_networks < 0:
             raise LatencyTableError(f"Overhead.n_networks must be an int >= 0, got {self.n_networks!r}")
 
-    def ms(self, n_ops: int) -> float:
-        """The overhead of a network of ``n_ops`` walker ops."""
-        return self.intercept_ms + self.per_op_ms * n_ops
+    def network_ms(self, n_ops: int, ops_ms: float) -> float:
+        """The latency of a network of ``n_ops`` walker ops whose entries sum to ``ops_ms``."""
+        return self.intercept_ms + self.per_op_ms * n_ops + (1.0 + self.scale) * (ops_ms - self.call_ms * n_ops)
+
+    def ms(self, n_ops: int, ops_ms: float) -> float:
+        """What the overhead adds to the entries' sum: ``network_ms(n_ops, ops_ms) − ops_ms``."""
+        return self.network_ms(n_ops, ops_ms) - ops_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -158,9 +174,9 @@ class LatencyTable:
     schema_version: int = TABLE_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.schema_version != TABLE_SCHEMA_VERSION:
+        if self.schema_version not in READABLE_TABLE_SCHEMA_VERSIONS or isinstance(self.schema_version, bool):
             raise TableVersionError(f"latency table schema_version {self.schema_version!r} is not supported; "
-                                    f"this code reads version {TABLE_SCHEMA_VERSION}")
+                                    f"this code reads versions {READABLE_TABLE_SCHEMA_VERSIONS}")
         for name in ("device", "space"):
             _check_slug(f"LatencyTable.{name}", getattr(self, name))
         for name in ("source", "runtime", "dtype", "created", "notes"):
@@ -219,9 +235,9 @@ class LatencyTable:
         if not isinstance(data, Mapping):
             raise LatencyTableError(f"a latency table must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != TABLE_SCHEMA_VERSION:
+        if version not in READABLE_TABLE_SCHEMA_VERSIONS or isinstance(version, bool):
             raise TableVersionError(f"schema_version {version!r} is not supported; "
-                                    f"this code reads version {TABLE_SCHEMA_VERSION}")
+                                    f"this code reads versions {READABLE_TABLE_SCHEMA_VERSIONS}")
         values = _fields_of(cls, data, "latency table")
         entries = values["entries"]
         if not isinstance(entries, Mapping):

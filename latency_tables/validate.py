@@ -25,6 +25,40 @@ from tqdm import tqdm
 from export.files import prepare_directory, publish, temporary_path
 
 VALIDATION_SEED = 1000  # builders calibrate on seed 0.. draws; validation never shares them
+# What makes two machines different hardware (a table measured on one says nothing about latency on the other).
+_HARDWARE_FIELDS = ("cpu_model", "cpu_id", "logical_cores", "machine")
+# What makes the same machine run different code (the comparison still means something, but say so).
+_SOFTWARE_FIELDS = ("os", "onnxruntime", "executorch", "torch", "onnx", "python", "numpy")
+
+
+class MachineMismatchError(ValueError):
+    """A table is being validated against measurements on other hardware than it was measured on."""
+
+
+def check_same_machine(table: Any, info: Any) -> None:
+    """Refuse to validate ``table`` with measurements from ``info`` (a ``DeviceInfo``) of other hardware.
+
+    Validation compares a table with fresh measurements, so both must come from the same hardware: the CPU
+    (name, and family/model where the OS gives them), core count and architecture. Software differences (OS
+    build, runtime versions) only warn. Imported tables (no environment) cannot be validated here at all.
+    """
+    import warnings
+
+    if table.environment is None:
+        raise MachineMismatchError(f"table {table.device}/{table.space} ({table.source}) records no machine, so it "
+                                   f"cannot be validated against measurements on {info.name}")
+    now = info.environment.to_dict()
+    then = dict(table.environment)
+    differ = [f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in _HARDWARE_FIELDS
+              if then.get(k) is not None and now.get(k) is not None and then.get(k) != now.get(k)]
+    if differ:
+        raise MachineMismatchError(f"table {table.device}/{table.space} was measured on other hardware than "
+                                   f"device {info.name} ({'; '.join(differ)}); build this machine's table "
+                                   f"with `mzoo lut build --space {table.space}`")
+    changed = [f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in _SOFTWARE_FIELDS if then.get(k) != now.get(k)]
+    if changed:
+        warnings.warn(f"table {table.device}/{table.space} was measured with other software than now "
+                      f"({'; '.join(changed)}); the validation includes that change", stacklevel=2)
 
 
 @dataclass(frozen=True)
@@ -36,6 +70,7 @@ class ValidationPoint:
     measured_ms: float
     n_ops: int
     interpolated: int  # how many of its ops were interpolated rather than looked up
+    ops_ms: float | None = None  # the sum of its ops' entries, before the overhead (absent in older results)
 
     @property
     def rel_error(self) -> float:
@@ -128,8 +163,9 @@ def validate(space: Any, device: Any, predictor: Any, cfg: Any, *, n_archs: int 
         model = build_model(spec).eval()
         measured = device.measure(model, (1, *input_size), cfg, label=f"{space.name}:{_arch_label(arch)}")
         point = ValidationPoint(arch=_jsonable(arch), predicted_ms=float(prediction.total_ms),
-                                measured_ms=float(getattr(measured, predictor.statistic)), n_ops=sum(1 for _ in iter_ops(spec, input_size)),
-                                interpolated=len(prediction.interpolated_keys))
+                                measured_ms=float(getattr(measured, predictor.statistic)),
+                                n_ops=sum(1 for _ in iter_ops(spec, input_size)),
+                                interpolated=len(prediction.interpolated_keys), ops_ms=float(prediction.ops_ms))
         points.append(point)
         bar.set_postfix_str(f"err {point.rel_error:+.1%}")
         if on_point is not None:

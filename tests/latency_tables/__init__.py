@@ -1,9 +1,10 @@
 """Fakes shared by the latency-table tests: a device whose latency is a known function of the module, and a
 tiny search space whose networks vary in width, depth and kernel.
 
-``FakeDevice`` charges ``call_ms`` per runtime call, ``ms_per_mmac`` per million MACs, and ``network_ms``
-more for a whole network (what pooling would cost), so a calibration over its networks must recover
-``intercept = call_ms + network_ms`` and ``per_op = -call_ms`` exactly.
+``FakeDevice`` charges ``call_ms`` per runtime call, ``ms_per_mmac`` per million MACs (``1 + network_scale`` times
+that inside a whole network, as caches make ops slower in a network than alone), and ``network_ms`` more for a
+whole network (what pooling would cost), so a calibration over its networks must recover ``call_ms``,
+``intercept = call_ms + network_ms`` and ``scale = network_scale`` exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class FakeDevice:
     call_ms: float = 0.05
     ms_per_mmac: float = 0.01
     network_ms: float = 0.3
+    network_scale: float = 0.0
     interrupt_after: int | None = None
     calls: list[str] = field(default_factory=list)
 
@@ -55,8 +57,9 @@ class FakeDevice:
             macs = model.in_features * model.out_features
         else:
             macs = zoo.count_module(model, input_shape[1:]).macs
-        network = self.network_ms if hasattr(model, "forward_head") else 0.0
-        return self.call_ms + self.ms_per_mmac * macs / 1e6 + network
+        if hasattr(model, "forward_head"):  # a whole network
+            return self.call_ms + (1 + self.network_scale) * self.ms_per_mmac * macs / 1e6 + self.network_ms
+        return self.call_ms + self.ms_per_mmac * macs / 1e6
 
     def measure(self, model: nn.Module, input_shape: tuple[int, ...], cfg: BenchConfig,
                 label: str = "") -> LatencyResult:

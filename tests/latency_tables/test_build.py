@@ -31,7 +31,7 @@ def test_every_key_is_measured_once_with_its_statistics_and_metadata(tmp_path: P
     assert set(table.entries) == set(KEYS)
     op_calls = device.calls[: len(KEYS)]
     assert sorted(op_calls) == sorted(KEYS)  # each key measured exactly once, labelled with its key
-    assert len(device.calls) == len(KEYS) + 4
+    assert device.calls[len(KEYS)] == "runtime-call" and len(device.calls) == len(KEYS) + 1 + 4
     for key, op in KEYS.items():
         entry = table.entries[key]
         assert entry.median_ms == pytest.approx(device.latency_ms(*op_module(op)))
@@ -74,7 +74,7 @@ def test_interrupted_build_resumes_measuring_only_the_rest(tmp_path: Path) -> No
     device = FakeDevice()
     table = _build(device, path, calibration_networks=3)
     measured_now = device.calls[: len(KEYS) - 5]
-    assert len(device.calls) == len(KEYS) - 5 + 3
+    assert len(device.calls) == len(KEYS) - 5 + 1 + 3
     assert set(measured_now) == set(KEYS) - set(partial.entries)
     assert table.complete and set(table.entries) == set(KEYS) and table.created == partial.created
     assert all(table.entries[k] == e for k, e in partial.entries.items())
@@ -129,38 +129,58 @@ def test_other_failures_also_keep_the_measured_entries(tmp_path: Path) -> None:
     assert len(LatencyTable.load(tmp_path / "tiny.json").entries) == 6
 
 
-def test_calibration_recovers_the_devices_per_call_and_per_network_costs(tmp_path: Path) -> None:
-    device = FakeDevice(call_ms=0.2, network_ms=1.5, ms_per_mmac=0.03)
+@pytest.mark.parametrize("network_scale", [0.0, 0.15])
+def test_calibration_recovers_the_devices_call_network_and_in_network_costs(tmp_path: Path,
+                                                                             network_scale: float) -> None:
+    device = FakeDevice(call_ms=0.2, network_ms=1.5, ms_per_mmac=0.03, network_scale=network_scale)
     table = _build(device, tmp_path / "tiny.json", calibration_networks=12, seed=3)
     overhead = table.overhead
     assert overhead is not None and overhead.n_networks == 12
-    # Each entry carries one call's cost that a network pays once: per_op = -call, intercept = call + network.
-    assert overhead.per_op_ms == pytest.approx(-0.2, abs=1e-9)
+    # The call cost is measured, not fitted; a network pays it once and pooling once, and runs its ops slower.
+    assert overhead.call_ms == pytest.approx(0.2, abs=1e-12)
     assert overhead.intercept_ms == pytest.approx(0.2 + 1.5, abs=1e-9)
+    assert overhead.scale == pytest.approx(network_scale, abs=1e-9) and overhead.per_op_ms == 0.0
     assert "least squares over 12 networks" in overhead.note
-    spec, size = SPACE.to_spec((32, 5, 3, 3))
-    ops = list(zoo.iter_ops(spec, size))
-    predicted = sum(table.entries[o.key].median_ms for o in ops) + overhead.ms(len(ops))
-    assert predicted == pytest.approx(device.latency_ms(zoo.build_model(spec), (1, *size)))
+    for arch in [(32, 5, 3, 3), (16, 3)]:
+        spec, size = SPACE.to_spec(arch)
+        ops = list(zoo.iter_ops(spec, size))
+        ops_ms = sum(table.entries[o.key].median_ms for o in ops)
+        assert overhead.network_ms(len(ops), ops_ms) == pytest.approx(
+            device.latency_ms(zoo.build_model(spec), (1, *size)))
+        assert ops_ms + overhead.ms(len(ops), ops_ms) == pytest.approx(overhead.network_ms(len(ops), ops_ms))
 
 
 def test_calibration_networks_are_distinct_and_seeded(tmp_path: Path) -> None:
     first, second = FakeDevice(), FakeDevice()
     _build(first, tmp_path / "a.json", calibration_networks=6, seed=1)
     _build(second, tmp_path / "b.json", calibration_networks=6, seed=1)
-    networks = first.calls[len(KEYS):]
-    assert networks == second.calls[len(KEYS):] and len(set(networks)) == 6
+    networks = first.calls[len(KEYS) + 1:]
+    assert networks == second.calls[len(KEYS) + 1:] and len(set(networks)) == 6
 
 
 def test_fit_overhead_falls_back_to_the_median_when_the_fit_is_degenerate() -> None:
-    same_count = fit_overhead([10.0, 11.0, 15.0], [9.0, 9.5, 10.0], [8, 8, 8])
-    assert same_count == Overhead(1.5, 0.0, 3, same_count.note) and "not identifiable" in same_count.note
-    few = fit_overhead([10.0, 12.0], [9.0, 9.0], [4, 9])
-    assert (few.intercept_ms, few.per_op_ms) == (2.0, 0.0) and "only 2 network(s)" in few.note
-    fitted = fit_overhead([1.0 + 0.5 - 0.1 * n + 2.0 for n in (3, 5, 9)], [2.0, 2.0, 2.0], [3, 5, 9])
-    assert fitted.intercept_ms == pytest.approx(1.5) and fitted.per_op_ms == pytest.approx(-0.1)
+    same_sum = fit_overhead([10.0, 11.0, 15.0], [9.0, 9.0, 9.0], [8, 8, 8])
+    assert same_sum == Overhead(2.0, 0.0, 3, same_sum.note) and "same op sum" in same_sum.note
+    few = fit_overhead([10.0, 12.0], [9.0, 9.0], [4, 9], call_ms=0.5)
+    assert (few.intercept_ms, few.scale, few.call_ms) == (pytest.approx(5.25), 0.0, 0.5)  # residuals 10-7 and 12-4.5
+    assert "only 2 network(s)" in few.note
     with pytest.raises(ValueError, match="equally long"):
         fit_overhead([1.0], [1.0, 2.0], [3])
+    with pytest.raises(ValueError, match="call_ms"):
+        fit_overhead([1.0], [1.0], [3], call_ms=-0.1)
+
+
+def test_fit_overhead_recovers_a_line_and_ignores_an_interference_outlier() -> None:
+    sums = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    counts = [10, 12, 9, 11, 10, 13, 12, 10]
+    call = 0.05
+    measured = [0.4 + 1.1 * (s - call * n) for s, n in zip(sums, counts)]
+    clean = fit_overhead(measured, sums, counts, call_ms=call)
+    assert (clean.intercept_ms, clean.scale) == (pytest.approx(0.4), pytest.approx(0.1))
+    measured[3] *= 1.6  # one network caught by another tenant's burst
+    noisy = fit_overhead(measured, sums, counts, call_ms=call)
+    assert (noisy.intercept_ms, noisy.scale) == (pytest.approx(0.4), pytest.approx(0.1))
+    assert "1 outlier(s) dropped" in noisy.note
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ def make_table(device: str = "fake-cpu-t1", space: str = "tiny", complete: bool 
                         runtime_version="1.23.0", threads=1, dtype="float32", batch_size=1, protocol=asdict(FAST),
                         environment=ENVIRONMENT.to_dict(), fingerprint="fp-1", created="2025-01-01T00:00:00+00:00",
                         input_sizes=((3, 16, 16), (3, 32, 32)), entries=entries,
-                        overhead=Overhead(0.5, -0.04, 20, "fit"), complete=complete, notes="n")
+                        overhead=Overhead(0.5, 0.0, 20, "fit", scale=0.1, call_ms=0.02), complete=complete,
+                        notes="n")
 
 
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
@@ -34,7 +35,23 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert loaded.to_dict() == table.to_dict()
     assert loaded.entries["linear-in16x1x1-out10x1x1-k1-s1-e1-g1-identity"].p10_ms is None
     assert loaded.input_sizes == ((3, 16, 16), (3, 32, 32))
-    assert loaded.overhead is not None and loaded.overhead.ms(10) == pytest.approx(0.5 - 0.4)
+    assert loaded.overhead is not None
+    assert loaded.overhead.network_ms(10, 3.0) == pytest.approx(0.5 + 1.1 * (3.0 - 0.2))
+
+
+def test_schema_1_tables_still_read_with_their_meaning(tmp_path: Path) -> None:
+    data = make_table().to_dict()
+    data["schema_version"] = 1
+    data["overhead"] = {"intercept_ms": 0.5, "per_op_ms": -0.04, "n_networks": 20, "note": "fit"}
+    table = LatencyTable.load(_write(tmp_path / "old.json", data))
+    assert table.schema_version == 1 and (table.overhead.scale, table.overhead.call_ms) == (0.0, 0.0)
+    assert table.overhead.ms(10, 3.0) == pytest.approx(0.5 - 0.4)  # schema 1: intercept + per_op x n
+
+
+@pytest.mark.parametrize("bad", [{"call_ms": -0.1}, {"scale": -1.0}, {"scale": float("inf")}])
+def test_overhead_refuses_impossible_values(bad: dict) -> None:
+    with pytest.raises(LatencyTableError, match=next(iter(bad))):
+        Overhead(0.5, 0.0, 3, **bad)
 
 
 def test_saved_file_is_versioned_sorted_and_leaves_no_temporaries(tmp_path: Path) -> None:
@@ -59,7 +76,7 @@ def _write(path: Path, data: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("version", [TABLE_SCHEMA_VERSION + 1, 0, "1", None])
+@pytest.mark.parametrize("version", [TABLE_SCHEMA_VERSION + 1, 0, "1", None, True])
 def test_unknown_version_is_refused_naming_file_and_version(tmp_path: Path, version: object) -> None:
     data = make_table().to_dict()
     data["schema_version"] = version

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from latency_tables.validate import (ValidationPoint, ValidationResult, prediction_metrics, sample_archs,
-                                     scatter_plot, spearman)
+from latency_tables.validate import (MachineMismatchError, ValidationPoint, ValidationResult, check_same_machine,
+                                     prediction_metrics, sample_archs, scatter_plot, spearman)
+from tests.latency_tables import ENVIRONMENT
+from tests.latency_tables.test_table import make_table
 
 
 def test_metrics_count_shares_within_bands() -> None:
@@ -62,3 +65,25 @@ def test_scatter_plot_writes_a_png_atomically(tmp_path) -> None:
     out = scatter_plot([result], tmp_path / "sub" / "plot.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["plot.png"]  # no temp file left behind
+
+
+def _info(**env_changes):
+    from export.devices import DeviceInfo
+
+    env = replace(ENVIRONMENT, **env_changes)
+    return DeviceInfo("fake-cpu-t1", "fake-runtime", "1.0", env.fingerprint, env)
+
+
+def test_validation_refuses_tables_of_other_hardware_and_warns_about_other_software() -> None:
+    table = make_table()  # measured on ENVIRONMENT
+    check_same_machine(table, _info())  # same machine, same software: silent
+    for field, value in [("cpu_model", "Other CPU"), ("logical_cores", 64), ("machine", "aarch64")]:
+        with pytest.raises(MachineMismatchError, match=f"other hardware.*{field}.*mzoo lut build --space tiny"):
+            check_same_machine(table, _info(**{field: value}))
+    with pytest.warns(UserWarning, match=r"other software.*onnxruntime '1.0' -> '9.9'"):
+        check_same_machine(table, _info(onnxruntime="9.9"))
+    zen1 = replace(table, environment={**table.environment, "cpu_id": "AuthenticAMD family 23 model 1 stepping 2"})
+    with pytest.raises(MachineMismatchError, match="cpu_id"):  # same masked name, another generation
+        check_same_machine(zen1, _info(cpu_id="AuthenticAMD family 25 model 1 stepping 1"))
+    with pytest.raises(MachineMismatchError, match="records no machine"):
+        check_same_machine(replace(table, environment=None, source="imported:ofa"), _info())
