@@ -25,7 +25,9 @@ def bottleneck_widths(block: BlockSpec) -> tuple[int, int]:
 
 
 def needs_downsample(in_chs: int, block: BlockSpec) -> bool:
-    return block.stride != 1 or in_chs != block.out_chs
+    """A 1x1-conv shortcut where shapes change, and where the spec turns the identity off (``residual=False``: a
+    width-searched block whose full-width network has a projection shortcut keeps it when its widths happen to match)."""
+    return block.stride != 1 or in_chs != block.out_chs or not block.residual
 
 
 class Bottleneck(nn.Module):

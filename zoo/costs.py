@@ -69,7 +69,7 @@ class OpCost:
         Two ops share a key exactly when they compute the same thing on the same shapes, so the base
         signature is extended, only where set, by the block fields that change compute: an explicit
         hidden width (``-m``), inner widths (``-i``), squeeze-and-excitation (``-se``) and a disabled
-        residual (``-nores``).
+        residual (``-nores``, only where the shapes would otherwise take the identity shortcut).
         """
         key = (f"{self.kind}-in{self.in_chs}x{self.in_hw[0]}x{self.in_hw[1]}"
                f"-out{self.out_chs}x{self.out_hw[0]}x{self.out_hw[1]}"
@@ -84,7 +84,7 @@ class OpCost:
         if block.se is not None:
             se = block.se
             key += f"-se{se.ratio:g}{se.base}{se.divisor}{se.act or block.act}{se.gate}"
-        if not block.residual:
+        if not block.residual and self.stride == 1 and self.in_chs == self.out_chs:
             key += "-nores"
         return key
 

@@ -40,7 +40,7 @@ B0_FULL_WIDTH = _b0_full_width()
 
 def efficientnet_b0_width_spec(channels: Sequence[int] = B0_FULL_WIDTH, num_classes: int = 1000) -> ArchSpec:
     """An EfficientNet-B0 spec from a 49-entry width list (224×224 ImageNet layout)."""
-    return width_list_spec("efficientnet", channels, B0_ROWS, stem_stride=2, act="swish", se=B0_SE,
+    return width_list_spec("efficientnet", channels, B0_ROWS, full=B0_FULL_WIDTH, stem_stride=2, act="swish", se=B0_SE,
                            num_classes=num_classes, drop_rate=0.2, feature_stages=(0, 1, 2, 4, 6))
 
 

@@ -53,7 +53,10 @@ def hgcnet_spec(width: float = 1.0, layout: str = "imagenet", groups: int = 4, b
             t, c, n, s = MBV2_SETTINGS[row]
             stride = _CIFAR_STRIDES[row] if cifar else s
             out = make_divisible(c * width, 8)
-            blocks += [BlockSpec(block, out, stride if i == 0 else 1, 3, float(t), groups, "relu6") for i in range(n)]
+            # As MobileNetV2: the first block of a row changes width or stride and has no identity shortcut; saying so
+            # keeps width-searched HGCNets (search.spaces.HGCNetWidthSpace) from gaining one where widths coincide.
+            blocks += [BlockSpec(block, out, stride if i == 0 else 1, 3, float(t), groups, "relu6", residual=i > 0)
+                       for i in range(n)]
         stages.append(tuple(blocks))
     return ArchSpec(
         family="hgcnet",

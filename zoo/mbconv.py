@@ -35,6 +35,11 @@ def hidden_chs(in_chs: int, block: BlockSpec) -> int:
     return block.mid_chs if block.mid_chs is not None else int(round(in_chs * block.expand))
 
 
+def has_expansion(in_chs: int, block: BlockSpec) -> bool:
+    """Whether an inverted residual has its 1x1 expansion conv (see :class:`InvertedResidual`)."""
+    return block.mid_chs is not None or hidden_chs(in_chs, block) != in_chs
+
+
 class SqueezeExcite(nn.Module):
     """Pool → ``conv_reduce`` (+bias) → ``act1`` → ``conv_expand`` (+bias) → ``gate``, multiplied onto the input."""
 
@@ -60,15 +65,17 @@ def se_prims(in_chs: int, mid_chs: int, se: SESpec) -> list[Prim]:
 class InvertedResidual(nn.Module):
     """``conv_pw`` → ``bn1`` → act → ``conv_dw`` (k×k depthwise, stride) → ``bn2`` → act → ``se`` → ``conv_pwl`` → ``bn3``.
 
-    The expansion layers are identities when ``expand == 1`` (kept as modules so ``forward`` is one
-    straight line for TorchScript). The residual is added when stride is 1 and widths match.
+    The expansion layers are identities when the hidden width equals the input width and was not given
+    explicitly (``expand == 1``; kept as modules so ``forward`` is one straight line for TorchScript): a block
+    with ``mid_chs`` set is a width-searched slice of an expanding block and keeps its expansion conv even when
+    the widths happen to match. The residual is added when ``block.residual``, stride is 1 and widths match.
     """
 
     def __init__(self, in_chs: int, block: BlockSpec, pointwise: PointwiseFactory = conv1x1) -> None:
         super().__init__()
         mid = hidden_chs(in_chs, block)
         self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
-        expand = mid != in_chs
+        expand = has_expansion(in_chs, block)
         self.conv_pw = pointwise(in_chs, mid) if expand else nn.Identity()
         self.bn1 = nn.BatchNorm2d(mid) if expand else nn.Identity()
         self.act1 = create_act(block.act) if expand else nn.Identity()
@@ -94,7 +101,7 @@ def inverted_residual_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int
     """Cost records of one :class:`InvertedResidual`, mirroring its ``__init__``."""
     mid = hidden_chs(in_chs, block)
     prims: list[Prim] = []
-    if mid != in_chs:
+    if has_expansion(in_chs, block):
         prims += pointwise(in_chs, mid, in_hw) + [Prim("bn", mid, mid)]
     prims += conv_bn(mid, mid, block.kernel, out_hw, groups=mid)
     if block.se:

@@ -78,7 +78,7 @@ def mobilenetv2_width_spec(channels: Sequence[int] = FULL_WIDTH, layout: str = "
     if layout not in ("imagenet", "cifar"):
         raise ValueError(f"layout must be 'imagenet' or 'cifar', got {layout!r}")
     cifar = layout == "cifar"
-    return width_list_spec("mobilenetv2", channels, CIFAR_ROWS if cifar else IMAGENET_ROWS,
+    return width_list_spec("mobilenetv2", channels, CIFAR_ROWS if cifar else IMAGENET_ROWS, full=FULL_WIDTH,
                            stem_stride=1 if cifar else 2, act="relu6", se=None,
                            num_classes=num_classes if num_classes is not None else (10 if cifar else 1000),
                            drop_rate=0.0 if cifar else 0.2, feature_stages=(2, 4, 6) if cifar else (0, 1, 2, 4, 6))

@@ -82,7 +82,10 @@ def resnet50_width_spec(channels: Sequence[int] = FULL_WIDTH, num_classes: int =
                     raise ValueError(f"width entry {pos} (stage {s + 1} downsample, {ch[pos]}) must equal "
                                      f"its conv3 width ({out})")
                 pos += 1
-            blocks.append(BlockSpec("bottleneck", out, stride if i == 0 else 1, 3, inner_chs=(w1, w2)))
+            # The full network's first block of a stage has a projection shortcut; a searched one keeps it even
+            # when its widths make the shapes match (residual=False: no identity).
+            blocks.append(BlockSpec("bottleneck", out, stride if i == 0 else 1, 3, inner_chs=(w1, w2),
+                                    residual=i > 0))
         stages.append(tuple(blocks))
     return ArchSpec(family=family, stem=BlockSpec("conv", ch[0], 2, 7), stages=tuple(stages), head_chs=None,
                     num_classes=num_classes, layout="resnet", stem_pool="max")
