@@ -18,10 +18,12 @@ growing with the network's weights; a constant overhead left NAS-Bench-Macro net
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -91,7 +93,8 @@ def build_table(
 ) -> LatencyTable:
     """Measure ``space``'s op keys on ``device`` into ``path`` (default ``table_path(device, space)``).
 
-    An existing file at ``path`` is resumed (``resume=True``: only keys it lacks are measured, after its
+    An existing file at ``path`` is resumed (``resume=True``: only keys it lacks are measured, entries for keys
+    the space no longer produces are dropped with a warning, after its
     device, space, runtime and version, fingerprint, threads, dtype, batch and protocol are checked against
     this build, else :class:`TableMismatchError` naming the field) or replaced (``restart=True``); with
     neither it is an error. A table that is already complete is returned as it is. Then
@@ -109,8 +112,15 @@ def build_table(
     context = _context(space, device, cfg)
     saved = _saved_table(target, context, resume=resume, restart=restart)
     entries = dict(saved.entries) if saved is not None else {}
+    stale = sorted(set(entries) - set(keys))
+    if stale:
+        # The space (or the walker) changed since these were measured: the space says which ops exist.
+        warnings.warn(f"latency table {str(target)!r}: dropping {len(stale)} entries whose op keys space "
+                      f"{space.name!r} no longer produces (e.g. {stale[0]}); the overhead is refitted", stacklevel=2)
+        entries = {k: v for k, v in entries.items() if k in keys}
     created = saved.created if saved is not None else _now()
-    if saved is not None and saved.complete and saved.overhead is not None and keys.keys() <= entries.keys():
+    unchanged = saved is not None and not stale and keys.keys() == entries.keys()
+    if unchanged and saved.complete and saved.overhead is not None:
         return saved
     entries = _measure_keys(keys, entries, device, context, target, created, progress, checkpoint_every)
     overhead = None
@@ -238,6 +248,8 @@ def _saved_table(target: Path, context: _Context, *, resume: bool, restart: bool
     for name in ("device", "space", "runtime", "runtime_version", "fingerprint", "threads", "dtype",
                  "batch_size", "protocol"):
         was, now = getattr(saved, name), getattr(current, name)
+        if name == "protocol":  # as JSON stores it: a pinned CPU tuple reads back as a list
+            was, now = _as_json(was), _as_json(now)
         if was != now:
             if name == "protocol":
                 was, now = _protocol_difference(was, now)
@@ -245,6 +257,10 @@ def _saved_table(target: Path, context: _Context, *, resume: bool, restart: bool
                                      f"this build's is {now!r}; pass restart=True to discard its "
                                      f"{len(saved.entries)} entries and measure again")
     return saved
+
+
+def _as_json(value: Mapping[str, Any]) -> Any:
+    return json.loads(json.dumps(dict(value)))
 
 
 def _protocol_difference(was: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

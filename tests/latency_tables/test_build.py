@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from latency_tables import LatencyTable, Overhead
+from latency_tables import Entry, LatencyTable, Overhead
 from latency_tables.build import TableMismatchError, build_table, fit_overhead
 from search.spaces import op_keys
 from tests.latency_tables import ENVIRONMENT, FAST, FakeDevice, TinySpace
@@ -197,3 +197,24 @@ def test_a_device_that_overrides_the_thread_count_is_refused(tmp_path: Path) -> 
 
     with pytest.raises(TableMismatchError, match="with 4 thread.*cfg.threads is 1.*threads=4"):
         _build(FourThreads(), tmp_path / "t.json")
+
+
+def test_a_pinned_build_resumes_after_its_protocol_went_through_json(tmp_path: Path) -> None:
+    pinned = replace(FAST, cpus=(0,))  # saved as a JSON list, rebuilt as a tuple
+    path = tmp_path / "tiny.json"
+    with pytest.raises(KeyboardInterrupt):
+        _build(FakeDevice(interrupt_after=4), path, cfg=pinned)
+    table = _build(FakeDevice(), path, cfg=pinned, calibration_networks=3)
+    assert table.complete and set(table.entries) == set(KEYS)
+
+
+def test_entries_the_space_no_longer_produces_are_dropped_and_the_overhead_refitted(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.json"
+    table = _build(FakeDevice(), path, calibration_networks=3)
+    stale = "ir-in99x9x9-out99x9x9-k3-s1-e3-g1-relu"
+    replace(table, entries={**table.entries, stale: Entry(1.0, 3)}).save(path)
+    device = FakeDevice()
+    with pytest.warns(UserWarning, match=f"dropping 1 entries.*{stale}"):
+        rebuilt = _build(device, path, calibration_networks=3)
+    assert set(rebuilt.entries) == set(KEYS) and rebuilt.complete
+    assert device.calls[0] == "runtime-call" and len(device.calls) == 1 + 3  # nothing re-measured but the overhead
