@@ -15,6 +15,7 @@ import zoo
 from search.spaces import (DartsSpace, GeneSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, NBMacroSpace,
                            OFAMobileNetV3Space, ResNet50WidthSpace, SearchSpace, covering_rows, get_space,
                            list_spaces, op_keys, scaled_width)
+from search.spaces.widths import BCNET_FRACTIONS
 from zoo.costs import iter_ops
 from zoo.darts import DARTS_V2, cifar_cellnet_spec
 from zoo.hgcnet import hgcnet_spec
@@ -291,3 +292,44 @@ def test_ofa_arch_is_ofa_mbv3_spec() -> None:
     changed = list(shallow)
     changed[6 + 3] = 7 if kernels[3] != 7 else 3  # stage 1, slot 4: unused at depth 2
     assert space.to_spec(tuple(changed))[0] == space.to_spec(shallow)[0]
+
+
+@pytest.mark.parametrize("layout,lists,prefix", [("cifar", "BCNET_CIFAR", "bcnet_mobilenetv2_cifar_"),
+                                                 ("imagenet", "BCNET_IMAGENET", "bcnet_mobilenetv2_")])
+def test_bcnets_published_widths_are_archs_of_its_20_step_space(layout: str, lists: str, prefix: str) -> None:
+    # BCNet's searched lists (papers.md §3.7) keep int(C × p) channels for p in 0.05 … 1.00 with tied widths
+    # equal, so each is one arch of the 20-ratio space, whose spec is the registered model's.
+    space = MobileNetV2WidthSpace(fractions=BCNET_FRACTIONS, layout=layout)
+    assert len(BCNET_FRACTIONS) == 20 and BCNET_FRACTIONS[0] == 0.05 and BCNET_FRACTIONS[-1] == 1.0
+    for label, widths in getattr(zoo.mobilenetv2, lists).items():
+        arch = space.check(tuple(widths[g[0]] for g in space.tied_entries()))
+        assert space.width_list(arch) == tuple(widths)
+        assert space.to_spec(arch) == (zoo.get_arch_spec(prefix + label), (3, 32, 32) if layout == "cifar"
+                                       else (3, 224, 224))
+    r50 = ResNet50WidthSpace(fractions=BCNET_FRACTIONS)
+    for label, widths in zoo.resnet.BCNET_RESNET50.items():
+        arch = r50.check(tuple(widths[g[0]] for g in r50.tied_entries()))
+        assert r50.to_spec(arch)[0] == zoo.get_arch_spec(f"bcnet_resnet50_{label}")
+
+
+def test_width_spaces_take_classes_resolution_and_explicit_widths() -> None:
+    cifar = MobileNetV2WidthSpace(layout="cifar", num_classes=100)
+    spec, size = cifar.to_spec(tuple(c[-1] for c in cifar.choices()))
+    assert size == (3, 32, 32) and spec == zoo.get_arch_spec("bcnet_mobilenetv2_cifar_100").replace(num_classes=100)
+    assert cifar.choices() == MobileNetV2WidthSpace().choices()  # same list and ties in both layouts
+    small = ResNet50WidthSpace(resolution=64, num_classes=10)
+    spec, size = small.to_spec(small.sample(random.Random(0)))
+    assert size == (3, 64, 64) and spec.num_classes == 10
+    explicit = MobileNetV2WidthSpace(widths=tuple((c[0], c[-1]) for c in MobileNetV2WidthSpace().choices()))
+    assert explicit.choices() == tuple((c[0], c[-1]) for c in MobileNetV2WidthSpace().choices())
+    with pytest.raises(ValueError, match=r"widths\[0\]"):
+        MobileNetV2WidthSpace(widths=((33,),) + ((8,),) * 24)  # wider than the stem's 32
+    with pytest.raises(ValueError, match="one tuple of widths per arch position"):
+        MobileNetV2WidthSpace(widths=((8,),))
+    with pytest.raises(ValueError, match="layout"):
+        ResNet50WidthSpace(layout="cifar")
+    hgc = HGCNetWidthSpace(layout="cifar", num_classes=100, widths=((16, 32),) * 8 + ((1280,),))
+    spec, _ = hgc.to_spec((32,) * 8 + (1280,))
+    assert spec.num_classes == 100 and spec.stem.out_chs == 32 and hgc.choices()[0] == (16, 32)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        HGCNetWidthSpace(widths=((18,),) * 9)
