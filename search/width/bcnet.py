@@ -10,7 +10,9 @@ The schedule is the CVPR code's stochastic complementary training (``Equal_train
 §3.4): step ≡ 0 (mod 3) samples one width per arch position uniformly; step ≡ 1 trains the complement
 (new L = NOT previous R and new R = NOT previous L, i.e. width ``C − c`` on both sides, so over the pair
 every channel is used once per side); step ≡ 2 trains the full network. ``schedule="alternate"`` is the
-code's default (``Equal_train: False``): sampled pair, full network, alternating.
+code's default (``Equal_train: False``): sampled pair, full network, alternating. ``sides=("left",)`` is the
+unilateral baseline BCNet argues against (AutoSlim/TAS/MetaPruning: a width is its leftmost channels only),
+with everything else equal, so that a comparison isolates the bilateral coupling.
 
 :class:`LossRecords` keeps, for every (arch position, width choice), the ``k = 100`` smallest training
 losses observed while that position had that width (``Efficient_topk``, papers.md §3.5); their means are
@@ -41,9 +43,10 @@ from torch import Tensor, nn
 
 from search.spaces import Arch
 
-from .supernet import LEFT, RIGHT, WidthSupernet
+from .supernet import LEFT, RIGHT, SidePlacement, WidthSupernet
 
 SCHEDULES = ("complementary", "alternate")
+SIDES = (("left", "right"), ("left",))  # BCNet's bilateral coupling, and the unilateral baseline
 PHASES = ("random", "complement", "full")
 
 
@@ -78,14 +81,18 @@ class BCNetConfig:
         schedule: ``"complementary"`` (random, complement, full; the CVPR ``Equal_train`` configs) or
             ``"alternate"`` (random, full).
         record_topk: how many of the smallest losses each (position, width) record keeps (``Efficient_topk``).
+        sides: ``("left", "right")`` (BCNet) or ``("left",)``, the unilateral baseline.
     """
 
     schedule: str = "complementary"
     record_topk: int = 100
+    sides: tuple[str, ...] = ("left", "right")
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"BCNetConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if tuple(self.sides) not in SIDES:
+            raise ValueError(f"BCNetConfig.sides must be one of {SIDES}, got {self.sides!r}")
         if self.record_topk < 1:
             raise ValueError(f"BCNetConfig.record_topk must be >= 1, got {self.record_topk}")
 
@@ -191,25 +198,33 @@ class BCNetTrainer:
         else:
             arch = self.sample(ctx.rng)
         self._previous = arch
-        losses = []
-        for placement in (LEFT, RIGHT):
+        placements = placements_of(self.config.sides)
+        losses = {}
+        for placement in placements:
             loss = ctx.criterion(sup.forward_subnet(images, arch, placement), targets)
-            (0.5 * loss).backward()  # mean of the two; gradients accumulate before the one optimizer step
-            losses.append(float(loss.detach()))
-        mean = global_mean(ctx, {"left": losses[0], "right": losses[1]})
-        self.records.add(arch, 0.5 * (mean["left"] + mean["right"]))
+            # The mean over the sides; gradients accumulate before the one optimizer step.
+            (loss / len(placements)).backward()
+            losses[placement.side] = float(loss.detach())
+        mean = global_mean(ctx, losses)
+        self.records.add(arch, sum(mean.values()) / len(mean))
         width = sum(w / max(c) for w, c in zip(arch, sup.space.choices())) / len(arch)
-        return {"loss": 0.5 * (losses[0] + losses[1]), "loss_left": losses[0], "loss_right": losses[1],
+        right = losses.get("right", losses["left"])
+        return {"loss": sum(losses.values()) / len(losses), "loss_left": losses["left"], "loss_right": right,
                 "phase": float(PHASES.index(phase)), "width": width}
+
+    def _config_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"schedule": self.config.schedule, "record_topk": self.config.record_topk}
+        if tuple(self.config.sides) != SIDES[0]:  # states written before the unilateral option lack the field
+            state["sides"] = list(self.config.sides)
+        return state
 
     def state_dict(self) -> dict[str, Any]:
         return {"previous": list(self._previous) if self._previous is not None else None,
-                "records": self.records.state_dict(), "config": {"schedule": self.config.schedule,
-                                                                 "record_topk": self.config.record_topk}}
+                "records": self.records.state_dict(), "config": self._config_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         saved = dict(state["config"])
-        if saved != {"schedule": self.config.schedule, "record_topk": self.config.record_topk}:
+        if saved != self._config_state():
             raise ValueError(f"BCNetTrainer: the saved state was made with config {saved}, this run has "
                              f"{self.config}")
         self.records.load_state_dict(state["records"])
@@ -217,10 +232,15 @@ class BCNetTrainer:
         self._previous = tuple(int(w) for w in prev) if prev is not None else None
 
 
+def placements_of(sides: Sequence[str]) -> tuple[SidePlacement, ...]:
+    """The placements of ``sides`` (``("left", "right")`` or ``("left",)``)."""
+    return tuple(LEFT if side == "left" else RIGHT for side in sides)
+
+
 def bilateral_scores(supernet: WidthSupernet, arch: Arch, score: Callable[[nn.Module], float]) -> dict[str, float]:
     """``{"left": s_L, "right": s_R}``: ``score`` of the standalone L and R sub-networks of ``arch``."""
     return {p.side: float(score(supernet.subnet(arch, p))) for p in (LEFT, RIGHT)}
 
 
-__all__ = ["BCNetConfig", "BCNetTrainer", "LossRecords", "PHASES", "SCHEDULES", "StepLike", "bilateral_scores",
-           "complement", "global_mean", "resolve_supernet"]
+__all__ = ["BCNetConfig", "BCNetTrainer", "LossRecords", "PHASES", "SCHEDULES", "SIDES", "StepLike",
+           "bilateral_scores", "complement", "global_mean", "placements_of", "resolve_supernet"]

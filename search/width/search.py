@@ -18,6 +18,7 @@ share of the full network's predicted latency (an assumption: BCNet fits the pri
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from export.files import prepare_directory, publish, temporary_path, write_json_
 from search.spaces import Arch, InputSize
 from zoo.spec import ArchSpec
 
-from .bcnet import LossRecords
+from .bcnet import LossRecords, placements_of
 from .cafenet import BinLayout, BinPlacement, CafeNetConfig, score_placements
 from .constraints import CostModel
 from .evolution import EvolutionConfig, EvolutionSearch, SearchOutcome
@@ -71,20 +72,22 @@ class RecalibratedScorer:
 
 
 class BCNetFitness:
-    """BCNet's fitness of a width: the mean score of its left and right sub-networks (papers.md §3.5)."""
+    """BCNet's fitness of a width: the mean score of its left and right sub-networks (papers.md §3.5); with
+    ``sides=("left",)``, the unilateral baseline's: its leftmost channels only."""
 
-    def __init__(self, supernet: WidthSupernet, scorer: Scorer) -> None:
+    def __init__(self, supernet: WidthSupernet, scorer: Scorer, sides: tuple[str, ...] = ("left", "right")) -> None:
         self.supernet, self.scorer = supernet, scorer
+        self.placements = placements_of(sides)
         self.sides: dict[Arch, dict[str, float]] = {}
 
     def placement_scores(self, arch: Arch) -> dict[str, float]:
         if arch not in self.sides:
-            self.sides[arch] = {p.side: float(self.scorer(self.supernet.subnet(arch, p))) for p in (LEFT, RIGHT)}
+            self.sides[arch] = {p.side: float(self.scorer(self.supernet.subnet(arch, p))) for p in self.placements}
         return self.sides[arch]
 
     def __call__(self, arch: Arch) -> float:
         s = self.placement_scores(arch)
-        return 0.5 * (s["left"] + s["right"])
+        return sum(s.values()) / len(s)
 
 
 class CafeNetFitness:
@@ -177,10 +180,12 @@ def _result(method: str, supernet: WidthSupernet, cost_model: CostModel, outcome
 
 def run_bcnet_search(supernet: WidthSupernet, records: LossRecords, scorer: Scorer, cost_model: CostModel, *,
                      evolution: EvolutionConfig = EvolutionConfig(), prior: PriorConfig | Prior | None = PriorConfig(),
-                     state_path: str | Path | None = None, progress: bool = True) -> WidthSearchResult:
+                     state_path: str | Path | None = None, progress: bool = True,
+                     sides: tuple[str, ...] = ("left", "right")) -> WidthSearchResult:
     """BCNet's search: the prior fitted to ``records`` (or given, or uniform with ``None``), then evolution.
 
     The returned model inherits the weights of whichever side (left or right) of the best width scored higher.
+    ``sides=("left",)`` is the unilateral baseline (method ``"unilateral"``): scored and inherited from the left.
     """
     if cost_model.space != supernet.space:
         raise ValueError("run_bcnet_search: the cost model and the supernet are for different spaces")
@@ -188,14 +193,15 @@ def run_bcnet_search(supernet: WidthSupernet, records: LossRecords, scorer: Scor
         fitted = fit_prior(records.means(), supernet.macs_model(), prior_target_macs(cost_model), prior)
     else:
         fitted = prior if prior is not None else Prior.uniform(supernet.space.choices())
-    fitness = BCNetFitness(supernet, scorer)
-    identity = {"method": "bcnet", "space": repr(supernet.space), "budget": cost_model.budget.to_dict()}
+    fitness = BCNetFitness(supernet, scorer, sides)
+    method = "bcnet" if len(sides) == 2 else "unilateral"
+    identity = {"method": method, "space": repr(supernet.space), "budget": cost_model.budget.to_dict()}
     outcome = EvolutionSearch(supernet.space.choices(), fitness, cost_model, evolution, prior=fitted,
                               state_path=state_path, identity=identity, progress=progress).run()
-    sides = fitness.placement_scores(outcome.best)
-    side = LEFT if sides["left"] >= sides["right"] else RIGHT
-    return _result("bcnet", supernet, cost_model, outcome, side,
-                   {"kind": "side", "side": side.side, "scores": sides},
+    scores = fitness.placement_scores(outcome.best)
+    side = LEFT if scores["left"] >= scores.get("right", -math.inf) else RIGHT
+    return _result(method, supernet, cost_model, outcome, side,
+                   {"kind": "side", "side": side.side, "scores": scores},
                    {"prior": fitted.to_dict(), "evolution": dataclasses.asdict(evolution)})
 
 

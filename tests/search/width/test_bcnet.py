@@ -146,3 +146,25 @@ def test_the_engine_trains_and_resumes_the_bcnet_step(tmp_path, supernet_of) -> 
     assert resumed.records.means() == straight.records.means() and resumed.records.counts()[0] != [0] * 4
     weights = straight.supernet.state_dict()
     assert all(torch.equal(resumed.supernet.state_dict()[k], weights[k]) for k in weights)
+
+
+def test_the_unilateral_baseline_trains_and_records_the_left_channels_only(supernet_of) -> None:
+    sup = fresh(supernet_of("mobilenetv2")).train()
+    trainer = BCNetTrainer(sup, BCNetConfig(sides=("left",)))
+    x, y = batch(sup, 2)
+    arch = sup.space.sample(random.Random(7))
+    state = {k: v.clone() for k, v in sup.state_dict().items()}
+    sup.zero_grad()
+    torch.nn.CrossEntropyLoss()(sup.forward_subnet(x, arch, LEFT), y).backward()
+    reference = _grads(sup)
+    sup.load_state_dict(state)
+    sup.zero_grad()
+    metrics = trainer.step_fn(sup, x, y, Ctx(0, random.Random(7)))
+    for name, grad in _grads(sup).items():
+        torch.testing.assert_close(grad, reference[name], msg=name)
+    assert metrics["loss_left"] == metrics["loss_right"] == metrics["loss"]
+    assert sum(map(sum, trainer.records.counts())) == len(arch)  # one record per position
+    with pytest.raises(ValueError, match="sides"):
+        BCNetConfig(sides=("right",))
+    with pytest.raises(ValueError, match="config"):  # a bilateral run cannot resume a unilateral one's state
+        BCNetTrainer(sup).load_state_dict(trainer.state_dict())
