@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 import tempfile
@@ -215,6 +216,9 @@ def _predicted_lines(rows: Sequence[Any], threads: int) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mzoo", description="Mobile Zoo: models, verified export, latency.")
+    parser.add_argument("--searched", action="append", default=[], metavar="DIR",
+                        help="register the search result(s) in DIR as zoo models first (repeatable; also "
+                             "$MZOO_SEARCHED, os.pathsep-separated)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered models with params and MACs")
@@ -266,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     from latency_tables.cli import add_commands
+    from search.cli import add_commands as add_search_commands
 
     add_commands(sub)
+    add_search_commands(sub)
     return parser
 
 
@@ -277,6 +283,13 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"mzoo: warning: {message}", file=sys.stderr)
 
 
+def _register_searched(directories: Sequence[str]) -> None:
+    from zoo.searched import register_from_env
+
+    register_from_env()
+    register_from_env(os.pathsep.join(directories))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from export.errors import ExportError
@@ -284,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # restored when the block exits
+            _register_searched(args.searched)
             return args.func(args)
     except BrokenPipeError:  # output piped into e.g. `head`: not an error
         sys.stderr.close()

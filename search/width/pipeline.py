@@ -1,0 +1,327 @@
+"""The width search as a user runs it: data, supernet training, search under budgets, fine-tuning, a registrable result.
+
+:func:`run_width_search` takes a :class:`WidthSearchConfig` and an output directory and does, resumably:
+
+1. data: CIFAR-10 from ``../shared/data`` or an ImageFolder directory/zip (``train`` split, and ``val`` or ``test``
+   for the final accuracy), an optional class-balanced subset, and a held-out part of the training data on which
+   candidates are scored (BCNet scores on data the supernet did not train on);
+2. the supernet of the model's width space trained with the method's step on the training engine
+   (``supernet.ckpt``: an interrupted run resumes exactly; under ``torchrun`` this phase runs on every process);
+3. the evolutionary search under the MACs and/or latency budget (``search_state.json``: resumes to the same
+   result), candidates scored as standalone sub-networks after BN recalibration;
+4. the inherited network's test accuracy (after BN recalibration), optionally fine-tuning (``finetune.ckpt``) and
+   its test accuracy;
+5. ``spec.json``, ``weights.pth`` and ``report.json`` (name, input size, normalisation, accuracies, costs, timings),
+   which :func:`zoo.searched.register_searched` registers as a zoo model and ``mzoo export --spec`` exports.
+
+Methods: ``bcnet`` (bilateral, complementary training, prior-seeded evolution), ``unilateral`` (the same with the
+leftmost channels only: the baseline BCNet argues against) and ``cafenet`` (locally free placement, min-min).
+Steps 3-5 run on rank 0 alone after a distributed supernet phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from search.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
+                           SearchSpace)
+from search.spaces.widths import BCNET_FRACTIONS
+
+from .bcnet import BCNetConfig, BCNetTrainer
+from .cafenet import CafeNetConfig, CafeNetTrainer, flops_sensitive_bins
+from .constraints import Budget, CostModel
+from .evolution import EvolutionConfig
+from .search import RecalibratedScorer, WidthSearchResult, run_bcnet_search, run_cafenet_search
+from .supernet import WidthSupernet
+
+# Model name -> (space class, its keyword arguments). The ImageNet layouts also run on 32×32 CIFAR-10 images.
+MODELS: Mapping[str, tuple[type, Mapping[str, Any]]] = {
+    "mobilenetv2": (MobileNetV2WidthSpace, {}),
+    "mobilenetv2_cifar": (MobileNetV2WidthSpace, {"layout": "cifar"}),
+    "efficientnet_b0": (EfficientNetB0WidthSpace, {}),
+    "resnet50": (ResNet50WidthSpace, {}),
+    "hgcnet": (HGCNetWidthSpace, {}),
+    "hgcnet_cifar": (HGCNetWidthSpace, {"layout": "cifar"}),
+}
+METHODS = ("bcnet", "unilateral", "cafenet")
+GRANULARITIES = ("bcnet", "coarse")  # 20 ratios in 5 % steps (BCNet's); quarters (the latency tables' spaces)
+CIFAR10 = "cifar10"
+SPEC_FILE, WEIGHTS_FILE, REPORT_FILE = "spec.json", "weights.pth", "report.json"
+
+
+@dataclass(frozen=True)
+class WidthSearchConfig:
+    """One width search. ``supernet`` and ``finetune`` are the engine's recipes (``finetune=None`` skips it).
+
+    Attributes:
+        model: a key of :data:`MODELS`.
+        method: ``"bcnet"``, ``"unilateral"`` or ``"cafenet"``.
+        max_macs, max_latency_ms, device, interpolate: the budget (see :class:`search.width.Budget`).
+        granularity: ``"bcnet"`` (20 width ratios, 5 % steps) or ``"coarse"`` (quarters: the shipped latency
+            tables' spaces at 224×224). HGCNet's space has its own multipliers and ignores it.
+        data: ``"cifar10"`` or an ImageFolder directory/zip with ``train`` and ``val`` (or ``test``) splits.
+        input_size: image side (default 32 for CIFAR-10 data, else the space's).
+        per_class: train on this many images per class (None: all).
+        search_fraction: the share of the training images held out to score candidates.
+        test_per_class: evaluate on this many test images per class (None: all).
+        recalibration_batches: training batches that re-estimate BN statistics before a candidate is scored.
+        name: the registered model name (default ``<model>_<method>_<budget>``).
+    """
+
+    model: str
+    method: str = "bcnet"
+    max_macs: int | None = None
+    max_latency_ms: float | None = None
+    device: str | None = None
+    interpolate: bool = False
+    granularity: str = "bcnet"
+    data: str = CIFAR10
+    input_size: int | None = None
+    per_class: int | None = None
+    search_fraction: float = 0.1
+    test_per_class: int | None = None
+    supernet: Any = None  # search.engine.TrainConfig (default: TrainConfig())
+    finetune: Any = None  # search.engine.TrainConfig or None
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    recalibration_batches: int = 20
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown width-search model {self.model!r}; known: {', '.join(MODELS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown width-search method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if not 0.0 < self.search_fraction < 1.0:
+            raise ValueError(f"search_fraction must be in (0, 1), got {self.search_fraction!r}")
+        if self.recalibration_batches < 1:
+            raise ValueError(f"recalibration_batches must be >= 1, got {self.recalibration_batches!r}")
+        Budget(self.max_macs, self.max_latency_ms, self.device, self.interpolate)  # validates the budget
+        if self.supernet is None:
+            from search.engine import TrainConfig
+
+            object.__setattr__(self, "supernet", TrainConfig())
+
+    def budget_label(self) -> str:
+        """``"40m"``, ``"1g"``, ``"5ms"``, ``"40m_5ms"``: the budget as part of a model name."""
+        parts = []
+        if self.max_macs is not None:
+            value, unit = (self.max_macs / 1e9, "g") if self.max_macs >= 1e9 else (self.max_macs / 1e6, "m")
+            parts.append(f"{value:.3g}{unit}".replace(".", "p"))
+        if self.max_latency_ms is not None:
+            parts.append(f"{self.max_latency_ms:.3g}ms".replace(".", "p"))
+        return "_".join(parts)
+
+    def model_name(self) -> str:
+        return self.name or f"{self.model}_{self.method}_{self.budget_label()}"
+
+
+@dataclass
+class WidthRun:
+    """What :func:`run_width_search` produced: the search result (saved in ``directory``) and its report."""
+
+    result: WidthSearchResult
+    directory: Path
+    report: dict[str, Any]
+
+
+def make_space(config: WidthSearchConfig, num_classes: int) -> SearchSpace:
+    """The width space of ``config.model`` for ``num_classes`` classes at the configured input size."""
+    cls, kwargs = MODELS[config.model]
+    options: dict[str, Any] = dict(kwargs, num_classes=num_classes)
+    if cls is HGCNetWidthSpace:
+        return cls(**options)
+    if config.granularity == "bcnet":
+        options["fractions"] = BCNET_FRACTIONS
+    size = config.input_size or (32 if config.data == CIFAR10 else None)
+    if size is not None:
+        options["resolution"] = size
+    return cls(**options)
+
+
+def load_data(config: WidthSearchConfig, input_size: int) -> dict[str, Any]:
+    """``train`` (weights), ``search`` (held out, eval transform), ``test`` datasets and a description."""
+    from search import data
+
+    small = input_size <= 64
+    train_t = data.cifar_train_transform() if small else data.imagenet_train_transform(input_size)
+    eval_t = data.cifar_eval_transform() if small else data.imagenet_eval_transform(input_size)
+    if config.data == CIFAR10:
+        train_all, test = data.cifar10("train", train_t), data.cifar10("test", eval_t)
+        where = "CIFAR-10 (../shared/data)"
+    else:
+        train_all = data.ImageFolder(config.data, "train", train_t)
+        test = _test_split(config.data, train_all.classes, eval_t)
+        where = f"ImageFolder {config.data}"
+    if config.per_class is not None:
+        train_all = data.balanced_subset(train_all, config.per_class, seed=0)
+    if config.test_per_class is not None:
+        test = data.balanced_subset(test, config.test_per_class, seed=0)
+    weights, held_out = data.split_dataset(train_all, 1.0 - config.search_fraction, seed=0)
+    description = (f"{where}: {len(weights)} training images, {len(held_out)} held out for scoring, "
+                   f"{len(test)} test images, {len(train_all.classes)} classes, {input_size}×{input_size}")
+    return {"train": weights, "search": held_out.with_transform(eval_t), "test": test,
+            "classes": train_all.classes, "description": description,
+            "mean": list(data.CIFAR10_MEAN if small else data.IMAGENET_MEAN),
+            "std": list(data.CIFAR10_STD if small else data.IMAGENET_STD)}
+
+
+def _test_split(source: str, classes: tuple[str, ...], transform: Any) -> Any:
+    from export.errors import CalibrationDataError
+    from search.data import ImageFolder
+
+    for split in ("val", "test"):
+        try:
+            return ImageFolder(source, split, transform, classes=classes)
+        except CalibrationDataError:
+            continue
+    raise ValueError(f"{source!r} has no 'val' or 'test' split next to 'train' for the final accuracy")
+
+
+def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str], *,
+                     progress: bool = True) -> WidthRun | None:
+    """Run (or resume) the search of ``config`` into ``out_dir``; ``None`` on ranks other than 0 under torchrun."""
+    from search import distributed
+    from search.engine import Trainer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = make_space(config, num_classes=10)
+    input_size = probe.to_spec(tuple(max(c) for c in probe.choices()))[1][1]
+    data = load_data(config, input_size)
+    space = make_space(config, num_classes=len(data["classes"]))
+    supernet, method, layout = _supernet_and_method(config, space)
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    trainer = Trainer(supernet, _quiet(config.supernet, progress), data["train"], step_fn=method.step_fn,
+                      extras={"method": method}, checkpoint_path=out / "supernet.ckpt")
+    if (out / "supernet.ckpt").exists():
+        trainer.load_checkpoint(out / "supernet.ckpt")
+    trainer.fit()
+    timings["supernet_seconds_this_run"] = time.perf_counter() - start
+    if distributed.is_active():
+        rank = distributed.env_info().rank
+        distributed.shutdown()
+        if rank != 0:
+            return None
+        os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")  # the rest runs on rank 0 alone
+
+    start = time.perf_counter()
+    recalibration = _loader(data["train"], 64, shuffle=True)
+    # A small training set has fewer batches than BCNet's 20: then all of them re-estimate the statistics.
+    batches = min(config.recalibration_batches, len(recalibration))
+    scorer = RecalibratedScorer(recalibration, _loader(data["search"], 200), batches)
+    cost_model = CostModel(space if layout is None else layout.space,
+                           Budget(config.max_macs, config.max_latency_ms, config.device, config.interpolate))
+    state = out / "search_state.json"
+    if config.method == "cafenet":
+        result = run_cafenet_search(supernet, layout, scorer, cost_model, evolution=config.evolution,
+                                    state_path=state, progress=progress)
+    else:
+        result = run_bcnet_search(supernet, method.records, scorer, cost_model, evolution=config.evolution,
+                                  state_path=state, progress=progress, sides=method.config.sides)
+    timings["search_seconds_this_run"] = time.perf_counter() - start
+
+    test_loader = _loader(data["test"], 200)
+    accuracy = {"inherited_top1": _test_top1(result.model, recalibration, test_loader, batches)}
+    if config.finetune is not None:
+        start = time.perf_counter()
+        tuner = Trainer(result.model, _quiet(config.finetune, progress), data["train"],
+                        checkpoint_path=out / "finetune.ckpt")
+        if (out / "finetune.ckpt").exists():
+            tuner.load_checkpoint(out / "finetune.ckpt")
+        tuner.fit()
+        timings["finetune_seconds_this_run"] = time.perf_counter() - start
+        from search.engine import evaluate
+
+        accuracy["finetuned_top1"] = float(evaluate(result.model, test_loader)[0])
+    report = {"name": config.model_name(), "recalibration_batches": batches, "mean": data["mean"], "std": data["std"], "data": data["description"],
+              "classes": list(data["classes"]), "config": _config_dict(config), **accuracy, **timings}
+    result.extra |= report
+    result.save(out)
+    return WidthRun(result, out, result.report())
+
+
+def _supernet_and_method(config: WidthSearchConfig, space: SearchSpace) -> tuple[WidthSupernet, Any, Any]:
+    if config.method == "cafenet":
+        layout = flops_sensitive_bins(space, CafeNetConfig())
+        supernet = WidthSupernet(layout.space)
+        return supernet, CafeNetTrainer(supernet, layout, CafeNetConfig()), layout
+    supernet = WidthSupernet(space)
+    sides = ("left", "right") if config.method == "bcnet" else ("left",)
+    return supernet, BCNetTrainer(supernet, BCNetConfig(sides=sides)), None
+
+
+def _test_top1(model: torch.nn.Module, recalibration: DataLoader, test_loader: DataLoader, batches: int) -> float:
+    """Top-1 of the inherited weights after re-estimating BN statistics on training images (as when scored)."""
+    from search.engine import evaluate, recalibrate_bn
+
+    recalibrate_bn(model, recalibration, batches)
+    return float(evaluate(model, test_loader)[0])
+
+
+def _loader(dataset: Any, batch_size: int, shuffle: bool = False) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)  # the same batches every time a candidate is scored
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator if shuffle else None)
+
+
+def _quiet(train_config: Any, progress: bool) -> Any:
+    return train_config if progress else dataclasses.replace(train_config, progress=False)
+
+
+def _config_dict(config: WidthSearchConfig) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = value.to_dict() if hasattr(value, "to_dict") else (
+            dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+    return out
+
+
+def parse_macs(text: str, full_macs: int | None = None) -> int:
+    """``"200M"``, ``"1.5G"``, ``"300000"`` or ``"50%"`` (of ``full_macs``) as MACs; errors name the text."""
+    value = text.strip().lower()
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}
+    try:
+        if value.endswith("%"):
+            if full_macs is None:
+                raise ValueError
+            macs = float(value[:-1]) / 100 * full_macs
+        elif value and value[-1] in scale:
+            macs = float(value[:-1]) * scale[value[-1]]
+        else:
+            macs = float(value)
+    except ValueError:
+        raise ValueError(f"--macs {text!r}: give MACs like 200M, 1.5G, 300000 or a share like 50%") from None
+    if not math.isfinite(macs) or macs <= 0:
+        raise ValueError(f"--macs {text!r} must be positive")
+    return int(round(macs))
+
+
+def parse_latency(text: str) -> float:
+    """``"5ms"``, ``"5"`` (ms) or ``"0.005s"`` as milliseconds; errors name the text."""
+    value = text.strip().lower()
+    try:
+        ms = float(value[:-2]) if value.endswith("ms") else float(value[:-1]) * 1e3 if value.endswith("s") \
+            else float(value)
+    except ValueError:
+        raise ValueError(f"--latency {text!r}: give a latency like 5ms, 5 or 0.005s") from None
+    if not math.isfinite(ms) or ms <= 0:
+        raise ValueError(f"--latency {text!r} must be positive")
+    return ms
+
+
+__all__ = ["GRANULARITIES", "METHODS", "MODELS", "WidthRun", "WidthSearchConfig", "load_data", "make_space",
+           "parse_latency", "parse_macs", "run_width_search"]
