@@ -10,10 +10,10 @@ and includes that fixed cost (dispatch, input/output binding, thread-pool wake-u
 all its ops, pays once; and it measures random networks of the space end to end to fit the rest of the
 per-network :class:`~latency_tables.table.Overhead` (:func:`fit_overhead`): with ``S = Σ entries − call × n_ops``,
 ``measured − S = intercept + scale × S``. The intercept is what only whole networks run (global pooling, flatten,
-DARTS node sums) plus their one call; ``scale`` is how much slower ops run inside a network than alone, where
-their weights were hot in the caches between timed runs (on this project's 2-core EPYC VM, +3 % to +18 %,
-growing with the network's weights; a constant overhead left NAS-Bench-Macro networks with 0.4-3 ms between
--10 % and +47 % off).
+DARTS node sums) plus their one call; ``scale`` is how much slower (or faster) ops run inside a network than
+alone: alone, their weights stay hot in the caches between timed runs; inside, the runtime may fuse across op
+boundaries (on this project's 2-core EPYC VM, fitted between -10 % and +12 % depending on the space; a
+constant overhead left NAS-Bench-Macro networks of 0.4-3 ms between -10 % and +47 % off).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class Overhead:
     input/output binding, thread-pool wake-up) that a network, one call for all its ops, pays once:
     ``call_ms`` is that cost, measured on a trivial module with the table's protocol. ``scale`` is how much
     slower ops run inside a network than alone (weights and activations no longer stay hot in the caches
-    between runs; positive on this project's CPUs, larger for networks whose weights exceed the caches).
+    between runs), net of what the runtime gains by fusing across op boundaries; it can be negative.
     ``intercept_ms`` is what only whole networks pay (global pooling, flatten, DARTS node sums, the one call).
     ``per_op_ms`` is the per-op term that schema-1 builds fitted instead of measuring ``call_ms``; newer builds
     leave it 0. ``n_networks`` is how many networks the fit used; ``note`` says how it was fit.

@@ -61,7 +61,7 @@ def batch(supernet: WidthSupernet, n: int = 2, seed: int = 0) -> tuple[torch.Ten
     return x, torch.randint(0, 10, (n,), generator=gen)
 
 
-SHIPPED_TABLE = Path(__file__).resolve().parents[3] / "latency_tables" / "amd-epyc-ort-t1" / "mobilenetv2_width.json"
+SHIPPED_TABLE = Path(__file__).resolve().parents[3] / "latency_tables" / "amd-epyc-f23m1-ort-t1" / "mobilenetv2_width.json"
 MS_PER_MAC = 1e-7
 
 
