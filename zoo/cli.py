@@ -271,9 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from latency_tables.cli import add_commands
     from search.cli import add_commands as add_search_commands
+    from search.prune_cli import add_commands as add_prune_commands
 
     add_commands(sub)
     add_search_commands(sub)
+    add_prune_commands(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ _PAPERS = {
     "cafenet": ("arXiv:2102.05258", "Locally Free Weight Sharing for Network Width Search"),
     "dagger": ("arXiv:2010.15041", "Data Agnostic Filter Gating for Efficient Deep Networks"),
     "mctnas": ("arXiv:2103.11922", "Prioritized Architecture Sampling with Monto-Carlo Tree Search"),
+    "mct-nas": ("arXiv:2103.11922", "Prioritized Architecture Sampling with Monto-Carlo Tree Search"),
 }
 
 

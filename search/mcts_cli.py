@@ -1,0 +1,232 @@
+"""``mzoo search mcts``: MCT-NAS from the command line (supernet training + search, or the benchmark oracle).
+
+Owns the argument parsing and the glue: data (CIFAR-10 from the shared folder, or an ImageFolder directory or
+.zip with a ``train`` split; a class-balanced held-out part of it scores the candidates), MACs / latency
+windows (:class:`search.oracle.CostWindow`), the supernet run (:func:`search.mctnas.train_supernet`,
+resumable from ``DIR/supernet.pth``), the search stage and the outputs: ``DIR/search.json`` (every scored
+candidate) and the best network as ``DIR/spec.json``, ``DIR/weights.pth`` (its weights inherited from the
+supernet) and ``DIR/report.json``. ``--oracle`` runs the NAS-Bench-Macro oracle search instead
+(:func:`search.oracle.run_oracle_search`) and writes ``DIR/trace.json`` plus the best network's spec and
+report (no weights: nothing was trained). :func:`add_commands` is given the ``search`` group's sub-parsers by
+:mod:`zoo.cli`, which turns every ``ValueError`` into one line ``mzoo: error: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DEVICE = "amd-epyc-f23m1-ort-t1"
+SPACES = ("nbmacro", "mctnas")
+
+__all__ = ["add_commands", "parse_count", "load_splits"]
+
+
+def parse_count(text: str, what: str) -> float:
+    """``"300M"``, ``"1.2G"``, ``"800K"`` or a plain number, as a float; ``ValueError`` names ``what``."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KkMmGg]?)\s*", str(text))
+    if not match:
+        raise ValueError(f"{what} must be a count such as 300M, 1.2G or 4e8, got {text!r}")
+    return float(match.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[match.group(2).upper()]
+
+
+def load_splits(data: str, *, subset: int | None, val_per_class: int, input_size: int, seed: int,
+                progress: bool = False) -> tuple[Any, Any, int]:
+    """(training part, held-out part, number of classes) of ``data``: ``"cifar10"`` or an ImageFolder path.
+
+    The held-out part is ``val_per_class`` images of every class taken from the training split (seeded,
+    disjoint from the training part); ``subset`` limits the training part to that many images per class.
+    CIFAR-10 gets the CIFAR transforms (pad-crop-flip) and a directory ImageNet-style ones at ``input_size``.
+    Subsets are decoded into memory.
+    """
+    from search.data import (ImageFolder, balanced_subset, cifar10, cifar_eval_transform, cifar_train_transform,
+                             imagenet_eval_transform, imagenet_train_transform, split_dataset)
+
+    for name, value in (("--subset", subset), ("--val-per-class", val_per_class)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if data == "cifar10":
+        train = cifar10("train", cifar_train_transform())
+        eval_transform = cifar_eval_transform()
+    else:
+        if not Path(data).exists():
+            raise ValueError(f"--data {data!r}: no such directory or .zip (or use 'cifar10')")
+        train = ImageFolder(data, "train", imagenet_train_transform(input_size, scale=(0.35, 1.0)))
+        eval_transform = imagenet_eval_transform(input_size, crop_pct=1.0)
+    counts = Counter(train.targets)
+    smallest = min(counts.values())
+    take = smallest if subset is None else subset + val_per_class
+    if take > smallest or val_per_class >= take:
+        raise ValueError(f"--data {data!r}: the smallest class has {smallest} training images; --subset "
+                         f"{subset} + --val-per-class {val_per_class} do not fit")
+    pool = balanced_subset(train, take, seed) if take < len(train) else train
+    if subset is not None:
+        pool = pool.with_cache(progress)
+    fit, held = split_dataset(pool, (take - val_per_class) / take, seed)
+    return fit, held.with_transform(eval_transform), len(train.classes)
+
+
+def _windows(args: argparse.Namespace) -> list[Any]:
+    from search.oracle import CostWindow
+
+    windows = []
+    if args.macs_min is not None or args.macs_max is not None:
+        low = None if args.macs_min is None else parse_count(args.macs_min, "--macs-min")
+        high = None if args.macs_max is None else parse_count(args.macs_max, "--macs-max")
+        windows.append(CostWindow("macs", low, high))
+    if args.latency_min is not None or args.latency_max is not None:
+        for name in ("latency_min", "latency_max"):
+            value = getattr(args, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive number of ms, got {value}")
+        windows.append(CostWindow("latency", args.latency_min, args.latency_max, device=args.device,
+                                  tables=args.tables))
+    elif args.device != DEFAULT_DEVICE or args.tables is not None:
+        raise ValueError("--device/--tables choose the latency table of a --latency-min/--latency-max window; "
+                         "give a latency bound")
+    return windows
+
+
+def _feasibility(space: Any, windows: list[Any]) -> Any:
+    """Windows bound to ``space``, checked now (a missing table or an empty window fails before training)."""
+    from latency_tables.table import NoTablesError
+    from search.oracle import Feasibility
+
+    feasibility = Feasibility(space, windows)
+    probe = tuple(c[len(c) // 2] for c in space.choices())
+    try:
+        for i in range(len(windows)):
+            feasibility.cost(i, probe)
+    except (NoTablesError, LookupError) as err:
+        raise ValueError(f"the latency window cannot be predicted: {str(err).splitlines()[0]}") from None
+    return feasibility
+
+
+def _cmd_oracle(args: argparse.Namespace, windows: list[Any], out: Path) -> int:
+    import zoo
+    from export.files import write_json_atomic, write_text_atomic
+    from search.oracle import run_oracle_search
+    from zoo.nbmacro import nbmacro_spec
+
+    if args.space != "nbmacro":
+        raise ValueError(f"--oracle needs a benchmark: only --space nbmacro has one, got {args.space!r}")
+    trace = run_oracle_search("mcts", args.budget, args.seed, constraints=windows, progress=args.progress)
+    trace.save(out / "trace.json")
+    best = trace.best()
+    if best is None:
+        raise ValueError("the oracle search made no query (no architecture satisfies the windows)")
+    key, accuracy = best
+    spec = nbmacro_spec(key)
+    cost = zoo.count(spec, 32)
+    write_text_atomic(out / "spec.json", spec.to_json(indent=2) + "\n")
+    write_json_atomic(out / "report.json", {"method": "mct-nas-oracle", "space": "nbmacro", "arch": key,
+                                            "benchmark_accuracy": accuracy, "macs": cost.macs, "params": cost.params,
+                                            "queries": len(trace.queries), "reached": trace.reached,
+                                            "windows": [w.to_dict() for w in windows],
+                                            "files": {"spec": "spec.json", "trace": "trace.json"}})
+    print(f"oracle MCTS: best of {len(trace.queries)} queries {key} ({accuracy:.2f} % benchmark accuracy, "
+          f"{cost.macs / 1e6:.1f}M MACs); {trace.feasible} feasible architectures")
+    print(f"wrote {out / 'spec.json'}, {out / 'report.json'}, {out / 'trace.json'}")
+    print(f"the benchmark holds accuracies, not weights: train the architecture, or export it untrained with "
+          f"mzoo export --spec {out / 'spec.json'} -o EXPORT_DIR")
+    return 0
+
+
+def _cmd_mcts(args: argparse.Namespace) -> int:
+    from export.files import prepare_directory
+
+    out = Path(args.output)
+    for name in ("epochs", "batch_size", "count", "budget", "bn_batches"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    windows = _windows(args)
+    if args.name is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", args.name):
+        raise ValueError(f"--name {args.name!r} must be lowercase letters, digits and '_' starting with a letter")
+    prepare_directory(out)
+    if args.oracle:
+        return _cmd_oracle(args, windows, out)
+    return _train_and_search(args, windows, out)
+
+
+def _train_and_search(args: argparse.Namespace, windows: list[Any], out: Path) -> int:
+    import torch
+
+    from export.files import write_json_atomic
+    from search.engine import TrainConfig
+    from search.mctnas import MCTNASConfig, SearchConfig, search_result, search_stage, train_supernet
+    from search.oneshot import OneShotSupernet
+    from search.spaces import get_space
+
+    space = get_space(args.space)
+    feasibility = _feasibility(space, windows)
+    size = args.input_size or (32 if args.data == "cifar10" or args.space == "nbmacro" else space.to_spec(
+        tuple(c[0] for c in space.choices()))[1][-1])
+    train, val, classes = load_splits(args.data, subset=args.subset, val_per_class=args.val_per_class,
+                                      input_size=size, seed=args.seed, progress=args.progress)
+    torch.manual_seed(args.seed)
+    supernet = OneShotSupernet(space, num_classes=classes, input_size=(3, size, size))
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         progress=args.progress)
+    mct, trainer = train_supernet(supernet, train, config, MCTNASConfig(), feasibility=feasibility if windows else None,
+                                  checkpoint_path=out / "supernet.pth", resume=args.resume)
+    search = SearchConfig(count=args.count, batch_size=min(args.batch_size, len(train)), bn_batches=args.bn_batches,
+                          eval_batch_size=args.batch_size, seed=args.seed, progress=args.progress)
+    candidates = search_stage(supernet, mct.sampler, train, val, search,
+                              feasibility=feasibility if windows else None)
+    if not candidates:
+        raise ValueError("the search found no candidate inside the windows among the paths the training visited; "
+                         "train longer or widen the windows")
+    result = search_result(supernet, candidates, windows=windows, history=trainer.history,
+                           device=args.device if any(w.metric == "latency" for w in windows) else None,
+                           extra={"schedule": {"steps": mct.total_steps, "warmup_iters": mct.schedule.warmup_iters,
+                                               "mct_start_iter": mct.schedule.mct_start_iter},
+                                  "data": args.data, "train_images": len(train), "val_images": len(val),
+                                  "name": args.name or f"{args.space}_mctnas"})
+    paths = result.save(out)
+    write_json_atomic(out / "search.json", {"space": args.space, "candidates": [c.to_dict() for c in candidates],
+                                            "windows": [w.to_dict() for w in windows]})
+    best = candidates[0]
+    print(f"MCT-NAS on {args.space}: {mct.total_steps} supernet steps, {len(candidates)} candidates scored")
+    print(f"best {' '.join(map(str, best.arch))}: top-1 {best.top1:.2f} % on {len(val)} held-out images, "
+          f"{best.macs / 1e6:.1f}M MACs" + "".join(f", {k} {v:.4g}" for k, v in best.costs.items()
+                                                      if k.startswith("latency")))
+    print("wrote " + ", ".join(str(p) for p in paths.values()) + f", {out / 'search.json'}, {out / 'supernet.pth'}")
+    print(f"use it: mzoo --searched {out} info {result.extra['name']} (weights inherited from the supernet: "
+          "retrain or fine-tune before deploying)")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``mcts`` to the ``search`` group's sub-parsers (``mzoo search mcts ...``)."""
+    p = sub.add_parser("mcts", help="MCT-NAS: one-shot supernet with MCTS sampling, then the tree search",
+                       description="Train a one-shot supernet of a block-wise space with MCT-NAS' sampling (uniform, "
+                                   "then MCTS) and search it; or, with --oracle, search NAS-Bench-Macro's oracle.")
+    p.add_argument("--space", choices=SPACES, default="nbmacro", help="nbmacro (CIFAR, 3^8) or mctnas (ImageNet, 7^21)")
+    p.add_argument("--data", default="cifar10",
+                   help="'cifar10' (the shared JPEGs) or an ImageFolder directory/.zip with a train/ split")
+    p.add_argument("--epochs", type=int, default=50, help="supernet epochs (the phases scale with the run)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--subset", type=int, help="training images per class (a class-balanced subset)")
+    p.add_argument("--val-per-class", type=int, default=50, help="held-out training images per class for scoring")
+    p.add_argument("--input-size", type=int, help="training image side (default 32 for CIFAR-10 and nbmacro)")
+    p.add_argument("--macs-min", help="MACs window of the space's networks, e.g. 280M")
+    p.add_argument("--macs-max", help="e.g. 380M")
+    p.add_argument("--latency-min", type=float, help="latency window (ms) predicted from --device's table")
+    p.add_argument("--latency-max", type=float)
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"latency-table device (default {DEFAULT_DEVICE}; "
+                                                           "samsung-note10-ofa after `mzoo lut import-ofa`)")
+    p.add_argument("--tables", help="root folder of the latency tables (default: the shipped ones)")
+    p.add_argument("--count", type=int, default=20, help="candidates the search scores (official: 20)")
+    p.add_argument("--bn-batches", type=int, default=20, help="BN recalibration batches per candidate")
+    p.add_argument("--oracle", action="store_true", help="search NAS-Bench-Macro's oracle instead of training")
+    p.add_argument("--budget", type=int, default=100, help="--oracle: distinct benchmark queries")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="model name the result registers under (default <space>_mctnas)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/supernet.pth")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.set_defaults(func=_cmd_mcts)
