@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -29,6 +30,7 @@ import torch  # noqa: E402
 import zoo  # noqa: E402
 from bench._report import write_section  # noqa: E402
 from export.environment import current_environment  # noqa: E402
+from export.files import write_json_atomic  # noqa: E402
 from search.engine import TrainConfig, Trainer, evaluate  # noqa: E402
 from search.spaces.widths import BCNET_FRACTIONS, scaled_width  # noqa: E402
 from search.width import BCNetConfig, BCNetTrainer, EvolutionConfig, WidthSupernet  # noqa: E402
@@ -42,49 +44,73 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=500, help="training images per class (default 500)")
     parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--width-multiplier", type=float, default=0.3,
+                        help="supernet full widths as a share of MobileNetV2-CIFAR's (default 0.3)")
     parser.add_argument("--budget", type=float, default=0.5, help="MACs budget as a share of the full network")
-    parser.add_argument("--epochs", type=int, default=10, help="supernet epochs")
-    parser.add_argument("--finetune-epochs", type=int, default=5)
-    parser.add_argument("--retrain-epochs", type=int, default=15)
-    parser.add_argument("--seeds", type=int, default=2, help="retraining seeds per network")
-    parser.add_argument("--population", type=int, default=20)
-    parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6, help="supernet epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--retrain-epochs", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=1, help="retraining seeds per network")
+    parser.add_argument("--population", type=int, default=12)
+    parser.add_argument("--generations", type=int, default=5)
+    parser.add_argument("--recalibration-batches", type=int, default=10)
+    parser.add_argument("--methods", default=",".join(METHODS), help="searches to run in this process")
+    parser.add_argument("--phase", choices=("search", "all"), default="all",
+                        help="search: only the given methods' searches (to run several processes); all: "
+                             "every search (resumed from --work), retraining, step costs and the report")
     parser.add_argument("--work", default="/tmp/mzoo-width-bench", help="checkpoints and results (resumable)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    base = WidthSearchConfig(model="mobilenetv2", max_macs=1, per_class=args.per_class,
-                             test_per_class=args.test_per_class, input_size=32)
+    base = WidthSearchConfig(model="mobilenetv2_cifar", max_macs=1, per_class=args.per_class,
+                             test_per_class=args.test_per_class, width_multiplier=args.width_multiplier,
+                             recalibration_batches=args.recalibration_batches)
     space = make_space(base, num_classes=10)
     full_macs = zoo.count(*space.to_spec(tuple(max(c) for c in space.choices()))).macs
     budget = int(args.budget * full_macs)
     supernet = TrainConfig(epochs=args.epochs, batch_size=64, lr=0.1, nesterov=True, weight_decay=5e-4, seed=0,
-                           progress=False)
+                           warmup_epochs=1, grad_clip_norm=5.0, progress=False)
     finetune = TrainConfig(epochs=args.finetune_epochs, batch_size=64, lr=0.02, nesterov=True, seed=0,
                            progress=False)
-    evolution = EvolutionConfig(population=args.population, generations=args.generations, topk=max(1, args.population // 5),
-                                mutations=args.population // 2, crossovers=args.population // 2)
+    evolution = EvolutionConfig(population=args.population, generations=args.generations,
+                                topk=max(1, args.population // 5), mutations=args.population // 2,
+                                crossovers=args.population // 2)
+    work = Path(args.work)
     rows = {}
-    for method in METHODS:
+    for method in (args.methods.split(",") if args.phase == "search" else METHODS):
         config = dataclasses.replace(base, method=method, max_macs=budget, supernet=supernet, finetune=finetune,
                                      evolution=evolution)
-        cpu = time.process_time()
-        run = run_width_search(config, Path(args.work) / method, progress=True)
+        run = run_width_search(config, work / method, progress=True)
         rows[method] = {"spec": run.result.spec, "macs": run.result.macs, "params": run.result.params,
                         "score": run.result.score, "inherited": run.report["inherited_top1"],
-                        "finetuned": run.report["finetuned_top1"], "cpu_s": time.process_time() - cpu}
+                        "finetuned": run.report["finetuned_top1"], "cpu_s": cpu_seconds(work / method, run)}
         print(f"{method}: {({k: v for k, v in rows[method].items() if k != 'spec'})}", flush=True)
+    if args.phase == "search":
+        return
     uniform = space.to_spec(uniform_arch(space, budget))[0]
     cost = zoo.count(uniform, 32)
     rows["uniform"] = {"spec": uniform, "macs": cost.macs, "params": cost.params}
     data = load_data(base, 32)
+    cache_path = work / "retrained.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for name, row in rows.items():
-        row["retrained"] = [retrain(row["spec"], data, args.retrain_epochs, seed) for seed in range(args.seeds)]
+        for seed in range(args.seeds):
+            key = f"{name}:{seed}:{args.retrain_epochs}"
+            if key not in cache:
+                cache[key] = retrain(row["spec"], data, args.retrain_epochs, seed)
+                write_json_atomic(cache_path, cache)
+        row["retrained"] = [cache[f"{name}:{seed}:{args.retrain_epochs}"] for seed in range(args.seeds)]
         print(f"{name}: retrained {row['retrained']}", flush=True)
     steps = step_costs(space, data["train"])
     minutes = (time.perf_counter() - start) / 60
     report(rows, steps, full_macs, budget, args, minutes)
+
+
+def cpu_seconds(directory: Path, run) -> float:
+    """The search's cost in CPU seconds: supernet training and search (as recorded when they ran)."""
+    times = json.loads((directory / "report.json").read_text())
+    return sum(float(times.get(k, 0.0)) for k in ("supernet_cpu_seconds", "search_cpu_seconds"))
 
 
 def uniform_arch(space, budget: int) -> tuple[int, ...]:

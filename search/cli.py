@@ -23,21 +23,28 @@ def _cmd_width(args: argparse.Namespace) -> int:
     if args.latency is not None and args.device is None:
         raise ValueError("--latency needs --device (a device with latency tables; see `mzoo lut list`)")
     probe = WidthSearchConfig(model=args.model, method=args.method, max_macs=1, granularity=args.granularity,
-                              data=args.data, input_size=args.input_size)
+                              data=args.data, input_size=args.input_size, width_multiplier=args.width_multiplier)
     space = make_space(probe, num_classes=10)
     full_spec, size = space.to_spec(tuple(max(c) for c in space.choices()))
     full_macs = zoo.count(full_spec, size).macs
+    share = args.macs is not None and args.macs.strip().endswith("%")
+    if share and parse_macs(args.macs, full_macs) > full_macs:
+        raise ValueError(f"--macs {args.macs!r} is more than the full network")
     supernet = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.wd,
-                           warmup_epochs=args.warmup_epochs, seed=args.seed, workers=args.workers,
+                           warmup_epochs=args.warmup_epochs if args.warmup_epochs is not None
+                           else min(1.0, args.epochs / 2), seed=args.seed, workers=args.workers,
                            nesterov=True)
     finetune = None if args.finetune_epochs == 0 else TrainConfig(
         epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.finetune_lr, weight_decay=args.wd,
         seed=args.seed, workers=args.workers, nesterov=True)
     config = WidthSearchConfig(
         model=args.model, method=args.method,
-        max_macs=parse_macs(args.macs, full_macs) if args.macs is not None else None,
+        # A share (50%) is resolved by the search against the network with the data's classifier.
+        max_macs=parse_macs(args.macs, full_macs) if args.macs is not None and not share else None,
+        macs_share=parse_macs(args.macs, full_macs) / full_macs if share else None,
         max_latency_ms=parse_latency(args.latency) if args.latency is not None else None,
-        device=args.device, interpolate=args.interpolate, granularity=args.granularity, data=args.data,
+        device=args.device, interpolate=args.interpolate, granularity=args.granularity,
+        width_multiplier=args.width_multiplier, data=args.data,
         input_size=args.input_size, per_class=args.per_class, test_per_class=args.test_per_class,
         supernet=supernet, finetune=finetune,
         evolution=EvolutionConfig(population=args.population, generations=args.generations, seed=args.seed,
@@ -74,7 +81,9 @@ def add_commands(sub: Any) -> None:
     """Add ``search`` (with ``width``) to the ``mzoo`` sub-command parser ``sub``."""
     from search.width.pipeline import GRANULARITIES, METHODS, MODELS
 
-    search = sub.add_parser("search", help="architecture search: width (BCNet, CafeNet)")
+    from search.mcts_cli import add_commands as add_mcts_commands
+
+    search = sub.add_parser("search", help="architecture search: width (BCNet, CafeNet), mcts (MCT-NAS)")
     ssub = search.add_subparsers(dest="search_command", required=True)
     p = ssub.add_parser("width", help="search per-layer widths under a MACs and/or latency budget",
                         description="Train a weight-sharing supernet of MODEL's widths, search it under the "
@@ -89,6 +98,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--interpolate", action="store_true", help="interpolate op keys the device's tables lack")
     p.add_argument("--granularity", default="bcnet", choices=GRANULARITIES,
                    help="bcnet: 20 width ratios (default); coarse: quarters, as the shipped latency tables")
+    p.add_argument("--width-multiplier", type=float, default=1.0,
+                   help="supernet full widths as a share of the model's (e.g. 0.35 for a CPU-sized MobileNetV2-CIFAR)")
     p.add_argument("--data", default="cifar10", help="cifar10 (../shared/data, default) or an ImageFolder dir/.zip "
                                                      "with train and val (or test) splits")
     p.add_argument("--input-size", type=int, help="image side (default 32 for CIFAR-10, else the model's)")
@@ -98,7 +109,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="per-process batch (default 64)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--wd", type=float, default=5e-4, help="weight decay (default 5e-4)")
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--warmup-epochs", type=float, help="linear lr warm-up (default 1 epoch, half of a shorter run)")
     p.add_argument("--finetune-epochs", type=int, default=5, help="fine-tune the result (0: skip; default 5)")
     p.add_argument("--finetune-lr", type=float, default=0.02)
     p.add_argument("--population", type=int, default=50,
@@ -111,3 +122,4 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_width)
+    add_mcts_commands(ssub)

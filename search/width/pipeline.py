@@ -21,11 +21,13 @@ Steps 3-5 run on rank 0 alone after a distributed supernet phase.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+import zoo
+from export.files import write_json_atomic
 from search.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
                            SearchSpace)
-from search.spaces.widths import BCNET_FRACTIONS
+from search.spaces.widths import BCNET_FRACTIONS, scaled_width
 
 from .bcnet import BCNetConfig, BCNetTrainer
 from .cafenet import CafeNetConfig, CafeNetTrainer, flops_sensitive_bins
@@ -67,8 +71,12 @@ class WidthSearchConfig:
         model: a key of :data:`MODELS`.
         method: ``"bcnet"``, ``"unilateral"`` or ``"cafenet"``.
         max_macs, max_latency_ms, device, interpolate: the budget (see :class:`search.width.Budget`).
+        macs_share: a MACs budget as a share of the full network (0.5: half), resolved into ``max_macs`` once the
+            data say how many classes the classifier has; instead of ``max_macs``.
         granularity: ``"bcnet"`` (20 width ratios, 5 % steps) or ``"coarse"`` (quarters: the shipped latency
             tables' spaces at 224×224). HGCNet's space has its own multipliers and ignores it.
+        width_multiplier: the supernet's full widths as a share of the model's (e.g. 0.35: a MobileNetV2-CIFAR
+            supernet a CPU can train); the ratios then apply to those widths. 1 for HGCNet.
         data: ``"cifar10"`` or an ImageFolder directory/zip with ``train`` and ``val`` (or ``test``) splits.
         input_size: image side (default 32 for CIFAR-10 data, else the space's).
         per_class: train on this many images per class (None: all).
@@ -84,7 +92,9 @@ class WidthSearchConfig:
     max_latency_ms: float | None = None
     device: str | None = None
     interpolate: bool = False
+    macs_share: float | None = None
     granularity: str = "bcnet"
+    width_multiplier: float = 1.0
     data: str = CIFAR10
     input_size: int | None = None
     per_class: int | None = None
@@ -105,9 +115,20 @@ class WidthSearchConfig:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if not 0.0 < self.search_fraction < 1.0:
             raise ValueError(f"search_fraction must be in (0, 1), got {self.search_fraction!r}")
+        if not 0.0 < self.width_multiplier <= 1.0:
+            raise ValueError(f"width_multiplier must be in (0, 1], got {self.width_multiplier!r}")
+        if self.width_multiplier != 1.0 and MODELS[self.model][0] is HGCNetWidthSpace:
+            raise ValueError("width_multiplier: HGCNet's width space has its own multipliers (widths are multiples "
+                             "of 8 so its groups divide them); use 1")
         if self.recalibration_batches < 1:
             raise ValueError(f"recalibration_batches must be >= 1, got {self.recalibration_batches!r}")
-        Budget(self.max_macs, self.max_latency_ms, self.device, self.interpolate)  # validates the budget
+        if self.macs_share is not None:
+            if self.max_macs is not None:
+                raise ValueError("give max_macs or macs_share, not both")
+            if isinstance(self.macs_share, bool) or not 0.0 < self.macs_share <= 1.0:
+                raise ValueError(f"macs_share must be in (0, 1], got {self.macs_share!r}")
+        placeholder = 1 if self.macs_share is not None else self.max_macs  # the share is resolved with the data
+        Budget(placeholder, self.max_latency_ms, self.device, self.interpolate)  # validates the budget
         if self.supernet is None:
             from search.engine import TrainConfig
 
@@ -124,7 +145,8 @@ class WidthSearchConfig:
         return "_".join(parts)
 
     def model_name(self) -> str:
-        return self.name or f"{self.model}_{self.method}_{self.budget_label()}"
+        scale = "" if self.width_multiplier == 1.0 else f"_{self.width_multiplier:g}x".replace(".", "p")
+        return self.name or f"{self.model}{scale}_{self.method}_{self.budget_label()}"
 
 
 @dataclass
@@ -145,9 +167,15 @@ def make_space(config: WidthSearchConfig, num_classes: int) -> SearchSpace:
     if config.granularity == "bcnet":
         options["fractions"] = BCNET_FRACTIONS
     size = config.input_size or (32 if config.data == CIFAR10 else None)
-    if size is not None:
+    if size is not None and options.get("layout") != "cifar":
         options["resolution"] = size
-    return cls(**options)
+    space = cls(**options)
+    if config.width_multiplier == 1.0:
+        return space
+    fractions = options.get("fractions", space.fractions)
+    full = [max(1, round(config.width_multiplier * max(c))) for c in space.choices()]
+    widths = tuple(tuple(sorted({scaled_width(w, f) for f in fractions})) for w in full)
+    return cls(**options, widths=widths)
 
 
 def load_data(config: WidthSearchConfig, input_size: int) -> dict[str, Any]:
@@ -201,16 +229,18 @@ def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str],
     input_size = probe.to_spec(tuple(max(c) for c in probe.choices()))[1][1]
     data = load_data(config, input_size)
     space = make_space(config, num_classes=len(data["classes"]))
+    if config.macs_share is not None:
+        full_macs = zoo.count(*space.to_spec(tuple(max(c) for c in space.choices()))).macs
+        config = dataclasses.replace(config, max_macs=int(config.macs_share * full_macs), macs_share=None)
     supernet, method, layout = _supernet_and_method(config, space)
-    timings: dict[str, float] = {}
+    timings = _Timings(out / "timings.json")
 
-    start = time.perf_counter()
-    trainer = Trainer(supernet, _quiet(config.supernet, progress), data["train"], step_fn=method.step_fn,
-                      extras={"method": method}, checkpoint_path=out / "supernet.ckpt")
-    if (out / "supernet.ckpt").exists():
-        trainer.load_checkpoint(out / "supernet.ckpt")
-    trainer.fit()
-    timings["supernet_seconds_this_run"] = time.perf_counter() - start
+    with timings.phase("supernet"):
+        trainer = Trainer(supernet, _quiet(config.supernet, progress), data["train"], step_fn=method.step_fn,
+                          extras={"method": method}, checkpoint_path=out / "supernet.ckpt")
+        if (out / "supernet.ckpt").exists():
+            trainer.load_checkpoint(out / "supernet.ckpt")
+        trainer.fit()
     if distributed.is_active():
         rank = distributed.env_info().rank
         distributed.shutdown()
@@ -218,40 +248,65 @@ def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str],
             return None
         os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")  # the rest runs on rank 0 alone
 
-    start = time.perf_counter()
     recalibration = _loader(data["train"], 64, shuffle=True)
     # A small training set has fewer batches than BCNet's 20: then all of them re-estimate the statistics.
     batches = min(config.recalibration_batches, len(recalibration))
-    scorer = RecalibratedScorer(recalibration, _loader(data["search"], 200), batches)
-    cost_model = CostModel(space if layout is None else layout.space,
-                           Budget(config.max_macs, config.max_latency_ms, config.device, config.interpolate))
-    state = out / "search_state.json"
-    if config.method == "cafenet":
-        result = run_cafenet_search(supernet, layout, scorer, cost_model, evolution=config.evolution,
-                                    state_path=state, progress=progress)
-    else:
-        result = run_bcnet_search(supernet, method.records, scorer, cost_model, evolution=config.evolution,
-                                  state_path=state, progress=progress, sides=method.config.sides)
-    timings["search_seconds_this_run"] = time.perf_counter() - start
+    with timings.phase("search"):
+        result = _search(config, supernet, method, layout, space, RecalibratedScorer(
+            recalibration, _loader(data["search"], 200), batches), out / "search_state.json", progress)
 
     test_loader = _loader(data["test"], 200)
     accuracy = {"inherited_top1": _test_top1(result.model, recalibration, test_loader, batches)}
     if config.finetune is not None:
-        start = time.perf_counter()
-        tuner = Trainer(result.model, _quiet(config.finetune, progress), data["train"],
-                        checkpoint_path=out / "finetune.ckpt")
-        if (out / "finetune.ckpt").exists():
-            tuner.load_checkpoint(out / "finetune.ckpt")
-        tuner.fit()
-        timings["finetune_seconds_this_run"] = time.perf_counter() - start
+        with timings.phase("finetune"):
+            tuner = Trainer(result.model, _quiet(config.finetune, progress), data["train"],
+                            checkpoint_path=out / "finetune.ckpt")
+            if (out / "finetune.ckpt").exists():
+                tuner.load_checkpoint(out / "finetune.ckpt")
+            tuner.fit()
         from search.engine import evaluate
 
         accuracy["finetuned_top1"] = float(evaluate(result.model, test_loader)[0])
-    report = {"name": config.model_name(), "recalibration_batches": batches, "mean": data["mean"], "std": data["std"], "data": data["description"],
-              "classes": list(data["classes"]), "config": _config_dict(config), **accuracy, **timings}
+    report = {"name": config.model_name(), "recalibration_batches": batches, "mean": data["mean"],
+              "std": data["std"], "data": data["description"], "classes": list(data["classes"]),
+              "config": _config_dict(config), **accuracy, **timings.totals()}
     result.extra |= report
     result.save(out)
     return WidthRun(result, out, result.report())
+
+
+def _search(config: WidthSearchConfig, supernet: WidthSupernet, method: Any, layout: Any, space: SearchSpace,
+            scorer: RecalibratedScorer, state: Path, progress: bool) -> WidthSearchResult:
+    cost_model = CostModel(space if layout is None else layout.space,
+                           Budget(config.max_macs, config.max_latency_ms, config.device, config.interpolate))
+    if config.method == "cafenet":
+        return run_cafenet_search(supernet, layout, scorer, cost_model, evolution=config.evolution,
+                                  state_path=state, progress=progress)
+    return run_bcnet_search(supernet, method.records, scorer, cost_model, evolution=config.evolution,
+                            state_path=state, progress=progress, sides=method.config.sides)
+
+
+class _Timings:
+    """Wall and CPU seconds per phase, summed over every run that worked on it (a resumed phase adds its part),
+    kept in a JSON file next to the checkpoints so the report counts what the search really cost."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.values[f"{name}_seconds"] = self.values.get(f"{name}_seconds", 0.0) + time.perf_counter() - wall
+            self.values[f"{name}_cpu_seconds"] = (self.values.get(f"{name}_cpu_seconds", 0.0)
+                                                  + time.process_time() - cpu)
+            write_json_atomic(self.path, self.values)
+
+    def totals(self) -> dict[str, float]:
+        return dict(self.values)
 
 
 def _supernet_and_method(config: WidthSearchConfig, space: SearchSpace) -> tuple[WidthSupernet, Any, Any]:

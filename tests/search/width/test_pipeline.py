@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import zoo
-from search.width.pipeline import WidthSearchConfig, parse_latency, parse_macs
+from search.width.pipeline import WidthSearchConfig, make_space, parse_latency, parse_macs
 from tests.search.ddp_worker import make_image_folder
 from zoo.cli import main
 
-TINY = ["--per-class", "12", "--epochs", "1", "--batch-size", "8", "--population", "4", "--generations", "2",
-        "--finetune-epochs", "1", "--no-progress"]
+TINY = ["--width-multiplier", "0.25", "--per-class", "12", "--epochs", "1", "--batch-size", "8", "--population", "4",
+        "--generations", "2", "--finetune-epochs", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,15 @@ def test_a_search_writes_a_network_within_budget_that_rebuilds_with_its_weights(
             "--input-size", "32", "-o", str(out), "--json", *TINY]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    full = zoo.count(zoo.get_arch_spec("bcnet_mobilenetv2_100").replace(num_classes=4), 32).macs
+    # The supernet is MobileNetV2 at a quarter of its widths: 40 % of that network's MACs.
+    space = make_space(WidthSearchConfig(model="mobilenetv2", data=str(images), input_size=32, max_macs=1,
+                                         width_multiplier=0.25), num_classes=4)
+    full = zoo.count(*space.to_spec(tuple(max(c) for c in space.choices()))).macs
+    assert full < 0.1 * zoo.count(zoo.get_arch_spec("bcnet_mobilenetv2_100").replace(num_classes=4), 32).macs
+    assert report["config"]["max_macs"] == int(0.4 * full)
     spec = zoo.spec_from_json((out / "spec.json").read_text())
     assert report["macs"] == zoo.count(spec, 32).macs <= 0.4 * full
-    assert report["name"] == f"mobilenetv2_bcnet_{report['config']['max_macs'] / 1e6:.3g}m".replace(".", "p")
+    assert report["name"] == f"mobilenetv2_0p25x_bcnet_{report['config']['max_macs'] / 1e6:.3g}m".replace(".", "p")
     assert spec.num_classes == 4 and report["classes"] == ["c0", "c1", "c2", "c3"]
     assert 0 <= report["inherited_top1"] <= 100 and 0 <= report["finetuned_top1"] <= 100
     model = zoo.build_model(spec)
@@ -67,6 +72,7 @@ def test_the_baseline_and_cafenet_run_through_the_same_command(images: Path, tmp
     (["--model", "mobilenetv2"], "give a budget"),
     (["--model", "mobilenetv2", "--latency", "5ms"], "--latency needs --device"),
     (["--model", "mobilenetv2", "--macs", "lots"], "--macs 'lots'"),
+    (["--model", "mobilenetv2", "--macs", "150%"], "--macs '150%' is more than the full network"),
     (["--model", "mobilenetv2", "--latency", "fast", "--device", "x"], "--latency 'fast'"),
     (["--model", "mobilenetv2", "--macs", "10M", "--data", "/no/such/dir"], "/no/such/dir"),
 ])
