@@ -328,8 +328,14 @@ def _test_top1(model: torch.nn.Module, recalibration: DataLoader, test_loader: D
 
 
 def _loader(dataset: Any, batch_size: int, shuffle: bool = False) -> DataLoader:
-    generator = torch.Generator().manual_seed(0)  # the same batches every time a candidate is scored
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator if shuffle else None)
+    """Batches of ``dataset``; shuffled ones are the same images, augmented the same, on every pass (one fixed
+    permutation, per-image seeds), so a candidate's score does not depend on how many were scored before it
+    (a resumed search scores the same as an uninterrupted one)."""
+    from search.data import EpochSampler, SeededDataset
+
+    if not shuffle:
+        return DataLoader(dataset, batch_size=batch_size)
+    return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=EpochSampler(dataset, seed=0))
 
 
 def _quiet(train_config: Any, progress: bool) -> Any:

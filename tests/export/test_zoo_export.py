@@ -1,4 +1,8 @@
-"""Every zoo model exports to ONNX and verifies against eager PyTorch (≤1e-4 max abs diff, two batch sizes)."""
+"""Every zoo model exports to ONNX and verifies against eager PyTorch (≤1e-4 max abs diff, two batch sizes).
+
+The default run exports one model of each kind (spec type, family, layout, input size): the others share its
+blocks and export path and differ in widths and depths, so they run with the slow tests (``make test-all``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,19 @@ import zoo
 from export.pipeline import calibrate_batchnorm, export_model, resolve_model
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+def _one_per_kind() -> list[object]:
+    seen: set[tuple[object, ...]] = set()
+    params = []
+    for name in zoo.list_models():
+        spec = zoo.get_arch_spec(name)
+        kind = (type(spec).__name__, getattr(spec, "family", None), getattr(spec, "layout", None),
+                zoo.get_pretrained_cfg(name).input_size)
+        params.append(pytest.param(name, marks=() if kind not in seen else pytest.mark.slow))
+        seen.add(kind)
+    return params
+
+
+@pytest.mark.parametrize("name", _one_per_kind())
 def test_zoo_model_exports_and_verifies(name: str, tmp_path: Path) -> None:
     resolved = resolve_model(name)
     with torch.inference_mode():  # parity at 1e-4 only means something on unit-scale outputs

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,6 @@ from search.prune_cli import add_commands
 from tests.search.ddp_worker import make_image_folder
 from zoo.cli import main as mzoo
 from zoo.mobilenetv2 import FULL_WIDTH, mobilenetv2_width_spec
-from zoo.searched import register_searched
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,12 +60,24 @@ def test_dagger_end_to_end_and_reuse_of_the_pretrained_weights(folder: Path, tmp
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(resolved.model(x), reference(x), rtol=0, atol=0)
-    # The result is a zoo model under its default name, with the fine-tuned weights.
+    # The result is a zoo model under its default name, with the fine-tuned weights (registered in a fresh
+    # interpreter: the registry is process-wide and other tests list it).
     assert report["name"] == "mobilenetv2_cifar_dagger_25"
-    assert register_searched(out) == "mobilenetv2_cifar_dagger_25"
-    registered = zoo.create_model("mobilenetv2_cifar_dagger_25", pretrained=True).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(registered(x), reference(x), rtol=0, atol=0)
+    code = f"""
+import torch, zoo
+from zoo.searched import register_searched
+name = register_searched({str(out)!r})
+model = zoo.create_model(name, pretrained=True).eval()
+reference = zoo.build_model(zoo.spec_from_json(open({str(out / "spec.json")!r}).read())).eval()
+reference.load_state_dict(torch.load({str(out / "weights.pth")!r}, weights_only=True), strict=True)
+x = torch.randn(2, 3, 32, 32)
+with torch.no_grad():
+    assert torch.equal(model(x), reference(x))
+print(name)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["mobilenetv2_cifar_dagger_25"]
     # The pretrained weights are reusable: the L1 baseline from them, no pretraining this time.
     assert (out / "pretrained.pth").is_file()
     again = tmp_path / "l1"

@@ -51,8 +51,8 @@ def test_a_search_writes_a_network_within_budget_that_rebuilds_with_its_weights(
     again = json.loads(capsys.readouterr().out)
     assert (out / "spec.json").read_text() == spec_text
     assert all(torch.equal(v, weights[k]) for k, v in torch.load(out / "weights.pth").items())
-    assert (again["arch"], again["score"], again["finetuned_top1"]) == (report["arch"], report["score"],
-                                                                        report["finetuned_top1"])
+    assert ((again["arch"], again["score"], again["inherited_top1"], again["finetuned_top1"])
+            == (report["arch"], report["score"], report["inherited_top1"], report["finetuned_top1"]))
 
 
 @pytest.mark.parametrize("method", ["unilateral", "cafenet"])
