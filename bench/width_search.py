@@ -1,16 +1,18 @@
 """Width search on CIFAR-10 at a budget this machine can afford: BCNet vs the unilateral supernet vs uniform scaling.
 
-Every method searches the same space (MobileNetV2's widths in BCNet's 20 ratios, ImageNet layout on 32×32 CIFAR-10
-images) at the same MACs budget with the same supernet recipe, data and seed, through the command users run
+Every method searches the same space (MobileNetV2-CIFAR's widths at --width-multiplier of the published ones, in
+BCNet's 20 ratios, on 32×32 CIFAR-10 images) at the same MACs budget with the same supernet recipe, data and seed, through the command users run
 (:func:`search.width.pipeline.run_width_search`): BCNet (bilateral, complementary training, prior-seeded evolution),
 the unilateral supernet (leftmost channels only, everything else equal: the baseline BCNet argues against), CafeNet,
 and uniform width scaling (every width at the largest common ratio within the budget, no search). Each found network
-is then retrained from scratch with one recipe for two seeds (the papers' protocol), and the searched ones are also
+is then retrained from scratch with one recipe for --seeds seeds, and the searched ones are also
 reported with their inherited weights (BN recalibrated) and after fine-tuning them. Search cost is CPU time
 (process time, so other work on the machine does not inflate it). Last, the cost of a supernet step: a BCNet step
 (its random / complement / full cycle) and a unilateral step against a plain step of the full network alone.
 
-    python bench/width_search.py [--per-class 500] [--epochs 10] [--retrain-epochs 15] [--work DIR]
+    python bench/width_search.py [--per-class 500] [--epochs 6] [--retrain-epochs 6] [--seeds 1] [--work DIR]
+
+The searches resume from --work, so they can run as separate processes first (--phase search --methods ...).
 """
 
 from __future__ import annotations
@@ -217,18 +219,22 @@ def report(rows, steps, full_macs: int, budget: int, args, minutes: float) -> No
     step_line = (f"Supernet step cost (CPU s per step, batch 64, mean of 30): full network alone {steps['full']:.3f}, "
                  f"BCNet (random/complement/full cycle) {steps['bcnet']:.3f} ({steps['bcnet'] / steps['full']:.2f}×), "
                  f"unilateral {steps['unilateral']:.3f} ({steps['unilateral'] / steps['full']:.2f}×).")
-    notes = (f"Space: MobileNetV2's 52-entry width list in BCNet's 20 ratios (25 tied positions), ImageNet layout on "
-             f"32×32 CIFAR-10 images (full network {zoo.format_count(full_macs)} MACs at 32×32; the CIFAR layout "
-             f"costs 296.5M and does not fit this CPU budget); budget {args.budget:.0%} = {zoo.format_count(budget)} "
-             f"MACs. Data: {args.per_class} training images per class (10 % held out to score candidates), "
-             f"{args.test_per_class} test images per class. Supernets: {args.epochs} epochs, SGD 0.1 nesterov, cosine, "
-             f"batch 64, seed 0; evolution: population {args.population}, {args.generations} generations; candidates "
-             "scored after BN recalibration on 20 training batches. Fine-tuning: "
-             f"{args.finetune_epochs} epochs at lr 0.02 from the inherited weights. Retraining: {args.retrain_epochs} "
-             "epochs from random init, SGD 0.1 nesterov, cosine, per seed. Search cost = supernet training + search "
-             "(+ the inherited and fine-tuned evaluations), CPU time of this process. At this scale (a 5,000-image "
-             "subset, minutes of training) differences of a point or two are within the retraining seeds' spread; "
-             f"the table shows the pipeline end to end, not the paper's ImageNet gains. Whole run: {minutes:.0f} min.")
+    notes = (f"Space: MobileNetV2-CIFAR (stride-1 stem, 32×32 CIFAR-10 images) with every width at "
+             f"{args.width_multiplier:g}× the published one (full network {zoo.format_count(full_macs)} MACs; at 1× it "
+             f"costs 296.5M, beyond this CPU's budget for six trainings), its 52-entry width list in BCNet's 20 "
+             f"ratios (25 tied positions); budget {args.budget:.0%} = {zoo.format_count(budget)} MACs. Uniform "
+             "scaling takes the largest common ratio that fits, hence its lower MACs. Data: "
+             f"{args.per_class} training images per class ({10 * args.per_class:,} in all, 10 % of them held out to "
+             f"score candidates), {args.test_per_class} test images per class. Supernets: {args.epochs} epochs, "
+             "SGD 0.1 nesterov, 1-epoch warm-up then cosine, gradient norm clipped at 5, batch 64, seed 0; evolution: "
+             f"population {args.population}, {args.generations} generations; candidates scored after BN "
+             f"recalibration on {args.recalibration_batches} training batches. Fine-tuning: {args.finetune_epochs} "
+             f"epochs at lr 0.02 from the inherited weights. Retraining: {args.retrain_epochs} epochs from random "
+             "init, SGD 0.1 nesterov, cosine, per seed. Search cost = supernet training + search (CPU time of the "
+             "process that ran each phase, from the run's timings.json). At this scale (minutes of training on a "
+             "few thousand images) differences of a point or two are within the retraining seeds' spread; the "
+             "table shows the pipeline end to end, not the paper's ImageNet gains. Wall time of this invocation "
+             f"(searches already in --work are resumed, not rerun): {minutes:.0f} min.")
     figure = ROOT / "figures" / "width_search.png"
     body = ("\n".join(lines) + "\n\n" + step_line + f"\n\n![accuracy against MACs](bench/figures/{figure.name})\n\n"
             + notes)
