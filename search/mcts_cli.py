@@ -217,8 +217,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--macs-max", help="e.g. 380M")
     p.add_argument("--latency-min", type=float, help="latency window (ms) predicted from --device's table")
     p.add_argument("--latency-max", type=float)
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"latency-table device (default {DEFAULT_DEVICE}; "
-                                                           "samsung-note10-ofa after `mzoo lut import-ofa`)")
+    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"latency-table device with tables for --space (default "
+                                                           f"{DEFAULT_DEVICE}; see `mzoo lut list`)")
     p.add_argument("--tables", help="root folder of the latency tables (default: the shipped ones)")
     p.add_argument("--count", type=int, default=20, help="candidates the search scores (official: 20)")
     p.add_argument("--bn-batches", type=int, default=20, help="BN recalibration batches per candidate")
