@@ -34,7 +34,7 @@ import zoo  # noqa: E402
 from bench._report import write_section  # noqa: E402
 from export.devices import get_device  # noqa: E402
 from export.environment import current_environment  # noqa: E402
-from export.files import prepare_directory, publish, temporary_path, write_json_atomic  # noqa: E402
+from export.files import prepare_directory, publish, save_figure, temporary_path, write_json_atomic  # noqa: E402
 from export.latency import BenchConfig  # noqa: E402
 from search.dagger import DaggerConfig, RunConfig, parse_macs, pretrain, prunable_space, run_dagger  # noqa: E402
 from search.data import balanced_subset, cifar10, cifar_eval_transform  # noqa: E402
@@ -215,11 +215,7 @@ def plot(results: dict, path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    prepare_directory(path.parent)
-    with temporary_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-        publish(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tqdm import tqdm  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
 from export.environment import current_environment  # noqa: E402
-from export.files import prepare_directory, publish, temporary_path, write_json_atomic  # noqa: E402
+from export.files import save_figure, write_json_atomic  # noqa: E402
 from search.mcts import ORACLE_CONFIG, MCTSConfig  # noqa: E402
 from search.nasbench import NASBenchMacro  # noqa: E402
 from search.oracle import TARGETS, CostWindow, Feasibility, SearchTrace, run_oracle_search  # noqa: E402
@@ -202,11 +202,7 @@ def plot(runs: dict[str, dict[str, list[SearchTrace]]], path: Path) -> None:
             ax.grid(True, which="both", alpha=0.3)
         left.legend(fontsize=8)
     fig.tight_layout()
-    prepare_directory(path.parent)
-    with temporary_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-        publish(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def notes_text(median: float, device: str, minutes: float) -> str:

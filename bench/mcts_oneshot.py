@@ -30,7 +30,7 @@ from tqdm import tqdm  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
 from export.environment import current_environment  # noqa: E402
-from export.files import prepare_directory, publish, temporary_path, write_json_atomic  # noqa: E402
+from export.files import save_figure, write_json_atomic  # noqa: E402
 from search.data import balanced_subset, cifar10, cifar_eval_transform  # noqa: E402
 from search.engine import TrainConfig  # noqa: E402
 from search.mctnas import MCTNASConfig, SubnetScorer, kendall_tau, spearman_rho, train_supernet  # noqa: E402
@@ -181,11 +181,7 @@ def plot(keys: list[str], truth: list[float], runs: dict[str, dict], rows: list[
                title=f"{sampling} sampling: Kendall τ = {tau[f'supernet ({sampling}), top-1']:.3f}")
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    prepare_directory(path.parent)
-    with temporary_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-        publish(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def plot(rows, full_macs: int, budget: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from export.files import prepare_directory, publish, temporary_path
+    from export.files import save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
     for i, (name, r) in enumerate(rows.items()):
@@ -191,13 +191,7 @@ def plot(rows, full_macs: int, budget: int, path: Path) -> None:
     ax.set_title("Width search at one MACs budget")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    prepare_directory(path.parent)
-    try:
-        with temporary_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-            publish(tmp, path)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def report(rows, steps, full_macs: int, budget: int, args, minutes: float) -> None:

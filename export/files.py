@@ -104,3 +104,17 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, data: object) -> None:
     """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_figure(fig: object, path: Path, dpi: float | None = None) -> Path:
+    """Save the matplotlib figure ``fig`` as a PNG at ``path`` atomically, then close it (also on failure)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        prepare_directory(path.parent)
+        with temporary_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)  # type: ignore[attr-defined]
+            publish(tmp, path)
+    finally:
+        plt.close(fig)  # type: ignore[arg-type]
+    return path

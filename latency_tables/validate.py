@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from export.files import prepare_directory, publish, temporary_path
+from export.files import save_figure
 
 VALIDATION_SEED = 1000  # builders calibrate on seed 0.. draws; validation never shares them
 # What makes two machines different hardware (a table measured on one says nothing about latency on the other).
@@ -210,11 +210,4 @@ def scatter_plot(results: Sequence[ValidationResult], path: str | Path, title: s
     ax.set_title(title or f"Latency predictor on {results[0].device}")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    prepare_directory(path.parent)
-    try:
-        with temporary_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-            publish(tmp, path)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

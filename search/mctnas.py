@@ -51,7 +51,7 @@ from search.mcts import MCTSampler, MCTSConfig
 from search.oneshot import OneShotSupernet, batch_statistics
 from search.oracle import CostWindow, Feasibility
 from search.spaces import Arch
-from search.width.bcnet import global_mean
+from search.width.bcnet import global_mean, resolve_supernet
 from search.width.search import WidthSearchResult
 
 SAMPLINGS = ("mcts", "uniform")
@@ -117,14 +117,6 @@ class MCTNASConfig:
         return dataclasses.asdict(self)
 
 
-def _resolve(model: nn.Module, supernet: OneShotSupernet) -> OneShotSupernet:
-    inner = getattr(model, "module", model)
-    if inner is not supernet:
-        raise ValueError(f"the MCT-NAS step was built for {supernet.space.name}'s supernet but got a "
-                         f"{type(inner).__name__}; pass the same OneShotSupernet to the engine")
-    return supernet
-
-
 class MCTNASTrainer:
     """MCT-NAS' training step over a :class:`OneShotSupernet` for a run of ``total_steps`` steps.
 
@@ -151,7 +143,7 @@ class MCTNASTrainer:
 
     def step_fn(self, model: nn.Module, images: Tensor, targets: Tensor, ctx: Any) -> dict[str, float]:
         """Draw a path, train it (one forward, one backward), back up L̃ / loss; the engine steps the optimizer."""
-        sup = _resolve(model, self.supernet)
+        sup = resolve_supernet(model, self.supernet)
         draw = self.sampler.sample(ctx.rng, self.accept if self.feasibility is not None else None)
         assert draw is not None  # nothing is removed during training
         logits = sup.forward_path(images, draw.path)

@@ -37,13 +37,15 @@ import heapq
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from torch import Tensor, nn
 
 from search.spaces import Arch
 
 from .supernet import LEFT, RIGHT, SidePlacement, WidthSupernet
+
+SupernetT = TypeVar("SupernetT", bound=nn.Module)
 
 SCHEDULES = ("complementary", "alternate")
 SIDES = (("left", "right"), ("left",))  # BCNet's bilateral coupling, and the unilateral baseline
@@ -64,12 +66,13 @@ def global_mean(ctx: Any, values: Mapping[str, float]) -> dict[str, float]:
     return dict(reduce(values)) if reduce is not None else {k: float(v) for k, v in values.items()}
 
 
-def resolve_supernet(model: nn.Module, supernet: WidthSupernet) -> WidthSupernet:
-    """The supernet a step was given: the trainer's own (possibly wrapped, e.g. ``model.module``)."""
+def resolve_supernet(model: nn.Module, supernet: SupernetT) -> SupernetT:
+    """The supernet a step was given: the trainer's own (possibly wrapped, e.g. ``model.module``). Any supernet
+    with a ``space`` (width supernets, MCT-NAS' one-shot supernet)."""
     inner = getattr(model, "module", model)
     if inner is not supernet:
         raise ValueError(f"the step function was built for {supernet.space.name}'s supernet but got a "
-                         f"{type(inner).__name__}; pass the same WidthSupernet to the engine")
+                         f"{type(inner).__name__}; pass the same {type(supernet).__name__} to the engine")
     return supernet
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from search.nasbench import NUM_ARCHS, NUM_NETWORKS, MacroRecord, NASBenchError, NASBenchMacro, default_path, network_of
+from search.nasbench import NUM_ARCHS, NUM_NETWORKS, MacroRecord, NASBenchError, NASBenchMacro, network_of
 from search.spaces import NBMacroSpace
 
 ALL_KEYS = ["".join(p) for p in itertools.product("012", repeat=8)]
@@ -42,14 +42,6 @@ def fake_benchmark(accuracy: Callable[[str], float] = fake_accuracy) -> NASBench
     records = {k: MacroRecord(k, tuple(v["test_acc"]), v["mean_acc"], v["std"], v["params"], v["flops"])
                for k, v in fake_records(accuracy).items()}
     return NASBenchMacro(records, "fake")
-
-
-@pytest.fixture(scope="module")
-def bench() -> NASBenchMacro:
-    path = default_path()
-    if not path.is_file():
-        pytest.skip(f"NAS-Bench-Macro file not found at {path} (set MZOO_SHARED_DATA to the shared data folder)")
-    return NASBenchMacro.load(path)
 
 
 # ----- the published file -------------------------------------------------------------------------------------

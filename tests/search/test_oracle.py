@@ -15,7 +15,7 @@ import pytest
 import zoo
 from latency_tables import Entry, LatencyTable, Predictor
 from search.mcts import MCTSConfig
-from search.nasbench import NASBenchMacro, default_path
+from search.nasbench import NASBenchMacro
 from search.oracle import (SEARCHERS, BudgetReached, CostWindow, Feasibility, OracleSession, SearchTrace,
                            queries_to_reach, run_oracle_search, target_sets)
 from search.random_search import random_order, random_search
@@ -244,14 +244,6 @@ def test_evolution_with_the_spaces_mutate() -> None:
 
 
 # ----- the published benchmark -----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def bench() -> NASBenchMacro:
-    path = default_path()
-    if not path.is_file():
-        pytest.skip(f"NAS-Bench-Macro file not found at {path} (set MZOO_SHARED_DATA to the shared data folder)")
-    return NASBenchMacro.load(path)
-
 
 @pytest.mark.parametrize("searcher", SEARCHERS)
 def test_every_searcher_reaches_the_published_best(bench: NASBenchMacro, searcher: str) -> None:
