@@ -137,13 +137,14 @@ def _cmd_oracle(args: argparse.Namespace, windows: list[Any], out: Path) -> int:
 
 def _cmd_mcts(args: argparse.Namespace) -> int:
     from export.files import prepare_directory
+    from zoo.searched import is_valid_name
 
     out = Path(args.output)
     for name in ("epochs", "batch_size", "count", "budget", "bn_batches"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     windows = _windows(args)
-    if args.name is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", args.name):
+    if args.name is not None and not is_valid_name(args.name):
         raise ValueError(f"--name {args.name!r} must be lowercase letters, digits and '_' starting with a letter")
     prepare_directory(out)
     if args.oracle:

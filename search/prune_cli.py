@@ -15,7 +15,6 @@ becomes one line ``mzoo: error: ...``.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     from search.dagger import PRUNABLE, DaggerConfig, RunConfig, parse_macs, pretrain, prunable_space, run_dagger
     from search.engine import TrainConfig
     from search.mcts_cli import load_splits
+    from zoo.searched import is_valid_name
 
     if args.model not in PRUNABLE:
         raise ValueError(f"unknown --model {args.model!r}; known: {', '.join(PRUNABLE)}")
@@ -57,7 +57,7 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     full_macs = zoo.count(*space.to_spec(tuple(max(c) for c in space.choices()))).macs
     target = parse_macs(args.macs, full_macs)  # refuse a bad target before any training
     name = args.name or f"{args.model}_{args.scores}_{round(100 * target / full_macs)}"
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    if not is_valid_name(name):
         raise ValueError(f"--name {name!r} must be lowercase letters, digits and '_' starting with a letter")
     prepare_directory(out)
     recipe = dict(batch_size=args.batch_size, seed=args.seed, progress=args.progress)

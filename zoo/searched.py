@@ -36,6 +36,11 @@ _PAPERS = {
 }
 
 
+def is_valid_name(name: object) -> bool:
+    """Whether ``name`` can name a registered search result: lowercase letters, digits and '_', letter first."""
+    return isinstance(name, str) and _NAME.match(name) is not None
+
+
 class SearchedModelError(ValueError):
     """A search result directory is missing a file, holds a corrupt one, or cannot be registered under its name."""
 
@@ -61,7 +66,7 @@ def register_searched(path: str | os.PathLike[str], name: str | None = None) -> 
     if not weights.is_file():
         raise SearchedModelError(f"search result {str(directory)!r} has no {WEIGHTS_FILE}")
     chosen = name or report.get("name")
-    if not isinstance(chosen, str) or not _NAME.match(chosen):
+    if not is_valid_name(chosen):
         raise SearchedModelError(f"search result {str(directory)!r}: model name {chosen!r} must be lowercase "
                                  f"letters, digits and '_' starting with a letter (pass name= or set 'name' in "
                                  f"{REPORT_FILE})")
