@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 import zoo
 from export.files import write_json_atomic
+from zoo.searched import is_valid_name
 from search.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
                            SearchSpace)
 from search.spaces.widths import BCNET_FRACTIONS, scaled_width
@@ -120,6 +121,9 @@ class WidthSearchConfig:
         if self.width_multiplier != 1.0 and MODELS[self.model][0] is HGCNetWidthSpace:
             raise ValueError("width_multiplier: HGCNet's width space has its own multipliers (widths are multiples "
                              "of 8 so its groups divide them); use 1")
+        if self.name is not None and not is_valid_name(self.name):
+            raise ValueError(f"name {self.name!r} must be lowercase letters, digits and '_' starting with a letter "
+                             "(the zoo registers the result under it)")
         if self.recalibration_batches < 1:
             raise ValueError(f"recalibration_batches must be >= 1, got {self.recalibration_batches!r}")
         if self.macs_share is not None:

@@ -73,6 +73,7 @@ def test_the_baseline_and_cafenet_run_through_the_same_command(images: Path, tmp
     (["--model", "mobilenetv2", "--latency", "5ms"], "--latency needs --device"),
     (["--model", "mobilenetv2", "--macs", "lots"], "--macs 'lots'"),
     (["--model", "mobilenetv2", "--macs", "150%"], "--macs '150%' is more than the full network"),
+    (["--model", "mobilenetv2", "--macs", "10M", "--name", "My-Net"], "name 'My-Net' must be lowercase"),
     (["--model", "mobilenetv2", "--latency", "fast", "--device", "x"], "--latency 'fast'"),
     (["--model", "mobilenetv2", "--macs", "10M", "--data", "/no/such/dir"], "/no/such/dir"),
 ])
