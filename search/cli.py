@@ -1,4 +1,5 @@
-"""The search commands of ``mzoo``: ``search width`` (BCNet, CafeNet, the unilateral baseline).
+"""The search commands of ``mzoo``: ``search width`` (BCNet, CafeNet, the unilateral baseline), and the groups
+of :mod:`search.mcts_cli` (``search mcts``) and :mod:`search.diff_cli` (``search eoinas``, ``search metakernel``).
 
 Owns argument parsing for the searches and turning their results into what a user reads; the work lives in
 :mod:`search.width.pipeline`. :func:`add_commands` is called by :mod:`zoo.cli`, which turns every user error
@@ -81,9 +82,11 @@ def add_commands(sub: Any) -> None:
     """Add ``search`` (with ``width``) to the ``mzoo`` sub-command parser ``sub``."""
     from search.width.pipeline import GRANULARITIES, METHODS, MODELS
 
+    from search.diff_cli import add_commands as add_diff_commands
     from search.mcts_cli import add_commands as add_mcts_commands
 
-    search = sub.add_parser("search", help="architecture search: width (BCNet, CafeNet), mcts (MCT-NAS)")
+    search = sub.add_parser("search", help="architecture search: width (BCNet, CafeNet), mcts (MCT-NAS), "
+                                                 "eoinas (EoiNAS / DARTS cells), metakernel (Meta Kernels)")
     ssub = search.add_subparsers(dest="search_command", required=True)
     p = ssub.add_parser("width", help="search per-layer widths under a MACs and/or latency budget",
                         description="Train a weight-sharing supernet of MODEL's widths, search it under the "
@@ -123,3 +126,4 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_width)
     add_mcts_commands(ssub)
+    add_diff_commands(ssub)

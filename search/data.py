@@ -61,6 +61,7 @@ __all__ = [
     "imagenet_eval_transform",
     "imagenet_train_transform",
     "mix_seed",
+    "search_splits",
     "split_dataset",
 ]
 
@@ -485,3 +486,52 @@ class ShardSampler(Sampler[SampleKey]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.size, self.world_size))
+
+
+def search_splits(source: str, input_size: int, *, per_class: int | None = None, test_per_class: int | None = None,
+                  held_fraction: float = 0.5, held_transform: str = "train") -> dict[str, Any]:
+    """The data of a search: ``train`` (weights), ``held`` (architecture updates or scoring), ``test``.
+
+    ``source`` is ``"cifar10"`` (the shared JPEGs) or an ImageFolder directory/.zip with a ``train`` split and
+    a ``val`` (or ``test``) split. ``held`` is ``held_fraction`` of every class of the training split (a
+    class-balanced ``per_class`` subset of it when given), with the training transform (``"train"``: DARTS
+    updates α on augmented images) or the evaluation one (``"eval"``: scoring). Images up to 64 px get the
+    CIFAR transforms, larger ones ImageNet-style ones. Also returns ``classes``, ``mean``, ``std``, ``all_train``
+    (both parts, for retraining a derived network) and a one-line ``description``.
+    """
+    if held_transform not in ("train", "eval"):
+        raise ValueError(f"held_transform must be 'train' or 'eval', got {held_transform!r}")
+    small = input_size <= 64
+    train_t = cifar_train_transform() if small else imagenet_train_transform(input_size)
+    eval_t = cifar_eval_transform() if small else imagenet_eval_transform(input_size)
+    if source == "cifar10":
+        train_all, test = cifar10("train", train_t), cifar10("test", eval_t)
+        where = "CIFAR-10 (../shared/data)"
+    else:
+        if not Path(source).exists():
+            raise ValueError(f"data {source!r}: no such directory or .zip (or use 'cifar10')")
+        train_all = ImageFolder(source, "train", train_t)
+        test = _test_split(source, train_all.classes, eval_t)
+        where = f"ImageFolder {source}"
+    if per_class is not None:
+        train_all = balanced_subset(train_all, per_class, seed=0)
+    if test_per_class is not None:
+        test = balanced_subset(test, test_per_class, seed=0)
+    weights, held = split_dataset(train_all, 1.0 - held_fraction, seed=0)
+    if held_transform == "eval":
+        held = held.with_transform(eval_t)
+    description = (f"{where}: {len(weights)} training images, {len(held)} held out, {len(test)} test images, "
+                   f"{len(train_all.classes)} classes, {input_size}×{input_size}")
+    return {"train": weights, "held": held, "test": test, "all_train": train_all, "classes": train_all.classes,
+            "description": description, "input_size": input_size, "mean": list(CIFAR10_MEAN if small else IMAGENET_MEAN),
+            "std": list(CIFAR10_STD if small else IMAGENET_STD)}
+
+
+def _test_split(source: str, classes: tuple[str, ...], transform: Any) -> ImageFolder:
+    """The ``val`` split of an ImageFolder source, else its ``test`` split, labelled like the training split."""
+    for split in ("val", "test"):
+        try:
+            return ImageFolder(source, split, transform, classes=classes)
+        except CalibrationDataError:
+            continue
+    raise CalibrationDataError(f"{source!r} has no 'val' or 'test' split to measure accuracy on")

@@ -230,6 +230,11 @@ class StepContext:
         names = sorted(values)
         return dict(zip(names, all_reduce_mean([float(values[n]) for n in names], self.device)))
 
+    @property
+    def weight_optimizer(self) -> torch.optim.Optimizer:
+        """The trainer's weight optimiser (DARTS' second-order step reads its momentum buffers, never steps it)."""
+        return self._trainer.optimizer
+
     def zero_grad(self) -> None:
         """Clear the weight optimizer's gradients (DARTS' architecture step leaves some on the weights)."""
         self._trainer.optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
 from .registry import is_model, register_model
-from .spec import AnySpec, ArchSpec, spec_from_json
+from .spec import AnySpec, ArchSpec, CellNetSpec, spec_from_json
 
 SPEC_FILE, WEIGHTS_FILE, REPORT_FILE = "spec.json", "weights.pth", "report.json"
 SEARCHED_ENV = "MZOO_SEARCHED"
@@ -33,6 +33,9 @@ _PAPERS = {
     "dagger": ("arXiv:2010.15041", "Data Agnostic Filter Gating for Efficient Deep Networks"),
     "mctnas": ("arXiv:2103.11922", "Prioritized Architecture Sampling with Monto-Carlo Tree Search"),
     "mct-nas": ("arXiv:2103.11922", "Prioritized Architecture Sampling with Monto-Carlo Tree Search"),
+    "eoinas": ("arXiv:1911.10511", "Exploiting Operation Importance for Differentiable Neural Architecture Search"),
+    "darts": ("arXiv:1806.09055", "DARTS: Differentiable Architecture Search"),
+    "metakernel": ("arXiv:1912.04749", "Efficient Differentiable Neural Architecture Search with Meta Kernels"),
 }
 
 
@@ -127,10 +130,14 @@ def searched_cfg(spec: AnySpec, report: Mapping[str, Any], weights: Path) -> Pre
     method = str(report.get("method", "search"))
     paper_ids, paper_name = _PAPERS.get(method, (None, None))
     resnet = isinstance(spec, ArchSpec) and spec.layout == "resnet"
+    if isinstance(spec, CellNetSpec):
+        first_conv = "stem.0" if spec.stem == "cifar" else "stem0.0"
+    else:
+        first_conv = "conv1" if resnet else "conv_stem"
     summary = ", ".join(f"{k} {report[k]}" for k in ("space", "macs", "score", "data") if k in report)
     return PretrainedCfg(
         input_size=tuple(size), interpolation="bilinear" if small else "bicubic", crop_pct=1.0 if small else 0.875,
-        mean=mean, std=std, num_classes=spec.num_classes, first_conv="conv1" if resnet else "conv_stem",
+        mean=mean, std=std, num_classes=spec.num_classes, first_conv=first_conv,
         classifier="fc" if resnet else "classifier", file=str(weights.resolve()), sha256=_sha256(weights),
         paper_ids=paper_ids, paper_name=paper_name, description=f"{method} search result ({summary})",
         notes=f"registered from {weights.parent.resolve()}")

@@ -41,6 +41,10 @@ class DartsSpace:
         if self.nodes < 1:
             raise ValueError(f"DartsSpace.nodes must be >= 1, got {self.nodes}")
 
+    def genotype(self, arch: Arch) -> Genotype:
+        """The DARTS genotype of ``arch`` (checked)."""
+        return self._genotype(self.check(arch))
+
     def _genotype(self, arch: Arch) -> Genotype:
         cells = []
         for c in range(2):

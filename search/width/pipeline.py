@@ -184,41 +184,12 @@ def make_space(config: WidthSearchConfig, num_classes: int) -> SearchSpace:
 
 def load_data(config: WidthSearchConfig, input_size: int) -> dict[str, Any]:
     """``train`` (weights), ``search`` (held out, eval transform), ``test`` datasets and a description."""
-    from search import data
+    from search.data import search_splits
 
-    small = input_size <= 64
-    train_t = data.cifar_train_transform() if small else data.imagenet_train_transform(input_size)
-    eval_t = data.cifar_eval_transform() if small else data.imagenet_eval_transform(input_size)
-    if config.data == CIFAR10:
-        train_all, test = data.cifar10("train", train_t), data.cifar10("test", eval_t)
-        where = "CIFAR-10 (../shared/data)"
-    else:
-        train_all = data.ImageFolder(config.data, "train", train_t)
-        test = _test_split(config.data, train_all.classes, eval_t)
-        where = f"ImageFolder {config.data}"
-    if config.per_class is not None:
-        train_all = data.balanced_subset(train_all, config.per_class, seed=0)
-    if config.test_per_class is not None:
-        test = data.balanced_subset(test, config.test_per_class, seed=0)
-    weights, held_out = data.split_dataset(train_all, 1.0 - config.search_fraction, seed=0)
-    description = (f"{where}: {len(weights)} training images, {len(held_out)} held out for scoring, "
-                   f"{len(test)} test images, {len(train_all.classes)} classes, {input_size}×{input_size}")
-    return {"train": weights, "search": held_out.with_transform(eval_t), "test": test,
-            "classes": train_all.classes, "description": description,
-            "mean": list(data.CIFAR10_MEAN if small else data.IMAGENET_MEAN),
-            "std": list(data.CIFAR10_STD if small else data.IMAGENET_STD)}
-
-
-def _test_split(source: str, classes: tuple[str, ...], transform: Any) -> Any:
-    from export.errors import CalibrationDataError
-    from search.data import ImageFolder
-
-    for split in ("val", "test"):
-        try:
-            return ImageFolder(source, split, transform, classes=classes)
-        except CalibrationDataError:
-            continue
-    raise ValueError(f"{source!r} has no 'val' or 'test' split next to 'train' for the final accuracy")
+    data = search_splits(config.data, input_size, per_class=config.per_class, test_per_class=config.test_per_class,
+                         held_fraction=config.search_fraction, held_transform="eval")
+    data["search"] = data.pop("held")
+    return data
 
 
 def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str], *,

@@ -1,0 +1,353 @@
+"""The differentiable searches end to end: supernet search, derivation, training of the result, its files.
+
+Owns :func:`run_eoinas` (DARTS cell supernet with EoiNAS' indicator and gradual pruning, or plain DARTS; the
+genotype built as ``NetworkCIFAR`` / ``NetworkImageNet`` and trained from scratch, as DARTS evaluates a
+cell) and :func:`run_metakernel` (the Meta-Kernel supernet; the derived MobileNetV2-style network inherits
+the supernet's weights and is fine-tuned), both on the training engine with the bilevel step of
+:mod:`search.differentiable` (α on the held-out half, weights on the other, as DARTS' 50/50 split), both
+resumable by rerunning (``supernet.pth``, ``train.pth`` in the output directory), and :class:`DiffResult`,
+which writes the three files every search result has (``spec.json``, ``weights.pth``, ``report.json``; see
+:mod:`zoo.searched`). Costs of the result are those of the searched space's networks (MACs from the one
+walker, latency from the device's table), reported next to the trained network's own MACs and params.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import zoo
+from export.files import prepare_directory, publish, temporary_path, write_json_atomic, write_text_atomic
+from search.distributed import env_info
+from search.differentiable import ArchConfig, BilevelStep, weight_parameters
+from search.engine import StepContext, TrainConfig, Trainer, evaluate
+from search.eoinas import CellCostModel, DartsSupernet, EoiNASConfig, ema_decay, iter_live_counts
+from zoo.darts import cifar_cellnet_spec, imagenet_cellnet_spec
+from zoo.spec import AnySpec
+
+__all__ = ["CostTarget", "DiffResult", "EoiNASStep", "EvalNetConfig", "MetaKernelOptions", "run_eoinas",
+           "run_metakernel", "search_recipe", "train_recipe"]
+
+
+def search_recipe(epochs: int, batch_size: int = 64, seed: int = 0, progress: bool = True,
+                  steps: int | None = None, workers: int = 0) -> TrainConfig:
+    """DARTS' weight recipe for the search (papers.md §1.3): SGD 0.025 cosine to 0.001, momentum 0.9, wd 3e-4,
+    gradient clipping at 5."""
+    return TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, lr=0.025, min_lr=0.001, momentum=0.9,
+                       weight_decay=3e-4, grad_clip_norm=5.0, seed=seed, progress=progress, workers=workers)
+
+
+def train_recipe(epochs: int, batch_size: int = 96, lr: float = 0.025, seed: int = 0,
+                 progress: bool = True) -> TrainConfig:
+    """DARTS' evaluation recipe (SGD 0.025 cosine to 0, momentum 0.9, wd 3e-4, clipping at 5), any length."""
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=3e-4,
+                       grad_clip_norm=5.0, seed=seed, progress=progress)
+
+
+@dataclass(frozen=True)
+class CostTarget:
+    """An expected-cost term of the architecture loss: ``weight·|E[metric]/target − 1|``.
+
+    ``metric`` is ``"macs"`` or ``"latency"`` (ms, from ``device``'s table under ``tables`` or the shipped ones).
+    """
+
+    metric: str
+    target: float
+    weight: float = 0.5
+    device: str | None = None
+    tables: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("macs", "latency"):
+            raise ValueError(f"CostTarget.metric must be 'macs' or 'latency', got {self.metric!r}")
+        if not self.target > 0 or not self.weight >= 0:
+            raise ValueError(f"CostTarget needs target > 0 and weight >= 0, got {self.target!r}, {self.weight!r}")
+        if self.metric == "latency" and not self.device:
+            raise ValueError("a latency target needs a device with latency tables (see `mzoo lut list`)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalNetConfig:
+    """The network a genotype is evaluated as: DARTS' CIFAR body (C=36, 20 cells) or ImageNet mobile (C=48, 14)."""
+
+    stem: str = "cifar"
+    init_chs: int = 36
+    layers: int = 20
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.stem not in ("cifar", "imagenet"):
+            raise ValueError(f"EvalNetConfig.stem must be 'cifar' or 'imagenet', got {self.stem!r}")
+
+    def spec(self, genotype: Any, num_classes: int, family: str) -> AnySpec:
+        build = cifar_cellnet_spec if self.stem == "cifar" else imagenet_cellnet_spec
+        spec = build(genotype, init_chs=self.init_chs, layers=self.layers, num_classes=num_classes, family=family)
+        return dataclasses.replace(spec, drop_path_rate=self.drop_path_rate) if self.drop_path_rate else spec
+
+
+class EoiNASStep:
+    """The EoiNAS step: apply the pruning schedule, then DARTS' bilevel step with the indicator read after
+    every architecture backward. An engine extra: its state is the bilevel step's and the pruning log."""
+
+    def __init__(self, supernet: DartsSupernet, config: EoiNASConfig, arch: ArchConfig) -> None:
+        self.supernet, self.config = supernet, config
+        self.bilevel = BilevelStep(supernet, arch, after_arch_backward=self._indicator)
+        self.total_steps = 1
+        self.decay = 0.9
+        self.events: list[dict[str, int]] = []
+
+    def bind(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Set the run's length (the pruning schedule) and the indicator's per-step decay."""
+        self.total_steps = total_steps
+        self.decay = ema_decay(self.config.half_life_epochs, steps_per_epoch)
+
+    def _indicator(self) -> None:
+        self.supernet.update_importance(self.decay)
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                 ctx: StepContext) -> dict[str, float]:
+        start = time.perf_counter()
+        live = self.config.live_ops_at(ctx.step, self.total_steps, len(self.supernet.ops))
+        if max(iter_live_counts(self.supernet)) > live:
+            removed = self.supernet.prune_to(live)
+            self.events.append({"step": ctx.step, "live_ops": live, "removed": removed})
+        metrics = self.bilevel(model, images, targets, ctx)
+        metrics["live_ops"] = float(sum(iter_live_counts(self.supernet)))
+        metrics["step_s"] = time.perf_counter() - start  # wall time (pruned ops are no longer computed)
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bilevel": self.bilevel.state_dict(), "events": [dict(e) for e in self.events]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.bilevel.load_state_dict(state["bilevel"])
+        self.events = [dict(e) for e in state["events"]]
+
+
+@dataclass
+class DiffResult:
+    """A differentiable search's outcome: the derived network's spec, its weights (None if untrained), report."""
+
+    spec: AnySpec
+    model: nn.Module | None
+    report: dict[str, Any]
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``spec.json``, ``weights.pth`` (when trained) and ``report.json`` atomically; returns the paths."""
+        out = Path(directory)
+        prepare_directory(out)
+        paths = {"spec": out / "spec.json", "report": out / "report.json"}
+        if self.model is not None:
+            paths["weights"] = out / "weights.pth"
+        write_text_atomic(paths["spec"], self.spec.to_json(indent=2) + "\n")
+        if self.model is not None:
+            with temporary_path(paths["weights"]) as tmp:
+                torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, tmp)
+                publish(tmp, paths["weights"])
+        write_json_atomic(paths["report"], self.report | {"files": {k: p.name for k, p in paths.items()}})
+        return paths
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _fit(trainer: Trainer, path: Path) -> None:
+    if path.exists():
+        trainer.load_checkpoint(path)
+    trainer.fit()
+
+
+def train_network(model: nn.Module, config: TrainConfig, train: Any, test: Any, checkpoint: Path) -> float:
+    """Train ``model`` with the plain cross-entropy step (resumable from ``checkpoint``); its test top-1."""
+    trainer = Trainer(model, config, train, checkpoint_path=checkpoint)
+    _fit(trainer, checkpoint)
+    loader = torch.utils.data.DataLoader(test, batch_size=200)
+    return float(evaluate(model, loader)[0])
+
+
+def run_eoinas(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainConfig, arch: ArchConfig = ArchConfig(),
+               eoinas: EoiNASConfig = EoiNASConfig(), supernet_chs: int = 16, supernet_layers: int = 8,
+               cost: CostTarget | None = None, eval_net: EvalNetConfig = EvalNetConfig(),
+               train: TrainConfig | None = None, name: str | None = None) -> DiffResult | None:
+    """Search the DARTS cell space with EoiNAS (or plain DARTS: ``eoinas.selection="darts"``) and evaluate the
+    genotype. ``data`` is :func:`search.data.search_splits` (``train``/``held`` halves, ``test``, ``all_train``).
+
+    Writes ``supernet.pth`` (and ``train.pth``) into ``out_dir`` as it goes; rerunning continues them. The
+    derived network is trained with ``train`` on all training images (both halves) when given. Under torchrun
+    every process searches and trains; rank 0 writes the files and gets the result, the others ``None``.
+    """
+    out = Path(out_dir)
+    prepare_directory(out)
+    classes = len(data["classes"])
+    timer = _Timer()
+    torch.manual_seed(search.seed)
+    supernet = DartsSupernet(init_chs=supernet_chs, layers=supernet_layers, num_classes=classes)
+    cost_model = None
+    if cost is not None:
+        cost_model = CellCostModel(cost.metric, device=cost.device, tables=cost.tables)
+        supernet.set_cost_objective(cost_model, cost.target, cost.weight)
+    step = EoiNASStep(supernet, eoinas, arch)
+    trainer = Trainer(supernet, search, data["train"], step_fn=step, params=weight_parameters(supernet),
+                      streams={"val": data["held"]}, extras={"search": step}, checkpoint_path=out / "supernet.pth")
+    step.bind(trainer.total_steps, trainer.steps_per_epoch)
+    with timer.phase("search"):
+        _fit(trainer, out / "supernet.pth")
+    supernet.eval()
+    genotypes = {sel: supernet.genotype(sel) for sel in ("eoinas", "darts")}
+    genotype = genotypes[eoinas.selection]
+    family = "eoinas" if eoinas.selection == "eoinas" else "darts"
+    spec = eval_net.spec(genotype, classes, family)
+    model = None
+    report: dict[str, Any] = {}
+    if train is not None:
+        torch.manual_seed(train.seed)
+        model = zoo.build_model(spec)
+        with timer.phase("train"):
+            report["test_top1"] = train_network(model, train, data["all_train"], data["test"], out / "train.pth")
+        model.eval()
+    size = 32 if eval_net.stem == "cifar" else 224
+    input_size = [3, data.get("input_size", size), data.get("input_size", size)]
+    counted = zoo.count(spec, input_size)
+    space_costs = {}
+    for metric, device in (("macs", None), ("latency", cost.device if cost and cost.metric == "latency" else None)):
+        if metric == "latency" and device is None:
+            continue
+        model_costs = cost_model if cost_model is not None and cost_model.metric == metric else \
+            CellCostModel(metric, device=device, tables=cost.tables if cost else None)
+        space_costs[metric] = {sel: model_costs.exact(g) for sel, g in genotypes.items()}
+    report |= {
+        "name": name or f"{family}_{eval_net.stem}",
+        "method": family, "selection": eoinas.selection, "space": "darts",
+        "genotype": genotype.to_dict(), "genotypes": {k: g.to_dict() for k, g in genotypes.items()},
+        "input_size": input_size, "mean": data["mean"], "std": data["std"], "data": data["description"],
+        "classes": list(data["classes"]), "macs": counted.macs, "params": counted.params,
+        "space_costs": space_costs,
+        "supernet": {"init_chs": supernet_chs, "layers": supernet_layers, "steps": trainer.total_steps,
+                     "pruning_events": step.events, "arch": supernet.arch_summary()},
+        "config": {"search": search.to_dict(), "arch": arch.to_dict(), "eoinas": eoinas.to_dict(),
+                   "cost": cost.to_dict() if cost else None, "eval_net": dataclasses.asdict(eval_net),
+                   "train": train.to_dict() if train else None},
+        "history": trainer.history, "seconds": timer.seconds,
+        "assumptions": "indicator and pruning schedule designed (papers.md §1.4: not retrievable); see "
+                       "search/eoinas.py",
+    }
+    result = DiffResult(spec, model, report)
+    if env_info().rank != 0:
+        return None
+    result.save(out)
+    return result
+
+
+@dataclass(frozen=True)
+class MetaKernelOptions:
+    """The Meta-Kernel supernet's options (see :mod:`search.metakernel`): ``mode`` ``"meta"`` (merged kernels and
+    expansions) or ``"sum"`` (DARTS-style weighted sum of every candidate's output: the baseline), ``identity``
+    (skip as a candidate), Gumbel noise and the temperature schedule ``temperature · temperature_decay^epoch``."""
+
+    mode: str = "meta"
+    identity: bool = False
+    gumbel: bool = False
+    temperature: float = 5.0
+    temperature_decay: float = 0.965
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def metakernel_cost_model(space: Any, cost: CostTarget) -> Any:
+    """The :class:`search.metakernel.CostModel` of ``cost``'s metric for ``space`` (raises if a table is missing)."""
+    from search.metakernel import CostModel
+
+    if cost.metric == "macs":
+        return CostModel.macs(space)
+    return CostModel.latency(space, cost.device or "", Path(cost.tables) if cost.tables else None)
+
+
+def run_metakernel(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainConfig,
+                   arch: ArchConfig = ArchConfig(), options: MetaKernelOptions = MetaKernelOptions(),
+                   cost: CostTarget | None = None, finetune: TrainConfig | None = None,
+                   name: str | None = None) -> DiffResult | None:
+    """Search the Meta-Kernel space with its supernet (bilevel, α on the held-out half), derive the most probable
+    architecture, take its weights from the supernet and fine-tune it with ``finetune`` on all training images.
+
+    ``data`` is :func:`search.data.search_splits`. Resumable (``supernet.pth``, ``train.pth``); under torchrun
+    rank 0 writes the files and gets the result, the others ``None``.
+    """
+    from search.engine import recalibrate_bn
+    from search.metakernel import MetaKernelSupernet
+    from search.spaces import MetaKernelSpace
+
+    out = Path(out_dir)
+    prepare_directory(out)
+    classes = len(data["classes"])
+    space = MetaKernelSpace(identity=options.identity)
+    cost_model = metakernel_cost_model(space, cost) if cost is not None else None
+    timer = _Timer()
+    torch.manual_seed(search.seed)
+    supernet = MetaKernelSupernet(space, classes, options.mode, gumbel=options.gumbel,
+                                  temperature=options.temperature, temperature_decay=options.temperature_decay)
+    if cost_model is not None and cost is not None:
+        supernet.set_cost_objective(cost_model, cost.target, cost.weight)
+    step = BilevelStep(supernet, arch)
+    trainer = Trainer(supernet, search, data["train"], step_fn=step, params=weight_parameters(supernet),
+                      streams={"val": data["held"]}, extras={"search": step}, checkpoint_path=out / "supernet.pth")
+    with timer.phase("search"):
+        _fit(trainer, out / "supernet.pth")
+    supernet.eval()
+    tokens = supernet.derive()
+    model = supernet.subnet(tokens)
+    report: dict[str, Any] = {}
+    loader = torch.utils.data.DataLoader(data["all_train"], batch_size=search.batch_size, shuffle=False)
+    if finetune is not None:
+        with timer.phase("finetune"):
+            report["test_top1"] = train_network(model, finetune, data["all_train"], data["test"], out / "train.pth")
+    else:  # inherited weights: the supernet's shared statistics fit no single path, re-estimate them
+        recalibrate_bn(model, loader, min(20, len(loader)))
+        report["test_top1"] = float(evaluate(model, torch.utils.data.DataLoader(data["test"], batch_size=200))[0])
+    model.eval()
+    spec = supernet.spec_of(tokens)
+    size = int(data.get("input_size", 32))
+    counted = zoo.count(spec, size)
+    space_costs = {"macs": zoo.count(*space.to_spec(tokens)).macs}
+    if cost is not None and cost.metric == "latency" and cost_model is not None:
+        space_costs["latency_ms"] = cost_model.exact(tokens)
+    report |= {
+        "name": name or ("metakernel_cifar" if size <= 64 else "metakernel"),
+        "method": "metakernel", "space": space.name, "arch": list(tokens), "tokens": " ".join(tokens),
+        "input_size": [3, size, size], "mean": data["mean"], "std": data["std"], "data": data["description"],
+        "classes": list(data["classes"]), "macs": counted.macs, "params": counted.params, "space_costs": space_costs,
+        "weights": "inherited from the supernet" + (", fine-tuned" if finetune is not None else
+                                                    ", BatchNorm re-estimated"),
+        "supernet": {"steps": trainer.total_steps, "arch": supernet.arch_summary()},
+        "config": {"search": search.to_dict(), "arch": arch.to_dict(), "options": options.to_dict(),
+                   "cost": cost.to_dict() if cost else None, "finetune": finetune.to_dict() if finetune else None},
+        "history": trainer.history, "seconds": timer.seconds,
+        "assumptions": "macro layout, merging details, schedule and cost loss designed (papers.md §7.4: not "
+                       "retrievable); see search/metakernel.py",
+    }
+    result = DiffResult(spec, model, report)
+    if env_info().rank != 0:
+        return None
+    result.save(out)
+    return result
