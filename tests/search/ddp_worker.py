@@ -26,6 +26,22 @@ from search.engine import StepContext, TrainConfig, Trainer, cross_entropy_step
 COLORS = ((220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40))
 
 
+def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: int = 300) -> None:
+    """Run ``script args`` under torchrun with ``nproc`` CPU processes (one OpenMP thread each); fails on error."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    # --standalone picks a free port, so parallel test workers cannot collide.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(script), *args]
+    proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
 def make_image_folder(root: Path, *, classes: int = 3, per_class: int = 8, size: int = 8, split: str | None = "train",
                       seed: int = 0, ext: str = "png") -> Path:
     """``root[/split]/c<k>/<i>.<ext>``: noisy images whose mean colour is their class (learnable in a few steps)."""

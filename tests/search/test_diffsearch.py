@@ -17,7 +17,7 @@ from search.diff_cli import add_commands
 from search.diffsearch import CostTarget, EoiNASStep, EvalNetConfig, run_eoinas, search_recipe, train_recipe
 from search.eoinas import EoiNASConfig
 from search.spaces import DartsSpace
-from tests.search.ddp_worker import make_image_folder
+from tests.search.ddp_worker import make_image_folder, run_torchrun
 from zoo.searched import register_searched
 from zoo.spec import Genotype
 
@@ -202,3 +202,23 @@ def test_cli_metakernel_rejects_bad_input_before_training(folder: Path, tmp_path
     with pytest.raises(ValueError, match=message):
         _run("metakernel", "--data", str(folder), *MK_TINY, *argv, "-o", str(tmp_path / "bad"))
     assert not (tmp_path / "bad" / "supernet.pth").exists()
+
+
+def test_two_cpu_processes_under_torchrun_search_in_lock_step(tmp_path: Path) -> None:
+    from tests.search import ddp_diff_worker
+
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=8, size=16, split="train")
+    make_image_folder(tmp_path / "data", classes=3, per_class=2, size=16, split="val", seed=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    run_torchrun(Path(ddp_diff_worker.__file__), str(data), str(out))
+    ranks = [torch.load(out / f"eoinas_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["returned"] and not ranks[1]["returned"]  # rank 0 alone gets (and writes) the result
+    state0, state1 = ranks[0]["supernet"], ranks[1]["supernet"]
+    assert set(state0) == set(state1) and len(state0) == 8
+    for key, value in state0.items():  # α, pruning and the indicator agree on both processes
+        assert torch.equal(value, state1[key]), key
+    assert int(state0["live_normal"].sum(1).max()) == 4  # the schedule ran
+    report = json.loads((out / "eoinas" / "report.json").read_text())
+    assert report["config"]["search"]["batch_size"] == 2 and "test_top1" in report
+    assert (out / "metakernel" / "weights.pth").is_file() and (out / "metakernel" / "report.json").is_file()

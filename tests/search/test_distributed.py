@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,21 +11,12 @@ import torch.distributed as dist
 from search.distributed import DistInfo, all_reduce_mean, average_gradients, env_info, sync_buffers
 from tests.search import ddp_worker
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _launch_two_ranks(root: Path) -> tuple[Path, Path]:
     data = ddp_worker.make_image_folder(root / "data")
     out = root / "out"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    # --standalone picks a free port, so parallel test workers cannot collide.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(ddp_worker.__file__)), str(data), str(out)]
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    ddp_worker.run_torchrun(Path(ddp_worker.__file__), str(data), str(out), timeout=240)
     return data, out
 
 
