@@ -148,6 +148,13 @@ def test_cli_eoinas_end_to_end(folder: Path, tmp_path: Path, capsys: pytest.Capt
     report = json.loads((out / "report.json").read_text())
     assert report["name"] == "eoinas_cli" and report["config"]["cost"]["target"] == 40e6
     assert {p.name for p in out.iterdir()} >= {"spec.json", "weights.pth", "report.json", "supernet.pth"}
+    # Exportable as any zoo model: ONNX, verified against eager PyTorch.
+    from zoo.cli import main as mzoo
+
+    assert mzoo(["export", "--spec", str(out / "spec.json"), "--checkpoint", str(out / "weights.pth"),
+                 "--format", "onnx", "-o", str(tmp_path / "onnx")]) == 0
+    exported = json.loads((tmp_path / "onnx" / "spec.onnx.json").read_text())
+    assert max(exported["max_abs_diff"].values()) <= 1e-4
 
 
 @pytest.mark.parametrize("argv, message", [
