@@ -12,7 +12,6 @@ names it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from export.files import write_json_atomic
+from zoo.jsonfile import read_json_object
 
 TABLE_SCHEMA_VERSION = 2
 # Version 1 tables lack Overhead.scale and Overhead.call_ms (both read as 0, which is what version 1 meant).
@@ -266,17 +266,7 @@ class LatencyTable:
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
         """Read a table file; raises ``LatencyTableError`` (``TableVersionError``) naming the file."""
         source = Path(path)
-        try:
-            text = source.read_text()
-        except FileNotFoundError:
-            raise LatencyTableError(f"latency table {str(source)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise LatencyTableError(f"cannot read latency table {str(source)!r}: {err}") from err
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise LatencyTableError(f"latency table {str(source)!r} is not valid JSON (truncated or corrupt?): "
-                                    f"{err.msg} at line {err.lineno} column {err.colno}") from None
+        data = read_json_object(source, "latency table", LatencyTableError)
         try:
             return cls.from_dict(data)
         except TableVersionError as err:

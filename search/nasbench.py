@@ -13,7 +13,6 @@ the optimal set. :func:`network_of` gives a string's trained network.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from export.images import shared_data_dir
+from zoo.jsonfile import read_json_object
 from search.spaces import NBMacroSpace
 from zoo.nbmacro import NUM_LAYERS, STAGE_DEPTHS
 
@@ -103,21 +103,8 @@ class NASBenchMacro:
     def load(cls, path: str | os.PathLike[str] | None = None) -> NASBenchMacro:
         """Read and validate the benchmark file (default :func:`default_path`); errors name the path."""
         source = Path(path) if path is not None else default_path()
-        try:
-            text = source.read_text()
-        except FileNotFoundError:
-            raise NASBenchError(f"NAS-Bench-Macro file {str(source)!r} does not exist (set MZOO_SHARED_DATA to the "
-                                f"shared data folder, or pass the path)") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise NASBenchError(f"cannot read NAS-Bench-Macro file {str(source)!r}: {err}") from err
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise NASBenchError(f"NAS-Bench-Macro file {str(source)!r} is not valid JSON (truncated or corrupt?): "
-                                f"{err.msg} at line {err.lineno} column {err.colno}") from None
-        if not isinstance(data, dict):
-            raise NASBenchError(f"NAS-Bench-Macro file {str(source)!r} must hold a JSON object, "
-                                f"got {type(data).__name__}")
+        data = read_json_object(source, "NAS-Bench-Macro file", NASBenchError,
+                                missing_hint=" (set MZOO_SHARED_DATA to the shared data folder, or pass the path)")
         records = {key: _record(source, key, value) for key, value in data.items()}
         return cls(records, str(source))
 

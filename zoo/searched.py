@@ -12,7 +12,6 @@ directory. Nothing is registered on import: the caller (or ``mzoo --searched DIR
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
+from .jsonfile import read_json_object
 from .registry import is_model, register_model
 from .spec import AnySpec, ArchSpec, CellNetSpec, spec_from_json
 
@@ -144,15 +144,9 @@ def searched_cfg(spec: AnySpec, report: Mapping[str, Any], weights: Path) -> Pre
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SearchedModelError(f"search result {str(path.parent)!r} has no {path.name}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SearchedModelError(f"{str(path)!r} is not readable JSON (truncated or corrupt?): {err}") from None
-    if not isinstance(data, dict):
-        raise SearchedModelError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
-    return data
+    if not path.exists():
+        raise SearchedModelError(f"search result {str(path.parent)!r} has no {path.name}")
+    return read_json_object(path, "search result file", SearchedModelError)
 
 
 def _sha256(path: Path) -> str:

@@ -133,7 +133,7 @@ def test_corrupt_content_is_one_line_naming_file_and_problem(tmp_path: Path, mut
 
 
 def test_not_an_object_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(LatencyTableError, match="must be a JSON object"):
+    with pytest.raises(LatencyTableError, match="must hold a JSON object"):
         LatencyTable.load(_write(tmp_path / "list.json", [1, 2]))
 
 

@@ -82,7 +82,7 @@ except zoo.WeightsHashError as err:
 @pytest.mark.parametrize("breakage, message", [
     ("no_spec", "has no spec.json"),
     ("no_weights", "has no weights.pth"),
-    ("corrupt_report", "not readable JSON"),
+    ("corrupt_report", "not valid JSON"),
     ("bad_name", "must be lowercase"),
     ("no_input_size", "input_size"),
 ])
