@@ -57,6 +57,24 @@ def _data(args: argparse.Namespace, size: int, held_transform: str) -> dict[str,
                          held_fraction=0.5, held_transform=held_transform)
 
 
+def _print_result(result: Any, args: argparse.Namespace, summary: Any) -> int:
+    """Print the report (``--json``: all of it but the history) or its summary; torchrun workers other than
+    rank 0 have no result and print nothing."""
+    if result is None:
+        return 0
+    if args.json:
+        print(json.dumps({k: v for k, v in result.report.items() if k != "history"}, indent=2, default=str))
+    else:
+        print(summary(result.report, args.output))
+    return 0
+
+
+def _use_lines(report: dict[str, Any], out: str) -> list[str]:
+    return [f"  files in {out}: spec.json, weights.pth, report.json",
+            f"  use it: mzoo --searched {out} info {report['name']} | "
+            f"mzoo --searched {out} export {report['name']} -o EXPORT_DIR"]
+
+
 def _cmd_eoinas(args: argparse.Namespace) -> int:
     from search.differentiable import ArchConfig
     from search.diffsearch import EvalNetConfig, run_eoinas, search_recipe, train_recipe
@@ -79,14 +97,7 @@ def _cmd_eoinas(args: argparse.Namespace) -> int:
     result = run_eoinas(args.output, data, search=search, arch=arch, eoinas=eoinas, supernet_chs=args.supernet_chs,
                         supernet_layers=args.supernet_layers, cost=cost, eval_net=eval_net, train=train,
                         name=args.name)
-    if result is None:  # a torchrun worker other than rank 0
-        return 0
-    report = result.report
-    if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2, default=str))
-        return 0
-    print(_eoinas_summary(report, args.output))
-    return 0
+    return _print_result(result, args, _eoinas_summary)
 
 
 def _cmd_metakernel(args: argparse.Namespace) -> int:
@@ -115,14 +126,7 @@ def _cmd_metakernel(args: argparse.Namespace) -> int:
     data = _data(args, args.input_size, "train")
     result = run_metakernel(args.output, data, search=search, arch=ArchConfig(lr=args.arch_lr), options=options,
                             cost=cost, finetune=finetune, name=args.name)
-    if result is None:
-        return 0
-    report = result.report
-    if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2, default=str))
-        return 0
-    print(_metakernel_summary(report, args.output))
-    return 0
+    return _print_result(result, args, _metakernel_summary)
 
 
 def _metakernel_summary(report: dict[str, Any], out: str) -> str:
@@ -137,10 +141,7 @@ def _metakernel_summary(report: dict[str, Any], out: str) -> str:
                 if "latency_ms" in costs else ""),
              f"  this network: {format_count(report['macs'])} MACs, {format_count(report['params'])} params at "
              f"{report['input_size'][1]}x{report['input_size'][2]}; weights {report['weights']}",
-             f"  test top-1 {report['test_top1']:.2f} %",
-             f"  files in {out}: spec.json, weights.pth, report.json",
-             f"  use it: mzoo --searched {out} info {report['name']} | "
-             f"mzoo --searched {out} export {report['name']} -o EXPORT_DIR"]
+             f"  test top-1 {report['test_top1']:.2f} %", *_use_lines(report, out)]
     return "\n".join(lines)
 
 
@@ -165,9 +166,7 @@ def _eoinas_summary(report: dict[str, Any], out: str) -> str:
                      f"network on {report['config']['cost']['device']}")
     if "test_top1" in report:
         lines.append(f"  test top-1 {report['test_top1']:.2f} % after {report['config']['train']['epochs']} epochs")
-        lines.append(f"  files in {out}: spec.json, weights.pth, report.json")
-        lines.append(f"  use it: mzoo --searched {out} info {report['name']} | "
-                     f"mzoo --searched {out} export {report['name']} -o EXPORT_DIR")
+        lines += _use_lines(report, out)
     else:
         lines.append(f"  files in {out}: spec.json, report.json (not trained: --train-epochs 0, so no weights.pth "
                      f"and nothing to register; export it untrained with mzoo export --spec {out}/spec.json)")

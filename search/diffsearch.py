@@ -13,10 +13,9 @@ walker, latency from the device's table), reported next to the trained network's
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from export.files import prepare_directory, publish, temporary_path, write_json_
 from search.distributed import env_info
 from search.differentiable import ArchConfig, BilevelStep, weight_parameters
 from search.engine import StepContext, TrainConfig, Trainer, evaluate
+from search.timings import PhaseTimings
 from search.eoinas import CellCostModel, DartsSupernet, EoiNASConfig, ema_decay, iter_live_counts
 from zoo.darts import cifar_cellnet_spec, imagenet_cellnet_spec
 from zoo.spec import AnySpec
@@ -159,23 +159,33 @@ class DiffResult:
         return paths
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
 def _fit(trainer: Trainer, path: Path) -> None:
     if path.exists():
         trainer.load_checkpoint(path)
     trainer.fit()
+
+
+def _supernet_trainer(supernet: nn.Module, step: Any, search: TrainConfig, data: Mapping[str, Any],
+                      out: Path) -> Trainer:
+    """The engine run of a differentiable supernet: SGD owns the weights only, α steps on the ``held`` half."""
+    return Trainer(supernet, search, data["train"], step_fn=step, params=weight_parameters(supernet),
+                   streams={"val": data["held"]}, extras={"search": step}, checkpoint_path=out / "supernet.pth")
+
+
+def _data_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a result's report says of its data: what the registered model expects as input, and the classes."""
+    size = int(data["input_size"])
+    return {"input_size": [3, size, size], "mean": data["mean"], "std": data["std"], "data": data["description"],
+            "classes": list(data["classes"])}
+
+
+def _finish(spec: AnySpec, model: nn.Module | None, report: dict[str, Any], out: Path) -> DiffResult | None:
+    """Rank 0 writes the result and returns it; under torchrun the other ranks return ``None``."""
+    if env_info().rank != 0:
+        return None
+    result = DiffResult(spec, model, report)
+    result.save(out)
+    return result
 
 
 def train_network(model: nn.Module, config: TrainConfig, train: Any, test: Any, checkpoint: Path) -> float:
@@ -200,7 +210,7 @@ def run_eoinas(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainCon
     out = Path(out_dir)
     prepare_directory(out)
     classes = len(data["classes"])
-    timer = _Timer()
+    timings = PhaseTimings(out / "timings.json")
     torch.manual_seed(search.seed)
     supernet = DartsSupernet(init_chs=supernet_chs, layers=supernet_layers, num_classes=classes)
     cost_model = None
@@ -208,10 +218,9 @@ def run_eoinas(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainCon
         cost_model = CellCostModel(cost.metric, device=cost.device, tables=cost.tables)
         supernet.set_cost_objective(cost_model, cost.target, cost.weight)
     step = EoiNASStep(supernet, eoinas, arch)
-    trainer = Trainer(supernet, search, data["train"], step_fn=step, params=weight_parameters(supernet),
-                      streams={"val": data["held"]}, extras={"search": step}, checkpoint_path=out / "supernet.pth")
+    trainer = _supernet_trainer(supernet, step, search, data, out)
     step.bind(trainer.total_steps, trainer.steps_per_epoch)
-    with timer.phase("search"):
+    with timings.phase("search"):
         _fit(trainer, out / "supernet.pth")
     supernet.eval()
     genotypes = {sel: supernet.genotype(sel) for sel in ("eoinas", "darts")}
@@ -223,40 +232,29 @@ def run_eoinas(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainCon
     if train is not None:
         torch.manual_seed(train.seed)
         model = zoo.build_model(spec)
-        with timer.phase("train"):
+        with timings.phase("train"):
             report["test_top1"] = train_network(model, train, data["all_train"], data["test"], out / "train.pth")
         model.eval()
-    size = 32 if eval_net.stem == "cifar" else 224
-    input_size = [3, data.get("input_size", size), data.get("input_size", size)]
-    counted = zoo.count(spec, input_size)
-    space_costs = {}
-    for metric, device in (("macs", None), ("latency", cost.device if cost and cost.metric == "latency" else None)):
-        if metric == "latency" and device is None:
-            continue
-        model_costs = cost_model if cost_model is not None and cost_model.metric == metric else \
-            CellCostModel(metric, device=device, tables=cost.tables if cost else None)
-        space_costs[metric] = {sel: model_costs.exact(g) for sel, g in genotypes.items()}
+    counted = zoo.count(spec, data["input_size"])
+    macs_model = cost_model if cost_model is not None and cost_model.metric == "macs" else CellCostModel("macs")
+    space_costs = {"macs": {sel: macs_model.exact(g) for sel, g in genotypes.items()}}
+    if cost_model is not None and cost_model.metric == "latency":
+        space_costs["latency"] = {sel: cost_model.exact(g) for sel, g in genotypes.items()}
     report |= {
         "name": name or f"{family}_{eval_net.stem}",
         "method": family, "selection": eoinas.selection, "space": "darts",
         "genotype": genotype.to_dict(), "genotypes": {k: g.to_dict() for k, g in genotypes.items()},
-        "input_size": input_size, "mean": data["mean"], "std": data["std"], "data": data["description"],
-        "classes": list(data["classes"]), "macs": counted.macs, "params": counted.params,
-        "space_costs": space_costs,
+        **_data_fields(data), "macs": counted.macs, "params": counted.params, "space_costs": space_costs,
         "supernet": {"init_chs": supernet_chs, "layers": supernet_layers, "steps": trainer.total_steps,
                      "pruning_events": step.events, "arch": supernet.arch_summary()},
         "config": {"search": search.to_dict(), "arch": arch.to_dict(), "eoinas": eoinas.to_dict(),
                    "cost": cost.to_dict() if cost else None, "eval_net": dataclasses.asdict(eval_net),
                    "train": train.to_dict() if train else None},
-        "history": trainer.history, "seconds": timer.seconds,
+        "history": trainer.history, **timings.totals(),
         "assumptions": "indicator and pruning schedule designed (papers.md §1.4: not retrievable); see "
                        "search/eoinas.py",
     }
-    result = DiffResult(spec, model, report)
-    if env_info().rank != 0:
-        return None
-    result.save(out)
-    return result
+    return _finish(spec, model, report, out)
 
 
 @dataclass(frozen=True)
@@ -302,52 +300,47 @@ def run_metakernel(out_dir: str | Path, data: Mapping[str, Any], *, search: Trai
     prepare_directory(out)
     classes = len(data["classes"])
     space = MetaKernelSpace(identity=options.identity)
-    cost_model = metakernel_cost_model(space, cost) if cost is not None else None
-    timer = _Timer()
+    timings = PhaseTimings(out / "timings.json")
     torch.manual_seed(search.seed)
     supernet = MetaKernelSupernet(space, classes, options.mode, gumbel=options.gumbel,
                                   temperature=options.temperature, temperature_decay=options.temperature_decay)
-    if cost_model is not None and cost is not None:
+    cost_model = None
+    if cost is not None:
+        cost_model = metakernel_cost_model(space, cost)
         supernet.set_cost_objective(cost_model, cost.target, cost.weight)
     step = BilevelStep(supernet, arch)
-    trainer = Trainer(supernet, search, data["train"], step_fn=step, params=weight_parameters(supernet),
-                      streams={"val": data["held"]}, extras={"search": step}, checkpoint_path=out / "supernet.pth")
-    with timer.phase("search"):
+    trainer = _supernet_trainer(supernet, step, search, data, out)
+    with timings.phase("search"):
         _fit(trainer, out / "supernet.pth")
     supernet.eval()
     tokens = supernet.derive()
     model = supernet.subnet(tokens)
     report: dict[str, Any] = {}
-    loader = torch.utils.data.DataLoader(data["all_train"], batch_size=search.batch_size, shuffle=False)
     if finetune is not None:
-        with timer.phase("finetune"):
+        with timings.phase("finetune"):
             report["test_top1"] = train_network(model, finetune, data["all_train"], data["test"], out / "train.pth")
     else:  # inherited weights: the supernet's shared statistics fit no single path, re-estimate them
+        loader = torch.utils.data.DataLoader(data["all_train"], batch_size=search.batch_size, shuffle=False)
         recalibrate_bn(model, loader, min(20, len(loader)))
         report["test_top1"] = float(evaluate(model, torch.utils.data.DataLoader(data["test"], batch_size=200))[0])
     model.eval()
     spec = supernet.spec_of(tokens)
-    size = int(data.get("input_size", 32))
+    size = int(data["input_size"])
     counted = zoo.count(spec, size)
     space_costs = {"macs": zoo.count(*space.to_spec(tokens)).macs}
-    if cost is not None and cost.metric == "latency" and cost_model is not None:
+    if cost_model is not None and cost_model.metric == "latency":
         space_costs["latency_ms"] = cost_model.exact(tokens)
     report |= {
         "name": name or ("metakernel_cifar" if size <= 64 else "metakernel"),
         "method": "metakernel", "space": space.name, "arch": list(tokens), "tokens": " ".join(tokens),
-        "input_size": [3, size, size], "mean": data["mean"], "std": data["std"], "data": data["description"],
-        "classes": list(data["classes"]), "macs": counted.macs, "params": counted.params, "space_costs": space_costs,
+        **_data_fields(data), "macs": counted.macs, "params": counted.params, "space_costs": space_costs,
         "weights": "inherited from the supernet" + (", fine-tuned" if finetune is not None else
                                                     ", BatchNorm re-estimated"),
         "supernet": {"steps": trainer.total_steps, "arch": supernet.arch_summary()},
         "config": {"search": search.to_dict(), "arch": arch.to_dict(), "options": options.to_dict(),
                    "cost": cost.to_dict() if cost else None, "finetune": finetune.to_dict() if finetune else None},
-        "history": trainer.history, "seconds": timer.seconds,
+        "history": trainer.history, **timings.totals(),
         "assumptions": "macro layout, merging details, schedule and cost loss designed (papers.md §7.4: not "
                        "retrievable); see search/metakernel.py",
     }
-    result = DiffResult(spec, model, report)
-    if env_info().rank != 0:
-        return None
-    result.save(out)
-    return result
+    return _finish(spec, model, report, out)

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 import zoo
 from search.differentiable import cost_penalty
+from search.oneshot import flat_blocks
 from latency_tables.predict import MissingKeysError, Predictor
 from latency_tables.table import NoTablesError, Overhead
 from search.spaces import Arch, MetaKernelSpace
@@ -119,15 +120,6 @@ class LayerPlan:
         return f"blocks.{self.stage}.{self.index}"
 
 
-def _flat(spec: ArchSpec) -> list[tuple[int, int, int, BlockSpec]]:
-    out, chs = [], spec.stem.out_chs
-    for s, stage in enumerate(spec.stages):
-        for b, block in enumerate(stage):
-            out.append((s, b, chs, block))
-            chs = block.out_chs
-    return out
-
-
 def layer_plans(space: MetaKernelSpace, num_classes: int | None = None) -> list[LayerPlan]:
     """The searchable layers of ``space``, read from its specs (a layer is a block that changes with its token)."""
     choices = space.choices()
@@ -137,7 +129,7 @@ def layer_plans(space: MetaKernelSpace, num_classes: int | None = None) -> list[
         spec, _ = space.to_spec((t,) * len(choices))
         assert isinstance(spec, ArchSpec)
         specs[t] = spec if num_classes is None else spec.replace(num_classes=num_classes)
-    flats = {t: _flat(s) for t, s in specs.items()}
+    flats = {t: flat_blocks(s) for t, s in specs.items()}
     plans = []
     for k, (s, b, chs, _) in enumerate(flats[tokens[0]]):
         blocks = {t: flats[t][k][3] for t in tokens}

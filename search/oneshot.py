@@ -35,7 +35,7 @@ from zoo.spec import ArchSpec, BlockSpec
 BlockwiseSpace = NBMacroSpace | MCTNASSpace
 Path = tuple[int, ...]
 
-__all__ = ["BlockwiseSpace", "ChoiceLayer", "OneShotSupernet", "batch_statistics"]
+__all__ = ["BlockwiseSpace", "ChoiceLayer", "OneShotSupernet", "batch_statistics", "flat_blocks"]
 
 
 class ChoiceLayer(nn.Module):
@@ -51,7 +51,7 @@ class ChoiceLayer(nn.Module):
         return self.candidates[op](x)
 
 
-def _flat_blocks(spec: ArchSpec) -> list[tuple[int, int, int, BlockSpec]]:
+def flat_blocks(spec: ArchSpec) -> list[tuple[int, int, int, BlockSpec]]:
     """``(stage, index, in_chs, block)`` for every stage block of ``spec``, in execution order."""
     out, chs = [], spec.stem.out_chs
     for s, stage in enumerate(spec.stages):
@@ -90,7 +90,7 @@ class OneShotSupernet(nn.Module):
                              f"pre-pool head is supported")
         self.input_size: InputSize = tuple(input_size) if input_size is not None else space.to_spec(
             tuple(c[0] for c in self.choices))[1]  # type: ignore[assignment]
-        flats = [_flat_blocks(r) for r in refs]
+        flats = [flat_blocks(r) for r in refs]
         if len({len(f) for f in flats}) != 1:
             raise ValueError(f"one-shot supernet: space {space.name!r} changes the number of blocks with the op")
         # Searchable positions: blocks that differ between the reference archs (op j at every layer).
@@ -187,7 +187,7 @@ class OneShotSupernet(nn.Module):
         """
         path = self.path_of(arch)
         spec = self.spec_of(arch)
-        flat = _flat_blocks(spec)
+        flat = flat_blocks(spec)
         where = {(s, b): (chs, block) for s, b, chs, block in flat}
         for layer, (s, b) in enumerate(self.positions):
             choice = self.net.blocks[s][b]

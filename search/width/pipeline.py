@@ -21,13 +21,10 @@ Steps 3-5 run on rank 0 alone after a distributed supernet phase.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import os
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +33,11 @@ import torch
 from torch.utils.data import DataLoader
 
 import zoo
-from export.files import write_json_atomic
 from zoo.searched import is_valid_name
 from search.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
                            SearchSpace)
 from search.spaces.widths import BCNET_FRACTIONS, scaled_width
+from search.timings import PhaseTimings
 
 from .bcnet import BCNetConfig, BCNetTrainer
 from .cafenet import CafeNetConfig, CafeNetTrainer, flops_sensitive_bins
@@ -208,7 +205,7 @@ def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str],
         full_macs = zoo.count(*space.to_spec(tuple(max(c) for c in space.choices()))).macs
         config = dataclasses.replace(config, max_macs=int(config.macs_share * full_macs), macs_share=None)
     supernet, method, layout = _supernet_and_method(config, space)
-    timings = _Timings(out / "timings.json")
+    timings = PhaseTimings(out / "timings.json")
 
     with timings.phase("supernet"):
         trainer = Trainer(supernet, _quiet(config.supernet, progress), data["train"], step_fn=method.step_fn,
@@ -259,29 +256,6 @@ def _search(config: WidthSearchConfig, supernet: WidthSupernet, method: Any, lay
                                   state_path=state, progress=progress)
     return run_bcnet_search(supernet, method.records, scorer, cost_model, evolution=config.evolution,
                             state_path=state, progress=progress, sides=method.config.sides)
-
-
-class _Timings:
-    """Wall and CPU seconds per phase, summed over every run that worked on it (a resumed phase adds its part),
-    kept in a JSON file next to the checkpoints so the report counts what the search really cost."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.values: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        wall, cpu = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.values[f"{name}_seconds"] = self.values.get(f"{name}_seconds", 0.0) + time.perf_counter() - wall
-            self.values[f"{name}_cpu_seconds"] = (self.values.get(f"{name}_cpu_seconds", 0.0)
-                                                  + time.process_time() - cpu)
-            write_json_atomic(self.path, self.values)
-
-    def totals(self) -> dict[str, float]:
-        return dict(self.values)
 
 
 def _supernet_and_method(config: WidthSearchConfig, space: SearchSpace) -> tuple[WidthSupernet, Any, Any]:

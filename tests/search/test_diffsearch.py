@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -17,6 +16,7 @@ from search.diff_cli import add_commands
 from search.diffsearch import CostTarget, EoiNASStep, EvalNetConfig, run_eoinas, search_recipe, train_recipe
 from search.eoinas import EoiNASConfig
 from search.spaces import DartsSpace
+from tests.search.cli_runner import search_runner
 from tests.search.ddp_worker import make_image_folder, run_torchrun
 from zoo.searched import register_searched
 from zoo.spec import Genotype
@@ -121,17 +121,7 @@ def test_a_latency_target_predicts_from_the_table(data: dict, tmp_path: Path) ->
 # --- the CLI ----------------------------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mzoo")
-    sub = parser.add_subparsers(dest="command", required=True)
-    group = sub.add_parser("search")
-    add_commands(group.add_subparsers(dest="search_command", required=True))
-    return parser
-
-
-def _run(*argv: str) -> int:
-    args = _parser().parse_args(["search", *argv])
-    return args.func(args)
+_run = search_runner(add_commands)
 
 
 TINY = ("--epochs", "1", "--batch-size", "4", "--supernet-chs", "4", "--supernet-layers", "3", "--init-chs", "4",

@@ -3,7 +3,6 @@ folder (outputs rebuild as zoo models), the oracle mode, windows, and one-line e
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -15,20 +14,15 @@ import torch
 import zoo
 from search.mcts_cli import add_commands, parse_count
 from search.nasbench import default_path
+from tests.search.cli_runner import search_runner
 from tests.search.ddp_worker import make_image_folder
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mzoo")
-    sub = parser.add_subparsers(dest="command", required=True)
-    group = sub.add_parser("search")
-    add_commands(group.add_subparsers(dest="search_command", required=True))
-    return parser
+_search = search_runner(add_commands)
 
 
 def _run(*argv: str) -> int:
-    args = _parser().parse_args(["search", "mcts", *argv])
-    return args.func(args)
+    return _search("mcts", *argv)
 
 
 @pytest.fixture(scope="module")
