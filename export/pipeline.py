@@ -78,17 +78,16 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
     """
     if zoo.is_model(name):
         model = zoo.create_model(name, checkpoint_path=checkpoint_path)
-        cfg = model.pretrained_cfg
-        input_size, mean, std, spec = cfg.input_size, cfg.mean, cfg.std, model.arch_spec.to_json()
-        crop_pct, source = cfg.crop_pct, "zoo"
+        spec, source = model.arch_spec.to_json(), "zoo"
     elif timm.is_model(name):
         model = timm.create_model(name, pretrained=False, checkpoint_path=checkpoint_path)
-        cfg = model.pretrained_cfg
-        input_size, mean, std, spec = tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]), None
-        crop_pct, source = float(cfg.get("crop_pct") or 1.0), "timm"
+        spec, source = None, "timm"
     else:
         zoo.get_pretrained_cfg(name)  # raises UnknownModelError with close zoo matches
         raise AssertionError("unreachable")
+    cfg = model.pretrained_cfg  # a plain dict for zoo and timm models alike
+    input_size, mean, std = tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"])
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
     if checkpoint_path is None:
         calibrate_batchnorm(model, input_size)
     return ResolvedModel(name, source, model.eval(), input_size, mean, std, spec, crop_pct,

@@ -288,6 +288,17 @@ class CellNet(ZooModel):
         return x if pre_logits else self.classifier(x)
 
     @torch.jit.ignore
+    def forward_levels(self, x: Tensor, take: list[int], stop: bool) -> tuple[Tensor, list[Tensor]]:
+        cells = [int(self.feature_info[i]["cell"]) for i in take]  # -1: the ImageNet body's first stem
+        s0, s1 = self.forward_stem(x)
+        levels = [s0] if -1 in cells else []
+        for i, cell in enumerate(self.cells[:max(cells) + 1] if stop else self.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i in cells:
+                levels.append(s1)
+        return s1, levels
+
+    @torch.jit.ignore
     def forward_train(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(logits, auxiliary logits) as DARTS trains; the second is ``None`` without an auxiliary head
         or outside training mode."""
@@ -339,7 +350,7 @@ class CellNetFeatures(nn.Module):
         super().__init__()
         self.arch_spec = net.arch_spec
         self.feature_info = select_feature_info(net.feature_info, out_indices)
-        self.out_cells = [int(f["cell"]) for f in self.feature_info]
+        self.out_cells = [int(f["cell"]) for f in self.feature_info.get_dicts()]
         self.imagenet = isinstance(net, CellNetImageNet)
         self.stem = net.stem if isinstance(net, CellNetCIFAR) else nn.Identity()
         self.stem0 = net.stem0 if isinstance(net, CellNetImageNet) else nn.Identity()

@@ -10,12 +10,15 @@ state-dict names. ``forward`` is ``forward_head(forward_features(x))`` for all. 
 pre-logits conv (MobileNetV3-style heads).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: FX copies ``forward``'s annotation into the code of the graphs
+# it traces, and a string annotation there ('Tensor') is a type name TorchScript cannot resolve.
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from timm.models import FeatureInfo
 from torch import Tensor, nn
 
 GLOBAL_POOLS = ("avg", "")
@@ -26,15 +29,37 @@ def check_global_pool(global_pool: str) -> None:
         raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
 
 
-def select_feature_info(feature_info: list[dict[str, Any]],
-                        out_indices: Sequence[int] | None) -> list[dict[str, Any]]:
-    """The ``feature_info`` entries a ``features_only`` model returns (negative indices count from the end)."""
+def _levels(n: int, indices: Sequence[int], what: str) -> list[int]:
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
+            raise ValueError(f"{what} {tuple(indices)} out of range for {n} feature levels")
+    return [i % n for i in indices]
+
+
+def select_feature_info(feature_info: list[dict[str, Any]], out_indices: Sequence[int] | None) -> FeatureInfo:
+    """The ``feature_info`` of a ``features_only`` model: timm's :class:`~timm.models.FeatureInfo` over all levels,
+    with ``out_indices`` (negative ones count from the end) the levels it returns."""
     n = len(feature_info)
     indices = list(range(n)) if out_indices is None else list(out_indices)
-    for i in indices:
-        if not -n <= i < n:
-            raise ValueError(f"out_indices {tuple(indices)} out of range for {n} feature levels")
-    return [feature_info[i % n] for i in indices]
+    # Levels come out in the network's order whatever the order asked, so the indices are sorted to match.
+    return FeatureInfo(copy.deepcopy(feature_info), tuple(sorted(set(_levels(n, indices, "out_indices")))))
+
+
+def take_indices(n: int, indices: int | Sequence[int] | None) -> list[int]:
+    """timm's ``forward_intermediates`` convention: ``None`` all ``n`` levels, an int the last that many, a
+    sequence those levels (negative ones from the end); ``ValueError`` for any level out of range."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= n:
+            raise ValueError(f"indices={indices}: take between 1 and {n} feature levels")
+        return list(range(n - indices, n))
+    return _levels(n, list(indices), "indices")
+
+
+def check_output_fmt(output_fmt: str) -> None:
+    if output_fmt != "NCHW":
+        raise ValueError(f"output_fmt must be 'NCHW' (the zoo's CNNs have no other layout), got {output_fmt!r}")
 
 
 class ZooModel(nn.Module):
@@ -94,6 +119,27 @@ class ZooModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def forward_intermediates(self, x: Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's ``forward_intermediates``: the outputs of the ``feature_info`` levels ``indices`` (see
+        :func:`take_indices`) and the output of ``forward_features``.
+
+        Returns ``(features, intermediates)``, or only the intermediates with ``intermediates_only``. The zoo's
+        CNNs have no final norm, so ``norm`` changes nothing. ``stop_early`` stops after the last level taken, and
+        only with ``intermediates_only`` (the final features need the whole body; timm would return a partial one).
+        """
+        check_output_fmt(output_fmt)
+        take = take_indices(len(self.feature_info), indices)
+        final, levels = self.forward_levels(x, take, stop=stop_early and intermediates_only)
+        return levels if intermediates_only else (final, levels)
+
+    def forward_levels(self, x: Tensor, take: list[int], stop: bool) -> tuple[Tensor, list[Tensor]]:
+        """(``forward_features`` output, outputs of the ``feature_info`` levels in ``take``); with ``stop`` the
+        body stops after the last level taken and the first item is not the features. Subclasses define it."""
+        raise NotImplementedError
 
     @torch.jit.ignore
     def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:

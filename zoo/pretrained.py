@@ -44,13 +44,18 @@ class WeightsLoadError(WeightsError):
 
 @dataclass(frozen=True)
 class PretrainedCfg:
-    """What a model expects as input and where its weights come from (timm's fields, plus ``sha256``)."""
+    """What a model expects as input and where its weights come from (timm's fields, plus ``sha256``).
+
+    This is the registry's record (``zoo.get_pretrained_cfg``); a built model carries it as a plain dict
+    (:meth:`model_dict`), as timm's models do.
+    """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
     min_input_size: tuple[int, int, int] | None = None
     fixed_input_size: bool = False
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    crop_mode: str = "center"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
@@ -60,7 +65,9 @@ class PretrainedCfg:
     file: str | None = None
     url: str | None = None
     sha256: str | None = None
-    license: str | None = None
+    # The zoo's own architectures and any weights it trains are Apache-2.0 (the project's licence); a cfg that
+    # points at third-party weights states their licence instead.
+    license: str | None = "apache-2.0"
     paper_name: str | None = None
     paper_ids: str | None = None
     description: str | None = None
@@ -79,6 +86,11 @@ class PretrainedCfg:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def model_dict(self) -> dict[str, Any]:
+        """What a built model carries as ``pretrained_cfg`` (and ``default_cfg``): a plain dict, as timm's models
+        carry, with unset fields left out as timm leaves them out (its readers use ``.get``)."""
+        return {k: v for k, v in self.to_dict().items() if v is not None}
 
 
 def cache_dir() -> Path:

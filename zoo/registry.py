@@ -196,7 +196,8 @@ def create_model(
                         checkpoint_path=checkpoint_path, cache=Path(cache_dir) if cache_dir else None)
     result: nn.Module = features_model(model, list(out_indices) if out_indices is not None else None) \
         if features_only else model
-    result.pretrained_cfg = result.default_cfg = cfg  # type: ignore[assignment]
+    # timm's models carry their cfg as a plain dict under both names (timm's tests and data helpers index it).
+    result.pretrained_cfg = result.default_cfg = cfg.model_dict()  # type: ignore[assignment]
     return result
 
 

@@ -107,6 +107,20 @@ class SpecNet(ZooModel):
             x = self.act2(self.bn2(self.conv_head(x)))
         return x
 
+    @torch.jit.ignore
+    def forward_levels(self, x: Tensor, take: list[int], stop: bool) -> tuple[Tensor, list[Tensor]]:
+        stages = [int(self.feature_info[i]["stage"]) for i in take]
+        last = max(stages) if stop else len(self.blocks) - 1
+        x = self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
+        levels = []
+        for i, stage in enumerate(self.blocks[:last + 1]):
+            x = stage(x)
+            if i in stages:
+                levels.append(x)
+        if not stop and not self.head_after_pool:
+            x = self.act2(self.bn2(self.conv_head(x)))
+        return x, levels
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         if self.head_after_pool:
             # As timm's MobileNetV3: pool → conv_head → act2 → flatten → dropout; without pooling the
@@ -134,7 +148,7 @@ class SpecFeatures(nn.Module):
         self.arch_spec = net.arch_spec
         self.feature_info = select_feature_info(net.feature_info, out_indices)
         # Stage positions (in self.blocks) whose outputs are returned.
-        self.out_indices = [int(f["stage"]) for f in self.feature_info]
+        self.return_stages = [int(f["stage"]) for f in self.feature_info.get_dicts()]
         self.conv_stem, self.bn1, self.act1, self.stem_pool = net.conv_stem, net.bn1, net.act1, net.stem_pool
         self.blocks = net.blocks
 
@@ -143,7 +157,7 @@ class SpecFeatures(nn.Module):
         feats: list[Tensor] = []
         for i, stage in enumerate(self.blocks):
             x = stage(x)
-            if i in self.out_indices:
+            if i in self.return_stages:
                 feats.append(x)
         return feats
 
@@ -171,6 +185,18 @@ class SpecResNet(ZooModel):
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    @torch.jit.ignore
+    def forward_levels(self, x: Tensor, take: list[int], stop: bool) -> tuple[Tensor, list[Tensor]]:
+        stages = [int(self.feature_info[i]["stage"]) for i in take]
+        layers = (self.layer1, self.layer2, self.layer3, self.layer4)
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        levels = []
+        for i, layer in enumerate(layers[:max(stages) + 1] if stop else layers):
+            x = layer(x)
+            if i in stages:
+                levels.append(x)
+        return x, levels
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.pre_logits(x)
         return x if pre_logits else self.fc(x)
@@ -183,7 +209,7 @@ class SpecResNetFeatures(nn.Module):
         super().__init__()
         self.arch_spec = net.arch_spec
         self.feature_info = select_feature_info(net.feature_info, out_indices)
-        self.out_indices = [int(f["stage"]) for f in self.feature_info]
+        self.return_stages = [int(f["stage"]) for f in self.feature_info.get_dicts()]
         self.conv1, self.bn1, self.act1, self.maxpool = net.conv1, net.bn1, net.act1, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
@@ -192,6 +218,6 @@ class SpecResNetFeatures(nn.Module):
         feats: list[Tensor] = []
         for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
             x = layer(x)
-            if i in self.out_indices:
+            if i in self.return_stages:
                 feats.append(x)
         return feats

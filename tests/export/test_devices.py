@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -79,13 +79,21 @@ def test_device_info_round_trip() -> None:
     assert DeviceInfo.from_dict(info.to_dict()) == info
 
 
-def test_export_onnx_fast_is_fast(tmp_path: Path) -> None:
+def test_export_onnx_fast_takes_the_torchscript_exporter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "Fast" is the TorchScript exporter (no dynamo tracing, no verification); a wall-clock bound would depend on
+    # the CPU, so the test checks which exporter ran, and that its file is a loadable ONNX model.
+    calls: list[bool] = []
+    real_export = torch.onnx.export
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(bool(kwargs.get("dynamo")))
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", spy)
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()).eval()
-    export_onnx_fast(model, (1, 8, 8, 8), tmp_path / "warm.onnx")
-    start = time.perf_counter()
-    export_onnx_fast(model, (1, 8, 8, 8), tmp_path / "op.onnx")
-    assert time.perf_counter() - start < 1.0
-    assert (tmp_path / "op.onnx").stat().st_size > 0
+    path = export_onnx_fast(model, (1, 8, 8, 8), tmp_path / "op.onnx")
+    assert calls == [False]
+    assert [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim] == [1, 8, 8, 8]
 
 
 def _check_result(result: LatencyResult, shape: tuple[int, ...], runtime: str, label: str) -> None:

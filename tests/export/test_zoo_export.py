@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import zoo
+from export.parity import within_noise_floor
 from export.pipeline import calibrate_batchnorm, export_model, resolve_model
 
 
@@ -36,9 +37,12 @@ def test_zoo_model_exports_and_verifies(name: str, tmp_path: Path) -> None:
     assert Path(report.path).is_file()
     assert len(report.max_abs_diff) == 2
     for batch, diff in report.max_abs_diff.items():
-        if diff > 1e-4:  # allowed only where eager fp32 itself is that far from float64 (export/onnx.py)
+        # What the exporter promises (export/parity.py): within 1e-4 of fp32 eager, or, where it is not, as close
+        # to a float64 run as its noise-floor factor times fp32 eager's own distance. How far fp32 eager itself
+        # drifts is a property of the CPU's kernels, so no figure of it is asserted here.
+        if diff > 1e-4:
             ort_err, eager_err = report.noise_floor[batch]
-            assert eager_err > 5e-5 and ort_err <= 2 * eager_err, (name, batch, diff, report.noise_floor)
+            assert within_noise_floor(ort_err, eager_err, 1e-4, 2.0), (name, batch, diff, report.noise_floor)
     assert (tmp_path / f"{name}.onnx.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.onnx", f"{name}.onnx.json"]
 

@@ -64,7 +64,7 @@ def test_eoinas_run_prunes_gradually_and_writes_a_registrable_model(data: dict, 
     assert spec.family == "eoinas" and spec.genotype == genotype and spec.num_classes == 3
     name = register_searched(out)
     model = zoo.create_model(name, pretrained=True).eval()
-    assert model.pretrained_cfg.first_conv == "stem.0" and model.pretrained_cfg.input_size == (3, 16, 16)
+    assert model.pretrained_cfg["first_conv"] == "stem.0" and model.pretrained_cfg["input_size"] == (3, 16, 16)
     x = torch.randn(2, 3, 16, 16)
     assert torch.allclose(model(x), result.model.eval()(x), atol=1e-6)
 
@@ -185,7 +185,7 @@ def test_cli_metakernel_end_to_end(folder: Path, tmp_path: Path, capsys: pytest.
     assert spec == space.to_spec(tokens)[0].replace(num_classes=3)
     name = register_searched(out, name="metakernel_cli_test")
     model = zoo.create_model(name, pretrained=True)
-    assert model.pretrained_cfg.paper_ids == "arXiv:1912.04749"
+    assert model.pretrained_cfg["paper_ids"] == "arXiv:1912.04749"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -57,7 +57,7 @@ def test_train_and_search_writes_a_rebuildable_result(folder: Path, tmp_path: Pa
     assert report["name"] == "nbmacro_mctnas"
     # Registered in a fresh interpreter: the registry is process-wide and other tests list it.
     code = (f"import zoo\nfrom zoo.searched import register_searched\nname = register_searched({str(out)!r})\n"
-            "print(name, zoo.create_model(name, pretrained=True).pretrained_cfg.paper_ids)")
+            "print(name, zoo.create_model(name, pretrained=True).pretrained_cfg['paper_ids'])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["nbmacro_mctnas", "arXiv:2103.11922"]

@@ -74,8 +74,8 @@ def test_features_only(name: str) -> None:
     model = zoo.create_model(name, features_only=True).eval()
     x = input_for(name, max_size=96)
     feats = model(x)
-    assert len(feats) >= 3 and len(feats) == len(model.feature_info)
-    for f, info in zip(feats, model.feature_info):
+    assert len(feats) >= 3 and len(feats) == len(model.feature_info.get_dicts())
+    for f, info in zip(feats, model.feature_info.get_dicts()):
         assert f.shape[1] == info["num_chs"]
         assert f.shape[2] <= math.ceil(x.shape[2] / info["reduction"]) + 1
     last = zoo.create_model(name, features_only=True, out_indices=(-1,))

@@ -155,7 +155,7 @@ def test_contract_on_an_ofa_model() -> None:
     feat_model = features_model(zoo.build_model(spec).eval())
     with torch.inference_mode():
         outs = feat_model(x)
-    assert [f["reduction"] for f in feat_model.feature_info] == [2, 4, 8, 16, 32]
+    assert feat_model.feature_info.reduction() == [2, 4, 8, 16, 32]
     assert [o.shape[1] for o in outs] == [24, 32, 48, 136, 1152]
     assert [o.shape[2] for o in outs] == [96, 48, 24, 12, 6]
 

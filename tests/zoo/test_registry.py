@@ -75,7 +75,7 @@ def test_overrides_reach_the_model() -> None:
 
 def test_pretrained_cfg_overlay_and_bad_fields() -> None:
     model = zoo.create_model("hgcnet_0_5x", pretrained_cfg_overlay={"crop_pct": 1.0})
-    assert model.pretrained_cfg.crop_pct == 1.0
+    assert model.pretrained_cfg["crop_pct"] == 1.0
     with pytest.raises(ValueError, match="unknown pretrained_cfg fields"):
         zoo.create_model("hgcnet_0_5x", pretrained_cfg_overlay={"crop_pct_typo": 1.0})
 
@@ -89,7 +89,7 @@ def test_reachable_through_timm() -> None:
     assert cfg.input_size == zoo.get_pretrained_cfg("hgcnet_1x").input_size
     assert cfg.paper_ids == "arXiv:1906.03657"
     feats = timm.create_model("hgcnet_1x", features_only=True, out_indices=(1, 2))
-    assert [f["reduction"] for f in feats.feature_info] == [4, 8]
+    assert feats.feature_info.reduction() == [4, 8]
 
 
 def test_bad_out_indices_and_pool() -> None:
