@@ -61,12 +61,15 @@ _LINGER_BYTES = 64 * 2**20
 _CHILD_COMMAND = "import sys; from export.agent import _child_main; sys.exit(_child_main(sys.argv[1:]))"
 
 
+MAX_UPLOAD_MB = 4096  # larger than any mobile model; the body is written to disk before it is measured
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """How the agent listens and what it accepts. ``port`` 0 picks a free port (tests)."""
 
     token: str
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # this machine only; listening on a network is the user's explicit choice (--host)
     port: int = DEFAULT_PORT
     max_upload_bytes: int = 256 * 2**20
     read_timeout_s: float = 30.0  # per socket operation while a request is read or a response written
@@ -512,12 +515,15 @@ def _measure_here(runtime: str, artefact: str, cfg: BenchConfig) -> LatencyResul
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``mzoo agent``."""
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; give 0.0.0.0 or an "
+                             "interface's address to serve phones or other machines on the network)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     parser.add_argument("--token", default=None,
                         help=f"bearer token clients must send (default: ${TOKEN_ENV}; prefer the variable, "
                              "a command-line token is visible to other users in `ps`)")
-    parser.add_argument("--max-upload-mb", type=float, default=256.0, help="largest accepted artefact (MiB)")
+    parser.add_argument("--max-upload-mb", type=float, default=256.0,
+                        help=f"largest accepted artefact, MiB (default 256, at most {MAX_UPLOAD_MB})")
     parser.add_argument("--measure-timeout", type=float, default=600.0, help="seconds one measurement may take")
     parser.add_argument("--queue-timeout", type=float, default=600.0,
                         help="seconds a request waits for the measurement in progress before 503")
@@ -527,6 +533,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
 def agent_config_from_args(args: argparse.Namespace) -> AgentConfig:
     """The ``AgentConfig`` of parsed ``mzoo agent`` options; ``ValueError`` for an empty token or bad values."""
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
+    if not (math.isfinite(args.max_upload_mb) and 0 < args.max_upload_mb <= MAX_UPLOAD_MB):
+        raise ValueError(f"--max-upload-mb must be more than 0 and at most {MAX_UPLOAD_MB} (an upload is held on "
+                         f"disk while it is measured), got {args.max_upload_mb:g}")
     return AgentConfig(token=token, host=args.host, port=args.port,
                        max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
                        measure_timeout_s=args.measure_timeout, queue_timeout_s=args.queue_timeout,
@@ -537,6 +546,9 @@ def run_agent(args: argparse.Namespace) -> int:
     """Serve in the foreground until Ctrl-C; returns the exit status. Raises ``ValueError`` for bad options and
     ``OSError`` when the address cannot be bound."""
     server = AgentServer(agent_config_from_args(args))
+    if server.config.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"mzoo agent: listening on {server.config.host}: any machine that can reach it and knows the token "
+              "can run measurements here", file=sys.stderr, flush=True)
     runtimes = ", ".join(sorted(available_runtimes())) or "none"
     print(f"mzoo agent: serving {server.url} (port {server.server_address[1]}; runtimes: {runtimes}); "
           f"Ctrl-C stops", file=sys.stderr, flush=True)

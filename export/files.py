@@ -32,6 +32,23 @@ def prepare_directory(directory: Path) -> None:
         raise ExportError(f"output directory {str(directory)!r} is not writable")
 
 
+def check_writable(target: str | os.PathLike[str], flag: str) -> Path:
+    """Check, before any expensive work, that a file can be written at ``target`` (its folder is created); raises
+    ``ExportError`` naming ``flag`` otherwise. Writes and removes a probe file, which ``os.access`` cannot replace
+    (it answers yes to root on read-only or virtual file systems such as /proc)."""
+    path = Path(target)
+    if path.is_dir():
+        raise ExportError(f"{flag} {str(path)!r} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ExportError(f"{flag} {str(path)!r} cannot be written: {err.strerror or err}") from err
+    return path
+
+
 def check_target(target: Path, kind: str, is_package: bool = False) -> None:
     """Refuse a target that is an existing entry of the wrong kind, then prepare its directory."""
     if target.is_dir() and not is_package:

@@ -9,12 +9,13 @@ in :mod:`export.onnx`, :mod:`export.onnx_precision`, :mod:`export.coreml` and :m
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,7 +27,7 @@ from export.coreml import CoremlExportConfig, export_coreml
 from export.errors import ExportError, UnsupportedFormatError, one_line
 from export.executorch import PteExportConfig, export_pte
 from export.files import prepare_directory, write_json_atomic, write_text_atomic
-from export.images import default_image_source, load_images
+from export.images import CalibrationDataError, default_image_source, list_images, load_images
 from export.onnx import OnnxExportConfig, export_onnx
 from export.onnx_precision import (FP16_THRESHOLDS, FP16_THRESHOLDS_TRAINED, INT8_THRESHOLDS, INT8_THRESHOLDS_TRAINED,
                                    Fp16Config, Int8Config, convert_fp16, quantize_int8)
@@ -240,10 +241,10 @@ def export_formats(
     :data:`KNOWN_UNSUPPORTED` pair is not attempted and yields an ``unsupported`` cell.
     """
     names = parse_formats(formats)
+    check_image_sources(names, options)
     out = Path(out_dir)
-    prepare_directory(out)
     cells = []
-    with tempfile.TemporaryDirectory(prefix="mzoo-export-") as scratch:
+    with _output_directory(out), tempfile.TemporaryDirectory(prefix="mzoo-export-") as scratch:
         session = _Session(resolved, out, options, Path(scratch))
         for fmt in names:
             cell = _export_cell(session, fmt, keep_going)
@@ -251,6 +252,39 @@ def export_formats(
             if on_cell:
                 on_cell(cell)
     return cells
+
+
+def check_image_sources(formats: Iterable[str], options: ExportOptions) -> None:
+    """Check, before any export runs, that the image sources the chosen formats will read exist and hold images
+    (``CalibrationDataError`` naming the source and its option otherwise)."""
+    names = set(formats)
+    if names & {"onnx-fp16", "onnx-int8"}:
+        source = options.images or default_image_source()
+        if source is None:
+            raise ExportError("no real images to verify fp16/int8 against: pass --images DIR (an ImageFolder or "
+                              "a .zip of one) or set MZOO_SHARED_DATA to the folder holding cifar10/cifar10_jpg.zip")
+        _check_source(source, "--images (ExportOptions.images)")
+    if "onnx-int8" in names and options.calibration:
+        _check_source(options.calibration, "--calibration (ExportOptions.calibration)")
+
+
+def _check_source(source: str | os.PathLike, option: str) -> None:
+    try:
+        list_images(source)
+    except CalibrationDataError as err:
+        raise CalibrationDataError(f"{option}: {err}") from None
+
+
+@contextlib.contextmanager
+def _output_directory(out: Path) -> Iterator[None]:
+    """Create ``out`` for the block; a directory this call created is removed again if it is left empty."""
+    created = not out.exists()
+    prepare_directory(out)
+    try:
+        yield
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _export_cell(session: _Session, fmt: str, keep_going: bool) -> Cell:
@@ -262,7 +296,7 @@ def _export_cell(session: _Session, fmt: str, keep_going: bool) -> Cell:
     start = time.perf_counter()
     try:
         report = _EXPORTERS[fmt](session, path)
-        data = _json_safe(report.to_dict())
+        data = _json_safe(report.to_dict() | {"weights": session.resolved.weights})
         write_json_atomic(path.with_name(path.name + ".json"), data)
     except ExportError as err:
         if not keep_going:
@@ -384,6 +418,7 @@ def export_all(
     from export.environment import current_environment
 
     fmts = parse_formats(formats)
+    check_image_sources(fmts, options)
     prepare_directory(Path(out_dir))
     cells: list[Cell] = []
     for name in names:

@@ -28,6 +28,17 @@ def check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     return size  # type: ignore[return-value]
 
 
+# Larger than any mobile network's input; one 4096×4096 RGB fp32 image is already 200 MB before the first conv.
+MAX_IMAGE_SIDE = 4096
+
+
+def check_image_side(side: object, flag: str = "--input-size") -> int:
+    """An image side a user typed, as an int in [1, MAX_IMAGE_SIDE]; ``ValueError`` naming ``flag`` otherwise."""
+    if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_IMAGE_SIDE:
+        raise ValueError(f"{flag} must be an image side between 1 and {MAX_IMAGE_SIDE} pixels, got {side!r}")
+    return side
+
+
 def run_eager(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """The model's single output tensor for ``x`` as float32 numpy; ``ExportError`` for any other output."""
     with torch.inference_mode():

@@ -37,7 +37,19 @@ class ResolvedModel:
     std: tuple[float, ...]
     arch_spec_json: str | None
     crop_pct: float = 1.0
-    random_init: bool = True  # no weights were loaded: random init with calibrated BatchNorm
+    weights_file: str | None = None  # the weights loaded into ``model``; None: random init, calibrated BatchNorm
+    weights_sha256: str | None = None
+
+    @property
+    def random_init(self) -> bool:
+        return self.weights_file is None
+
+    @property
+    def weights(self) -> dict[str, str] | str:
+        """Where the weights came from, as every artefact's report records it: file and sha256, or "random init"."""
+        if self.weights_file is None:
+            return "random init (no weights loaded; BatchNorm statistics calibrated on random inputs)"
+        return {"file": self.weights_file, "sha256": self.weights_sha256 or ""}
 
 
 def calibrate_batchnorm(model: nn.Module, input_size: tuple[int, int, int], steps: int = 4, batch: int = 8,
@@ -68,18 +80,31 @@ def calibrate_batchnorm(model: nn.Module, input_size: tuple[int, int, int], step
 
 
 def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -> ResolvedModel:
-    """Build ``name`` from the zoo, or from timm if only timm knows it, in eval mode.
+    """Build ``name`` from the zoo, or from timm if only timm knows it, in eval mode, with its weights.
 
-    Without ``checkpoint_path`` the weights are random and the BatchNorm statistics are calibrated on
-    random inputs (:func:`calibrate_batchnorm`) so exports are verified on realistically scaled outputs.
+    The weights are ``checkpoint_path`` if given, else those the zoo's cfg names (a search result's
+    ``weights.pth``, a shipped or installed file): a model that has weights is never exported without them,
+    and a missing, changed or corrupt file is an error. Only a model with no weights anywhere is built at
+    random init, its BatchNorm statistics calibrated on random inputs (:func:`calibrate_batchnorm`) so exports
+    are verified on realistically scaled outputs; ``ResolvedModel.weights`` says which it was.
 
     Raises:
         zoo.UnknownModelError: neither the zoo nor timm has ``name`` (zoo names are suggested).
+        zoo.WeightsError: the weights are missing, corrupt, changed since registration or do not fit.
     """
+    weights = None
     if zoo.is_model(name):
-        model = zoo.create_model(name, checkpoint_path=checkpoint_path)
+        record = zoo.get_pretrained_cfg(name)
+        if checkpoint_path is not None or record.has_weights:
+            weights = pretrained.resolve_weights(name, record, checkpoint_path)
+        model = zoo.create_model(name, pretrained=weights is not None, checkpoint_path=checkpoint_path)
         spec, source = model.arch_spec.to_json(), "zoo"
     elif timm.is_model(name):
+        weights = Path(checkpoint_path) if checkpoint_path is not None else None
+        if weights is not None:  # read it ourselves first: timm's loader reports a corrupt file without its name
+            if not weights.is_file():
+                raise pretrained.WeightsNotFoundError(f"checkpoint file {str(weights)!r} does not exist")
+            pretrained.read_state_dict(weights)
         model = timm.create_model(name, pretrained=False, checkpoint_path=checkpoint_path)
         spec, source = None, "timm"
     else:
@@ -88,10 +113,16 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
     cfg = model.pretrained_cfg  # a plain dict for zoo and timm models alike
     input_size, mean, std = tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"])
     crop_pct = float(cfg.get("crop_pct") or 1.0)
-    if checkpoint_path is None:
+    if weights is None:
         calibrate_batchnorm(model, input_size)
     return ResolvedModel(name, source, model.eval(), input_size, mean, std, spec, crop_pct,
-                         random_init=checkpoint_path is None)
+                         **_provenance(weights))
+
+
+def _provenance(weights: Path | None) -> dict[str, str | None]:
+    if weights is None:
+        return {"weights_file": None, "weights_sha256": None}
+    return {"weights_file": str(weights.resolve()), "weights_sha256": pretrained.sha256_of(weights)}
 
 
 def resolve_spec(spec_path: str | os.PathLike, checkpoint_path: str | os.PathLike | None = None, *,
@@ -125,19 +156,21 @@ def resolve_spec(spec_path: str | os.PathLike, checkpoint_path: str | os.PathLik
         num_classes=spec.num_classes, crop_pct=0.875 if imagenet else 1.0)
     model = zoo.build_model(spec)
     label = name or path.name.removesuffix(".json")
+    weights = None
     if checkpoint_path is not None:
-        pretrained.load_pretrained(model, label, cfg, num_classes=spec.num_classes, in_chans=spec.in_chans,
-                                       checkpoint_path=checkpoint_path)
+        weights = pretrained.load_pretrained(model, label, cfg, num_classes=spec.num_classes, in_chans=spec.in_chans,
+                                             checkpoint_path=checkpoint_path)
     else:
         calibrate_batchnorm(model, cfg.input_size)
     return ResolvedModel(label, "spec", model.eval(), cfg.input_size, cfg.mean, cfg.std, spec.to_json(),
-                         cfg.crop_pct, random_init=checkpoint_path is None)
+                         cfg.crop_pct, **_provenance(weights))
 
 
 def model_metadata(resolved: ResolvedModel) -> dict[str, str]:
     meta = {"model_name": resolved.name, "source": resolved.source,
             "input_size": json.dumps(list(resolved.input_size)),
-            "mean": json.dumps(list(resolved.mean)), "std": json.dumps(list(resolved.std))}
+            "mean": json.dumps(list(resolved.mean)), "std": json.dumps(list(resolved.std)),
+            "weights": json.dumps(resolved.weights)}
     if resolved.arch_spec_json:
         meta["arch_spec"] = resolved.arch_spec_json
     return meta
@@ -154,7 +187,7 @@ def export_model(resolved: ResolvedModel, out_dir: str | os.PathLike, fmt: str =
         raise UnsupportedFormatError(f"export_model writes ONNX only, got {fmt!r}; use export.formats.export_formats")
     path = Path(out_dir) / f"{resolved.name}.onnx"
     report = export_onnx(resolved.model, path, resolved.input_size, metadata=model_metadata(resolved), cfg=cfg)
-    write_json_atomic(path.with_name(path.name + ".json"), report.to_dict())
+    write_json_atomic(path.with_name(path.name + ".json"), report.to_dict() | {"weights": resolved.weights})
     return report
 
 

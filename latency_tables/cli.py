@@ -126,8 +126,12 @@ def run_validation(device_spec: str, table_device: str | None, spaces: str, arch
 
 
 def _cmd_lut_validate(args: argparse.Namespace) -> int:
+    from export.files import check_writable
     from latency_tables.validate import scatter_plot
 
+    for flag, target in (("--plot", args.plot), ("--json", args.json)):
+        if target:  # checked before minutes of measuring, not after
+            check_writable(target, flag)
     _, table_device, results = run_validation(args.device, args.table_device, args.space, args.archs,
                                               args.threads, args.token, args.interpolate, _root(args))
     print(f"{'space':<22} {'archs':>5} {'±10%':>7} {'±5%':>7} {'rho':>6} {'MAPE':>7}")
@@ -160,7 +164,10 @@ def _cmd_lut_import_ofa(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from latency_tables.predict import Predictor
 
+    from latency_tables.choose import choose_device
+
     spec, input_size = _predict_target(args)
+    args.device = choose_device(args.device, args.space, _root(args))
     prediction = Predictor.for_device(args.device, _root(args)).predict(
         spec, input_size, interpolate=args.interpolate, space=args.space)
     if args.json:
@@ -181,14 +188,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _predict_target(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int]]:
     from zoo import get_arch_spec, get_pretrained_cfg, spec_from_json
 
+    from export.parity import check_image_side
+
     if bool(args.name) == bool(args.spec):
         raise ValueError("give a zoo model NAME or --spec FILE (exactly one)")
+    if args.input_size is not None:
+        check_image_side(args.input_size)
     if args.spec:
         spec = spec_from_json(Path(args.spec).read_text())
         side = args.input_size or (224 if spec.num_classes == 1000 else 32)
         return spec, (spec.in_chans, side, side)
     spec, size = get_arch_spec(args.name), tuple(get_pretrained_cfg(args.name).input_size)
-    if args.input_size:
+    if args.input_size is not None:
         size = (size[0], args.input_size, args.input_size)
     return spec, size  # type: ignore[return-value]
 
@@ -245,7 +256,8 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("predict", help="predict a model's latency on a device from its latency tables")
     p.add_argument("name", nargs="?", help="a zoo model")
     p.add_argument("--spec", help="an architecture spec JSON file instead of a name")
-    p.add_argument("--device", required=True, help="table directory, e.g. amd-epyc-f23m1-ort-t1 (see `mzoo lut list`)")
+    p.add_argument("--device", help="table directory, e.g. amd-epyc-f23m1-ort-t1 or samsung-note10-ofa (default: this "
+                                    "machine's tables; see `mzoo lut list`)")
     p.add_argument("--input-size", type=int, help="image side (default: the model's)")
     p.add_argument("--interpolate", action="store_true", help="interpolate ops missing from the tables (flagged)")
     p.add_argument("--space", help="take the overhead from this space's table (default: the best-covering one)")

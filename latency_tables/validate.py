@@ -23,10 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from export.files import save_figure
+from latency_tables.choose import HARDWARE_FIELDS as _HARDWARE_FIELDS
 
 VALIDATION_SEED = 1000  # builders calibrate on seed 0.. draws; validation never shares them
 # What makes two machines different hardware (a table measured on one says nothing about latency on the other).
-_HARDWARE_FIELDS = ("cpu_model", "cpu_id", "logical_cores", "machine")
 # What makes the same machine run different code (the comparison still means something, but say so).
 _SOFTWARE_FIELDS = ("os", "onnxruntime", "executorch", "torch", "onnx", "python", "numpy")
 

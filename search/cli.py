@@ -52,6 +52,9 @@ def _cmd_width(args: argparse.Namespace) -> int:
                                   topk=max(1, args.population // 5), mutations=args.population // 2,
                                   crossovers=args.population // 2),
         name=args.name)
+    from search.rundir import claim, settings_of
+
+    claim(args.output, "search width", settings_of(args, ignore=("no_progress",)))
     run = run_width_search(config, args.output, progress=not args.no_progress)
     if run is None:  # a torchrun worker other than rank 0: the search ran on rank 0
         return 0

@@ -12,7 +12,6 @@ import dataclasses
 import json
 from typing import Any
 
-DEFAULT_DEVICE = "amd-epyc-f23m1-ort-t1"
 
 __all__ = ["add_commands"]
 
@@ -41,8 +40,11 @@ def _cost(args: argparse.Namespace) -> Any:
     if args.latency_target is not None:
         if not args.latency_target > 0:
             raise ValueError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
-        return CostTarget("latency", args.latency_target, args.cost_weight, device=args.device, tables=args.tables)
-    if args.device != DEFAULT_DEVICE or args.tables is not None:
+        from latency_tables.choose import choose_device
+
+        device = choose_device(args.device, args.space_name, args.tables)
+        return CostTarget("latency", args.latency_target, args.cost_weight, device=device, tables=args.tables)
+    if args.device is not None or args.tables is not None:
         raise ValueError("--device/--tables choose the latency table of --latency-target; give a target")
     return None
 
@@ -93,6 +95,9 @@ def _cmd_eoinas(args: argparse.Namespace) -> int:
     arch = ArchConfig(lr=args.arch_lr, order=args.order)
     train = None if args.train_epochs == 0 else train_recipe(args.train_epochs, args.train_batch_size,
                                                              args.train_lr, args.seed, progress=args.progress)
+    from search.rundir import claim, settings_of
+
+    claim(args.output, "search eoinas", settings_of(args))  # rerunning the same command resumes
     data = _data(args, args.input_size, "train")
     result = run_eoinas(args.output, data, search=search, arch=arch, eoinas=eoinas, supernet_chs=args.supernet_chs,
                         supernet_layers=args.supernet_layers, cost=cost, eval_net=eval_net, train=train,
@@ -123,6 +128,9 @@ def _cmd_metakernel(args: argparse.Namespace) -> int:
     finetune = None if args.train_epochs == 0 else dataclasses.replace(
         train_recipe(args.train_epochs, args.batch_size, args.train_lr, args.seed, progress=args.progress),
         weight_decay=args.wd, workers=args.workers)
+    from search.rundir import claim, settings_of
+
+    claim(args.output, "search metakernel", settings_of(args))  # rerunning the same command resumes
     data = _data(args, args.input_size, "train")
     result = run_metakernel(args.output, data, search=search, arch=ArchConfig(lr=args.arch_lr), options=options,
                             cost=cost, finetune=finetune, name=args.name)
@@ -184,7 +192,7 @@ def _common_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--macs-target", help="expected-MACs target of the searched space's networks, e.g. 40M")
     p.add_argument("--latency-target", type=float, help="expected-latency target (ms) from --device's table")
     p.add_argument("--cost-weight", type=float, default=0.5, help="weight of |E[cost]/target - 1| (default 0.5)")
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"latency-table device (default {DEFAULT_DEVICE})")
+    p.add_argument("--device", help="latency-table device (default: this machine's tables; `mzoo lut list`)")
     p.add_argument("--tables", help="root folder of the latency tables (default: the shipped ones)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     p.add_argument("--seed", type=int, default=0)
@@ -224,7 +232,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--train-batch-size", type=int, default=96)
     p.add_argument("--train-lr", type=float, default=0.025)
     p.add_argument("--name", help="model name to register the result under (default eoinas_<stem>)")
-    p.set_defaults(func=_cmd_eoinas)
+    p.set_defaults(func=_cmd_eoinas, space_name="darts")
 
     p = sub.add_parser("metakernel", help="Meta-Kernel search: kernels 3/5/7 and expansions 3/6 merged per layer",
                        description="Search the Meta-Kernel space (MobileNetV2-style, SE and swish) with a supernet "
@@ -247,4 +255,4 @@ def add_commands(sub: Any) -> None:
                    help="fine-tune the derived network (inherited weights) this many epochs (0: BN re-estimated only)")
     p.add_argument("--train-lr", type=float, default=0.02)
     p.add_argument("--name", help="model name to register the result under (default metakernel_cifar / metakernel)")
-    p.set_defaults(func=_cmd_metakernel)
+    p.set_defaults(func=_cmd_metakernel, space_name="metakernel")

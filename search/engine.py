@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from export.errors import ExportError
 from export.files import prepare_directory, publish, temporary_path
+from zoo.pretrained import load_error_reason
 from search.data import EpochSampler, SeededDataset, ShardSampler, mix_seed
 from search.distributed import (DistInfo, all_reduce_mean, all_reduce_sum, average_gradients, broadcast_module,
                                 broadcast_object, env_info, gather_objects, init_distributed, sync_buffers)
@@ -597,7 +598,7 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: torch.device | s
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {str(err).splitlines()[0]}") from err
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {load_error_reason(err)}") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a search training checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:

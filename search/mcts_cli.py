@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DEVICE = "amd-epyc-f23m1-ort-t1"
 SPACES = ("nbmacro", "mctnas")
 
 __all__ = ["add_commands", "parse_count", "load_splits"]
@@ -82,9 +81,11 @@ def _windows(args: argparse.Namespace) -> list[Any]:
             value = getattr(args, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number of ms, got {value}")
-        windows.append(CostWindow("latency", args.latency_min, args.latency_max, device=args.device,
-                                  tables=args.tables))
-    elif args.device != DEFAULT_DEVICE or args.tables is not None:
+        from latency_tables.choose import choose_device
+
+        device = choose_device(args.device, args.space, args.tables)
+        windows.append(CostWindow("latency", args.latency_min, args.latency_max, device=device, tables=args.tables))
+    elif args.device is not None or args.tables is not None:
         raise ValueError("--device/--tables choose the latency table of a --latency-min/--latency-max window; "
                          "give a latency bound")
     return windows
@@ -147,6 +148,9 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     if args.name is not None and not is_valid_name(args.name):
         raise ValueError(f"--name {args.name!r} must be lowercase letters, digits and '_' starting with a letter")
     prepare_directory(out)
+    from search.rundir import claim, settings_of
+
+    args.resuming = claim(out, "search mcts", settings_of(args))  # rerunning the same command resumes
     if args.oracle:
         return _cmd_oracle(args, windows, out)
     return _train_and_search(args, windows, out)
@@ -172,7 +176,7 @@ def _train_and_search(args: argparse.Namespace, windows: list[Any], out: Path) -
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          progress=args.progress)
     mct, trainer = train_supernet(supernet, train, config, MCTNASConfig(), feasibility=feasibility if windows else None,
-                                  checkpoint_path=out / "supernet.pth", resume=args.resume)
+                                  checkpoint_path=out / "supernet.pth", resume=args.resuming)
     search = SearchConfig(count=args.count, batch_size=min(args.batch_size, len(train)), bn_batches=args.bn_batches,
                           eval_batch_size=args.batch_size, seed=args.seed, progress=args.progress)
     candidates = search_stage(supernet, mct.sampler, train, val, search,
@@ -218,8 +222,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--macs-max", help="e.g. 380M")
     p.add_argument("--latency-min", type=float, help="latency window (ms) predicted from --device's table")
     p.add_argument("--latency-max", type=float)
-    p.add_argument("--device", default=DEFAULT_DEVICE, help=f"latency-table device with tables for --space (default "
-                                                           f"{DEFAULT_DEVICE}; see `mzoo lut list`)")
+    p.add_argument("--device", help="latency-table device with tables for --space (default: this machine's "
+                                    "tables; see `mzoo lut list`)")
     p.add_argument("--tables", help="root folder of the latency tables (default: the shipped ones)")
     p.add_argument("--count", type=int, default=20, help="candidates the search scores (official: 20)")
     p.add_argument("--bn-batches", type=int, default=20, help="BN recalibration batches per candidate")
@@ -227,7 +231,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--budget", type=int, default=100, help="--oracle: distinct benchmark queries")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="model name the result registers under (default <space>_mctnas)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/supernet.pth")
+    p.add_argument("--resume", action="store_true",
+                   help="accepted for compatibility: rerunning the same command in DIR resumes by itself")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.set_defaults(func=_cmd_mcts)

@@ -60,6 +60,9 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     if not is_valid_name(name):
         raise ValueError(f"--name {name!r} must be lowercase letters, digits and '_' starting with a letter")
     prepare_directory(out)
+    from search.rundir import claim, settings_of
+
+    claim(out, "prune dagger", settings_of(args))
     recipe = dict(batch_size=args.batch_size, seed=args.seed, progress=args.progress)
     config = RunConfig(pretrain=TrainConfig(epochs=args.pretrain_epochs, lr=args.lr, **recipe),
                        dagger=TrainConfig(epochs=args.dagger_epochs, lr=args.finetune_lr, **recipe),

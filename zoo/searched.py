@@ -20,7 +20,7 @@ from typing import Any
 
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
 from .jsonfile import read_json_object
-from .registry import is_model, register_model
+from .registry import DuplicateModelError, get_pretrained_cfg, is_model, register_model
 from .spec import AnySpec, ArchSpec, CellNetSpec, spec_from_json
 
 SPEC_FILE, WEIGHTS_FILE, REPORT_FILE = "spec.json", "weights.pth", "report.json"
@@ -103,8 +103,12 @@ def _result_dirs(base: Path) -> list[Path]:
 
 
 def register_from_env(value: str | None = None) -> list[str]:
-    """Register the directories of ``$MZOO_SEARCHED`` (``os.pathsep``-separated); already registered names are
-    skipped, so calling it twice is harmless."""
+    """Register the directories of ``$MZOO_SEARCHED`` (``os.pathsep``-separated).
+
+    A directory already registered (named twice, or by both the flag and the variable) is skipped, so calling it
+    twice is harmless; a second directory whose result has a name already taken is refused with
+    ``DuplicateModelError`` naming both directories, never silently ignored.
+    """
     text = os.environ.get(SEARCHED_ENV, "") if value is None else value
     names: list[str] = []
     for part in filter(None, text.split(os.pathsep)):
@@ -112,10 +116,23 @@ def register_from_env(value: str | None = None) -> list[str]:
         if not dirs:
             raise SearchedModelError(f"${SEARCHED_ENV} names {part!r}, which holds no search result")
         for d in dirs:
-            report = _read_json(d / REPORT_FILE)
-            if not is_model(str(report.get("name"))):
-                names.append(register_searched(d))
+            name = str(_read_json(d / REPORT_FILE).get("name"))
+            if is_model(name):
+                _check_same_result(name, d)
+                continue
+            names.append(register_searched(d))
     return names
+
+
+def _check_same_result(name: str, directory: Path) -> None:
+    """Pass if ``name`` was registered from ``directory`` itself; ``DuplicateModelError`` naming both otherwise."""
+    registered = get_pretrained_cfg(name).file
+    mine = str((directory / WEIGHTS_FILE).resolve())
+    if registered != mine:
+        where = str(Path(registered).parent) if registered else "a built-in zoo model"
+        raise DuplicateModelError(f"model {name!r} is already registered from {where}; the search result in "
+                                  f"{str(directory.resolve())!r} has the same name (rename one: 'name' in its "
+                                  f"{REPORT_FILE})")
 
 
 def searched_cfg(spec: AnySpec, report: Mapping[str, Any], weights: Path) -> PretrainedCfg:

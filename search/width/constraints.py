@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zoo
+from latency_tables.choose import choose_device
 from latency_tables.predict import MissingKeysError, Predictor
 from search.spaces import Arch, SearchSpace
 
@@ -74,6 +75,7 @@ class CostModel:
         self._cache: dict[Arch, Costs] = {}
         if budget.device is not None:
             root = Path(budget.tables_root) if budget.tables_root is not None else None
+            choose_device(budget.device, space.name, root)  # warns when the table is another machine's
             self.predictor = Predictor.for_device(budget.device, root)  # NoTablesError names the device
             spaces = [t.space for t in self.predictor.tables]
             if space.name not in spaces:

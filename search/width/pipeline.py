@@ -205,6 +205,9 @@ def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str],
         full_macs = zoo.count(*space.to_spec(tuple(max(c) for c in space.choices()))).macs
         config = dataclasses.replace(config, max_macs=int(config.macs_share * full_macs), macs_share=None)
     supernet, method, layout = _supernet_and_method(config, space)
+    # The budget and the tables are checked before the supernet trains, not after: a missing table or op key,
+    # or a budget no network of the space meets, fails in the first seconds.
+    cost_model = budget_cost_model(config, space if layout is None else layout.space)
     timings = PhaseTimings(out / "timings.json")
 
     with timings.phase("supernet"):
@@ -224,7 +227,7 @@ def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str],
     # A small training set has fewer batches than BCNet's 20: then all of them re-estimate the statistics.
     batches = min(config.recalibration_batches, len(recalibration))
     with timings.phase("search"):
-        result = _search(config, supernet, method, layout, space, RecalibratedScorer(
+        result = _search(config, supernet, method, layout, cost_model, RecalibratedScorer(
             recalibration, _loader(data["search"], 200), batches), out / "search_state.json", progress)
 
     test_loader = _loader(data["test"], 200)
@@ -247,10 +250,20 @@ def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str],
     return WidthRun(result, out, result.report())
 
 
-def _search(config: WidthSearchConfig, supernet: WidthSupernet, method: Any, layout: Any, space: SearchSpace,
+def budget_cost_model(config: WidthSearchConfig, space: SearchSpace) -> CostModel:
+    """The cost model of ``config``'s budget over ``space``; ``ValueError`` when the device lacks the space's table
+    or keys, or when even the space's smallest network exceeds the budget."""
+    cost_model = CostModel(space, Budget(config.max_macs, config.max_latency_ms, config.device, config.interpolate))
+    smallest = tuple(min(c) for c in space.choices())  # type: ignore[attr-defined]
+    too_big = cost_model.violations(smallest)
+    if too_big:
+        raise ValueError(f"no network of the {config.model} width space meets the budget: the smallest one costs "
+                         f"{'; '.join(too_big)}; raise the budget")
+    return cost_model
+
+
+def _search(config: WidthSearchConfig, supernet: WidthSupernet, method: Any, layout: Any, cost_model: CostModel,
             scorer: RecalibratedScorer, state: Path, progress: bool) -> WidthSearchResult:
-    cost_model = CostModel(space if layout is None else layout.space,
-                           Budget(config.max_macs, config.max_latency_ms, config.device, config.interpolate))
     if config.method == "cafenet":
         return run_cafenet_search(supernet, layout, scorer, cost_model, evolution=config.evolution,
                                   state_path=state, progress=progress)

@@ -37,7 +37,8 @@ TINY = ("--epochs", "2", "--batch-size", "4", "--subset", "6", "--val-per-class"
 def test_train_and_search_writes_a_rebuildable_result(folder: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    windows = ("--macs-max", "80M", "--latency-max", "5.0")  # latency from this machine's shipped nbmacro table
+    # Latency from the shipped nbmacro table, named: without --device a search uses this machine's own tables.
+    windows = ("--macs-max", "80M", "--latency-max", "5.0", "--device", "amd-epyc-f23m1-ort-t1")
     assert _run("--space", "nbmacro", "--data", str(folder), *windows, *TINY, "-o", str(out)) == 0
     report = json.loads((out / "report.json").read_text())
     search = json.loads((out / "search.json").read_text())
