@@ -4,7 +4,8 @@
 zoo model with timm, so ``timm.create_model('hgcnet_1x')`` works afterwards.
 """
 
-from . import darts, efficientnet, hgcnet, mctnas, mobilenetv2, nbmacro, resnet  # noqa: F401  (register their families)
+from . import (darts, efficientnet, efficientnet_lite, hgcnet, mctnas, mobilenetv2, nbmacro,  # noqa: F401
+               resnet)  # (register their families)
 from .costs import Cost, OpCost, count, count_module, format_count, iter_ops
 from .pretrained import (PretrainedCfg, WeightsError, WeightsHashError, WeightsLoadError,
                          WeightsNotFoundError)

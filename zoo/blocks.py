@@ -3,7 +3,8 @@
 Each kind pairs a module constructor with the cost function that mirrors it, so the model built
 from a spec and the cost walker (:mod:`zoo.costs`) read the same definition. A test checks, for
 every registered model, that hook-counted costs of the built module equal the walker's.
-New families add their block kinds here.
+New families add their block kinds here. A kind that does not implement a block's TensorFlow numerics
+(``padding="same"``, a non-default ``bn_eps``) refuses such a block rather than building PyTorch's.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from torch import nn
 from .bottleneck import Bottleneck, bottleneck_prims
 from .hgc import HierarchicalGroupConv, hgc_prims
 from .layers import ConvBnAct
-from .mbconv import (DepthwiseSeparable, InvertedResidual, SkipOp, depthwise_separable_prims,
+from .mbconv import (DepthwiseSeparable, InvertedResidual, PaddedConvBnAct, SkipOp, depthwise_separable_prims,
                      inverted_residual_prims, skip_prims)
 from .prims import Prim, conv_bn
-from .spec import BlockSpec
+from .spec import DEFAULT_BN_EPS, BlockSpec
 
 BuildFn = Callable[[int, BlockSpec], nn.Module]
 PrimsFn = Callable[[int, BlockSpec, tuple[int, int], tuple[int, int]], list[Prim]]
@@ -36,8 +37,26 @@ class BlockKind:
     prims: PrimsFn
 
 
+def _pytorch_numerics(block: BlockSpec) -> bool:
+    return block.padding == "symmetric" and block.bn_eps == DEFAULT_BN_EPS
+
+
 def _conv_build(in_chs: int, block: BlockSpec) -> nn.Module:
+    if not _pytorch_numerics(block):
+        return PaddedConvBnAct(in_chs, block)
     return ConvBnAct(in_chs, block.out_chs, block.kernel, block.stride, block.groups, block.act)
+
+
+def _pytorch_numerics_only(kind: str, build: BuildFn) -> BuildFn:
+    """``build`` for a kind whose module knows no TensorFlow numerics: refuses blocks that ask for them."""
+
+    def checked(in_chs: int, block: BlockSpec) -> nn.Module:
+        if not _pytorch_numerics(block):
+            raise ValueError(f"block kind {kind!r} implements only PyTorch's padding and BatchNorm eps, got "
+                             f"padding={block.padding!r}, bn_eps={block.bn_eps!r}")
+        return build(in_chs, block)
+
+    return checked
 
 
 def _conv_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[Prim]:
@@ -64,7 +83,7 @@ BLOCK_KINDS: dict[str, BlockKind] = {
     "skip": BlockKind(SkipOp, skip_prims),
     "hgc_ir": _group_ir(hierarchical=True),
     "gc_ir": _group_ir(hierarchical=False),
-    "bottleneck": BlockKind(Bottleneck, bottleneck_prims),
+    "bottleneck": BlockKind(_pytorch_numerics_only("bottleneck", Bottleneck), bottleneck_prims),
 }
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 from pathlib import Path
 
 from . import costs, registry
@@ -92,6 +92,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                               class_labels=_read_labels(args.class_labels)))
     if sum(bool(x) for x in (args.name and not args.all, args.all, args.spec)) != 1:
         raise ValueError("give exactly one of NAME, --all [PATTERN] or --spec FILE")
+    if args.all and args.checkpoint:
+        raise ValueError("--checkpoint names one model's weights; it cannot be used with --all (export that model "
+                         "by name with --checkpoint, or register weights with --searched DIR)")
     if args.all:
         names = registry.list_models(args.name or "")
         if not names:
@@ -137,16 +140,30 @@ def _read_labels(path: str | None) -> tuple[str, ...] | None:
 
 
 def _input_size(side: int | None) -> tuple[int, int, int] | None:
-    if side is None:
-        return None
-    if side < 1:
-        raise ValueError(f"--input-size must be a positive image side, got {side}")
-    return (3, side, side)
+    from export.parity import check_image_side
+
+    return None if side is None else (3, check_image_side(side), side)
+
+
+# A timed batch is allocated again for every run: 256 images of 224x224 are 150 MB per input copy already, and
+# mobile latency is measured at batch 1.
+MAX_BENCH_BATCH = 256
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from export.latency import BenchConfig, measure_onnx
 
+    cores = os.cpu_count() or 1
+    if not 1 <= args.threads <= cores:
+        raise ValueError(f"--threads must be between 1 and this machine's {cores} cores (more threads than cores "
+                         f"time the scheduler, not the model), got {args.threads}")
+    if not 1 <= args.batch <= MAX_BENCH_BATCH:
+        raise ValueError(f"--batch must be between 1 and {MAX_BENCH_BATCH} (each run allocates the batch; phones run "
+                         f"batch 1), got {args.batch}")
+    if args.runs < 1:
+        raise ValueError(f"--runs must be >= 1, got {args.runs}")
+    if not Path(args.file).is_file():
+        raise ValueError(f"ONNX file {args.file!r} does not exist")
     result = measure_onnx(args.file, BenchConfig(threads=args.threads, runs=args.runs, batch_size=args.batch))
     if args.json:
         print(result.to_json(indent=2))
@@ -214,8 +231,15 @@ def _predicted_lines(rows: Sequence[Any], threads: int) -> list[str]:
     return lines
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line that says where the full usage is (not the whole usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mzoo: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mzoo", description="Mobile Zoo: models, verified export, latency.")
+    parser = _Parser(prog="mzoo", description="Mobile Zoo: models, verified export, latency.")
     parser.add_argument("--searched", action="append", default=[], metavar="DIR",
                         help="register the search result(s) in DIR as zoo models first (repeatable; also "
                              "$MZOO_SEARCHED, os.pathsep-separated)")
@@ -272,17 +296,40 @@ def build_parser() -> argparse.ArgumentParser:
     from latency_tables.cli import add_commands
     from search.cli import add_commands as add_search_commands
     from search.prune_cli import add_commands as add_prune_commands
+    from search.train_cli import add_commands as add_train_commands
 
     add_commands(sub)
     add_search_commands(sub)
     add_prune_commands(sub)
+    add_train_commands(sub)
     return parser
+
+
+# The library's errors give Python advice (its callers are Python); on the command line the same advice is a
+# flag. Every phrase here occurs in a library message (tests/test_cli.py checks both directions).
+CLI_ADVICE: dict[str, str] = {
+    "pass checkpoint_path=": "pass --checkpoint FILE",
+    "see zoo.list_models()": "see `mzoo list`",
+    "(latency_tables.build.build_table) or pass interpolate=True": "(`mzoo lut build --space SPACE`) or pass "
+                                                                   "--interpolate",
+    "(latency_tables.build.build_table)": "(`mzoo lut build --space SPACE`)",
+    "pass interpolate=True": "pass --interpolate",
+    "pass restart=True": "pass --restart",
+    "restart=True": "--restart",
+}
+
+
+def cli_message(message: str) -> str:
+    """A library error's message in the command line's words (flags instead of keyword arguments)."""
+    for python, flag in CLI_ADVICE.items():
+        message = message.replace(python, flag)
+    return message
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: object = None, line: str | None = None) -> None:
     # A user-facing warning (e.g. int8 calibrated on random data) is one line, not a source location.
-    print(f"mzoo: warning: {message}", file=sys.stderr)
+    print(f"mzoo: warning: {cli_message(str(message))}", file=sys.stderr)
 
 
 def _register_searched(directories: Sequence[str]) -> None:
@@ -309,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, LookupError, OSError, RuntimeError, pickle.UnpicklingError, WeightsError,
             ExportError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"mzoo: error: {message}", file=sys.stderr)
+        print(f"mzoo: error: {cli_message(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mzoo: interrupted", file=sys.stderr)

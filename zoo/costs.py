@@ -68,8 +68,10 @@ class OpCost:
 
         Two ops share a key exactly when they compute the same thing on the same shapes, so the base
         signature is extended, only where set, by the block fields that change compute: an explicit
-        hidden width (``-m``), inner widths (``-i``), squeeze-and-excitation (``-se``) and a disabled
-        residual (``-nores``, only where the shapes would otherwise take the identity shortcut).
+        hidden width (``-m``), inner widths (``-i``), squeeze-and-excitation (``-se``), a disabled
+        residual (``-nores``, only where the shapes would otherwise take the identity shortcut) and
+        TensorFlow's SAME padding (``-same``, only on strided blocks: at stride 1 it is PyTorch's padding).
+        BatchNorm eps changes no cost (BN folds into the conv), so it is not part of the key.
         """
         key = (f"{self.kind}-in{self.in_chs}x{self.in_hw[0]}x{self.in_hw[1]}"
                f"-out{self.out_chs}x{self.out_hw[0]}x{self.out_hw[1]}"
@@ -86,6 +88,8 @@ class OpCost:
             key += f"-se{se.ratio:g}{se.base}{se.divisor}{se.act or block.act}{se.gate}"
         if not block.residual and self.stride == 1 and self.in_chs == self.out_chs:
             key += "-nores"
+        if block.padding == "same" and self.stride > 1 and self.kernel > 1:
+            key += "-same"
         return key
 
 

@@ -4,22 +4,96 @@
 shapes match) with the pointwise conv left as a parameter: a plain conv for MobileNetV2 /
 NAS-Bench-Macro / MCT-NAS, a (hierarchical) group conv for HGCNets. Submodule names are timm's
 (``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``), so a plain-conv block has timm's state-dict keys.
-Each module has a ``*_prims`` twin that lists its cost records layer by layer.
+Each module has a ``*_prims`` twin that lists its cost records layer by layer. Every block honours its
+spec's ``padding`` and ``bn_eps``: TensorFlow's SAME padding runs as a parameter-free :class:`SamePad2d` in
+front of a plain ``nn.Conv2d`` (timm puts it inside a ``Conv2d`` subclass instead; a separate module keeps
+the conv an exact ``nn.Conv2d`` for counters that match layer types, and adds no state-dict keys, so a
+same-padded block still has timm's ``tf_*`` keys).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import create_act
 from .prims import Prim, conv_bn
-from .spec import BlockSpec, SESpec
+from .spec import DEFAULT_BN_EPS, BlockSpec, SESpec
 
 # (in_chs, out_chs) -> pointwise module, and its cost twin (in_chs, out_chs, out_hw) -> records.
 PointwiseFactory = Callable[[int, int], nn.Module]
 PointwisePrims = Callable[[int, int, tuple[int, int]], list[Prim]]
+
+
+class SamePad2d(nn.Module):
+    """TensorFlow's SAME padding for a ``kernel``×``kernel`` conv of ``stride``, from the input's size at run time.
+
+    Pads so the conv outputs ``ceil(in / stride)``, the odd pixel at the bottom and right, as TensorFlow
+    does. Used only where that differs from PyTorch's symmetric ``kernel // 2`` (strided convs with
+    ``kernel > stride``), so the total padding is never negative and needs no clamp (FX traces it).
+    """
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        if not kernel > stride > 1:
+            raise ValueError(f"SamePad2d: needs kernel > stride > 1 (else symmetric padding is the same), "
+                             f"got kernel={kernel}, stride={stride}")
+        self.kernel = kernel
+        self.stride = stride
+
+    def _total(self, size: int) -> int:
+        return ((size + self.stride - 1) // self.stride - 1) * self.stride + self.kernel - size
+
+    def forward(self, x: Tensor) -> Tensor:
+        pad_h, pad_w = self._total(x.shape[-2]), self._total(x.shape[-1])
+        return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}"
+
+
+def conv_padding(kernel: int, stride: int, padding: str) -> tuple[int, nn.Module]:
+    """``(the conv's own padding, the module run before it)`` for a conv under ``padding`` (``"symmetric"``/``"same"``).
+
+    SAME equals symmetric ``kernel // 2`` padding for odd kernels at stride 1 and for 1x1 convs, so only the
+    other convs get a :class:`SamePad2d` (as timm's ``create_conv2d(padding='same')`` decides).
+    """
+    if padding == "same" and kernel > stride > 1:
+        return 0, SamePad2d(kernel, stride)
+    if padding not in ("same", "symmetric"):
+        raise ValueError(f"unknown padding {padding!r}; known: symmetric, same")
+    return kernel // 2, nn.Identity()
+
+
+def padded_conv(in_chs: int, out_chs: int, kernel: int, stride: int, groups: int, padding: str,
+                bias: bool = False) -> tuple[nn.Module, nn.Conv2d]:
+    """``(pad, conv)``: a k×k conv under ``padding``; run as ``conv(pad(x))``."""
+    amount, pad = conv_padding(kernel, stride, padding)
+    return pad, nn.Conv2d(in_chs, out_chs, kernel, stride, amount, groups=groups, bias=bias)
+
+
+def batch_norm(chs: int, block: BlockSpec) -> nn.BatchNorm2d:
+    """BatchNorm with the block's eps (momentum stays PyTorch's: it only matters for training)."""
+    return nn.BatchNorm2d(chs) if block.bn_eps == DEFAULT_BN_EPS else nn.BatchNorm2d(chs, eps=block.bn_eps)
+
+
+class PaddedConvBnAct(nn.Module):
+    """The ``"conv"`` block kind under TensorFlow numerics: ``pad`` → ``conv`` → ``bn`` (block's eps) → ``act``.
+
+    Same state-dict keys as :class:`zoo.layers.ConvBnAct` (``conv``, ``bn``), which builds the PyTorch-numerics case.
+    """
+
+    def __init__(self, in_chs: int, block: BlockSpec) -> None:
+        super().__init__()
+        self.pad, self.conv = padded_conv(in_chs, block.out_chs, block.kernel, block.stride, block.groups,
+                                          block.padding)
+        self.bn = batch_norm(block.out_chs, block)
+        self.act = create_act(block.act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(self.pad(x))))
 
 
 def conv1x1(in_chs: int, out_chs: int) -> nn.Module:
@@ -77,19 +151,19 @@ class InvertedResidual(nn.Module):
         self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
         expand = has_expansion(in_chs, block)
         self.conv_pw = pointwise(in_chs, mid) if expand else nn.Identity()
-        self.bn1 = nn.BatchNorm2d(mid) if expand else nn.Identity()
+        self.bn1 = batch_norm(mid, block) if expand else nn.Identity()
         self.act1 = create_act(block.act) if expand else nn.Identity()
-        self.conv_dw = nn.Conv2d(mid, mid, block.kernel, block.stride, block.kernel // 2, groups=mid, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.pad_dw, self.conv_dw = padded_conv(mid, mid, block.kernel, block.stride, mid, block.padding)
+        self.bn2 = batch_norm(mid, block)
         self.act2 = create_act(block.act)
         self.se = SqueezeExcite(in_chs, mid, block.se, block.act) if block.se else nn.Identity()
         self.conv_pwl = pointwise(mid, block.out_chs)
-        self.bn3 = nn.BatchNorm2d(block.out_chs)
+        self.bn3 = batch_norm(block.out_chs, block)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.act1(self.bn1(self.conv_pw(x)))
-        x = self.act2(self.bn2(self.conv_dw(x)))
+        x = self.act2(self.bn2(self.conv_dw(self.pad_dw(x))))
         x = self.bn3(self.conv_pwl(self.se(x)))
         if self.has_skip:
             x = x + shortcut
@@ -119,16 +193,16 @@ class DepthwiseSeparable(nn.Module):
     def __init__(self, in_chs: int, block: BlockSpec) -> None:
         super().__init__()
         self.has_skip = block.residual and block.stride == 1 and in_chs == block.out_chs
-        self.conv_dw = nn.Conv2d(in_chs, in_chs, block.kernel, block.stride, block.kernel // 2, groups=in_chs, bias=False)
-        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.pad_dw, self.conv_dw = padded_conv(in_chs, in_chs, block.kernel, block.stride, in_chs, block.padding)
+        self.bn1 = batch_norm(in_chs, block)
         self.act1 = create_act(block.act)
         self.se = SqueezeExcite(in_chs, in_chs, block.se, block.act) if block.se else nn.Identity()
         self.conv_pw = nn.Conv2d(in_chs, block.out_chs, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(block.out_chs)
+        self.bn2 = batch_norm(block.out_chs, block)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
-        x = self.se(self.act1(self.bn1(self.conv_dw(x))))
+        x = self.se(self.act1(self.bn1(self.conv_dw(self.pad_dw(x)))))
         x = self.bn2(self.conv_pw(x))
         if self.has_skip:
             x = x + shortcut
@@ -153,8 +227,9 @@ class SkipOp(nn.Module):
     def __init__(self, in_chs: int, block: BlockSpec) -> None:
         super().__init__()
         reshape = block.stride != 1 or in_chs != block.out_chs
+        # A 1x1 conv pads nothing under either padding.
         self.conv = nn.Conv2d(in_chs, block.out_chs, 1, block.stride, bias=False) if reshape else nn.Identity()
-        self.bn = nn.BatchNorm2d(block.out_chs) if reshape else nn.Identity()
+        self.bn = batch_norm(block.out_chs, block) if reshape else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.bn(self.conv(x))

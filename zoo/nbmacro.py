@@ -14,6 +14,8 @@ them (``tests/zoo/test_nbmacro.py``). A few notable points are registered as ``n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, PretrainedCfg
 from .registry import register_model
 from .spec import ArchSpec, BlockSpec
@@ -22,6 +24,12 @@ NUM_LAYERS = 8
 STAGE_DEPTHS = (2, 3, 3)
 STAGE_CHANNELS = (64, 128, 256)
 OPS = {"0": dict(kind="skip"), "1": dict(kind="ir", kernel=3, expand=3.0), "2": dict(kind="ir", kernel=5, expand=6.0)}
+# Weights trained here with the benchmark's own recipe (`mzoo train nbmacro_<arch>`; bench/nbmacro_train.py, whose
+# table is in BENCHMARKS.md), the last epoch's, as zoo/weights/nbmacro_<arch>.pth with the run's report (settings,
+# per-epoch test top-1) beside it as .json. The sha256 pins each file; `bench/nbmacro_train.py --ship` copies a
+# finished run in and prints its value for this table.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TRAINED_SHA256: dict[str, str] = {}
 
 
 def nbmacro_spec(arch: str) -> ArchSpec:
@@ -37,11 +45,14 @@ def nbmacro_spec(arch: str) -> ArchSpec:
                     head_chs=1280, head_act="relu", num_classes=10)
 
 
-def _cfg(note: str) -> PretrainedCfg:
-    return PretrainedCfg(input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0, interpolation="bilinear",
-                         mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10, license="apache-2.0",
-                         paper_name="Prioritized Architecture Sampling with Monto-Carlo Tree Search (NAS-Bench-Macro)",
-                         paper_ids="arXiv:2103.11922", notes=note)
+def _cfg(note: str, arch: str | None = None) -> PretrainedCfg:
+    """The CIFAR cfg; with the shipped weights' file and sha256 when ``arch`` was trained here."""
+    sha256 = TRAINED_SHA256.get(arch) if arch is not None else None
+    cfg = PretrainedCfg(input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0, interpolation="bilinear",
+                        mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10, license="apache-2.0",
+                        paper_name="Prioritized Architecture Sampling with Monto-Carlo Tree Search (NAS-Bench-Macro)",
+                        paper_ids="arXiv:2103.11922", notes=note)
+    return cfg.replace(file=str(WEIGHTS_DIR / f"nbmacro_{arch}.pth"), sha256=sha256) if sha256 else cfg
 
 
 @register_model(_cfg("best of the benchmark: 93.13 % mean CIFAR-10 test accuracy"))
@@ -62,7 +73,13 @@ def nbmacro_11111111() -> ArchSpec:
     return nbmacro_spec("11111111")
 
 
-@register_model(_cfg("every layer identity (the smallest network): 45.36 %"))
+@register_model(_cfg("every layer identity (the smallest network): 45.36 %", "00000000"))
 def nbmacro_00000000() -> ArchSpec:
     """NAS-Bench-Macro, every layer identity (stride-2 layers become 1x1 conv + BN)."""
     return nbmacro_spec("00000000")
+
+
+@register_model(_cfg("identity everywhere but MB3 k3 at stage 3's first layer: 70.42 %", "00000100"))
+def nbmacro_00000100() -> ArchSpec:
+    """NAS-Bench-Macro, one inverted residual (MB3 k3, stride 2) in an otherwise identity network."""
+    return nbmacro_spec("00000100")

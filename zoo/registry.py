@@ -23,7 +23,7 @@ from torch import nn
 from .cells import CellNet, CellNetFeatures, build_cellnet
 from .contract import ZooModel
 from .costs import count
-from .pretrained import PretrainedCfg, load_pretrained
+from .pretrained import PretrainedCfg, load_pretrained, weight_candidates
 from .spec import AnySpec, CellNetSpec
 from .specnet import SpecFeatures, SpecNet, SpecResNet, SpecResNetFeatures
 
@@ -84,6 +84,10 @@ def _entry(name: str) -> ModelEntry:
         return _ENTRIES[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_ENTRIES), n=3, cutoff=0.5)
+        owned = [n for n in (f"mz_{name}", f"mz_tf_{name}") if n in _ENTRIES]
+        if owned:  # e.g. efficientnet_lite0: timm owns the name, the zoo's models carry mz_
+            raise UnknownModelError(f"{name!r} is timm's model, not the zoo's (timm.create_model builds it); the "
+                                    f"zoo's are {', '.join(owned)}") from None
         hint = f"; did you mean {', '.join(close)}?" if close else "; see zoo.list_models()"
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
@@ -106,13 +110,26 @@ def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def list_models(pattern: str | Iterable[str] = "", exclude: str | Iterable[str] = "") -> list[str]:
-    """Registered names matching any fnmatch ``pattern`` and none of ``exclude``, naturally sorted."""
+def list_models(pattern: str | Iterable[str] = "", exclude: str | Iterable[str] = "",
+                pretrained: bool = False) -> list[str]:
+    """Registered names matching any fnmatch ``pattern`` and none of ``exclude``, naturally sorted.
+
+    ``pretrained=True`` keeps only the models that have weights, as timm's does: a cfg whose ``file`` exists
+    or that names a ``url`` (looked for under the cache when loaded, never downloaded).
+    """
     include = [pattern] if isinstance(pattern, str) else list(pattern)
     leave_out = [exclude] if isinstance(exclude, str) else list(exclude)
     names = [n for n in _ENTRIES if not any(include) or any(fnmatch.fnmatch(n, f) for f in include if f)]
     names = [n for n in names if not any(fnmatch.fnmatch(n, f) for f in leave_out if f)]
+    if pretrained:
+        names = [n for n in names if _has_weights(_ENTRIES[n].pretrained_cfg)]
     return sorted(names, key=_natural_key)
+
+
+def _has_weights(cfg: PretrainedCfg) -> bool:
+    """A cfg names a ``url`` (looked for under the cache, never downloaded), or a file that is there: its own
+    ``file`` or one inside an installed package."""
+    return bool(cfg.url) or any(p.is_file() for p in weight_candidates(cfg))
 
 
 def model_info(name: str) -> dict[str, Any]:

@@ -7,7 +7,10 @@ the state-dict names (timm's MobileNet or ResNet ones). A :class:`CellNetSpec` i
 network driven by a :class:`Genotype`. :func:`zoo.build_model` builds either and a model rebuilds
 exactly from its spec; the cost walker in :mod:`zoo.costs` reads the same specs. ``schema_version``
 is bumped whenever a field changes meaning, and the readers refuse versions they do not know;
-:func:`spec_from_json` reads a spec file of either type.
+:func:`spec_from_json` reads a spec file of either type. The TensorFlow numerics fields (``BlockSpec.padding`` /
+``bn_eps``, ``ArchSpec.head_bn_eps``) came without a bump: they are written only where they differ from
+PyTorch's defaults, so every spec that does not use them serialises exactly as before, and a reader that
+predates them refuses a spec that uses them by naming the unknown field instead of building it wrong.
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ LAYOUTS = ("mobile", "resnet")
 
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
 GATES = ("sigmoid", "hsigmoid")
+# "symmetric": PyTorch's k // 2 on every side. "same": TensorFlow's SAME, out = ceil(in / stride) with the odd
+# pixel of padding at the bottom and right; it differs from "symmetric" only for strided convs on even sizes.
+PADDINGS = ("symmetric", "same")
+DEFAULT_BN_EPS = 1e-5  # PyTorch's BatchNorm eps; TensorFlow's (and weights ported from it) is 1e-3
+# Fields written to JSON only when they differ from these defaults (see the module docstring).
+_OPTIONAL_BLOCK_FIELDS = {"padding": "symmetric", "bn_eps": DEFAULT_BN_EPS}
+_OPTIONAL_ARCH_FIELDS = {"head_bn_eps": DEFAULT_BN_EPS}
+
+
+def _check_eps(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"{owner}: {field} must be a float in (0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,9 @@ class BlockSpec:
             overrides ``expand`` when set.
         inner_chs: explicit inner widths of blocks with several hidden convs, in execution order
             (``"bottleneck"``: the outputs of its 1x1 and 3x3 convs).
+        padding: how the block's convs pad (see ``PADDINGS``): ``"symmetric"`` (PyTorch) or ``"same"``
+            (TensorFlow's SAME, which networks ported from TensorFlow need to reproduce its outputs).
+        bn_eps: epsilon of the block's BatchNorms (TensorFlow's 1e-3 for ported weights).
     """
 
     kind: str
@@ -102,8 +120,13 @@ class BlockSpec:
     se: SESpec | None = None
     mid_chs: int | None = None
     inner_chs: tuple[int, ...] | None = None
+    padding: str = "symmetric"
+    bn_eps: float = DEFAULT_BN_EPS
 
     def __post_init__(self) -> None:
+        if self.padding not in PADDINGS:
+            raise ValueError(f"BlockSpec({self.kind}): unknown padding {self.padding!r}; known: {', '.join(PADDINGS)}")
+        _check_eps(f"BlockSpec({self.kind})", "bn_eps", self.bn_eps)
         if self.inner_chs is not None and (not self.inner_chs or any(
                 not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.inner_chs)):
             raise ValueError(f"BlockSpec({self.kind}): inner_chs must be positive ints, got {self.inner_chs}")
@@ -148,6 +171,7 @@ class ArchSpec:
             names) or ``"resnet"`` (timm's ResNet names: ``conv1``, ``layer1``…``layer4``, ``fc``;
             four stages, no head conv).
         stem_pool: ``"max"`` for a 3x3 stride-2 max pool after the stem (ResNet), ``""`` for none.
+        head_bn_eps: epsilon of the head conv's BatchNorm (blocks and stem carry their own ``bn_eps``).
         schema_version: format version of this spec.
     """
 
@@ -165,9 +189,11 @@ class ArchSpec:
     pre_logits_chs: int | None = None
     pre_logits_act: str = "hswish"
     pre_logits_bias: bool = False
+    head_bn_eps: float = DEFAULT_BN_EPS
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        _check_eps(f"ArchSpec({self.family})", "head_bn_eps", self.head_bn_eps)
         if self.layout not in LAYOUTS:
             raise ValueError(f"ArchSpec({self.family}): unknown layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
         if self.layout == "resnet" and (len(self.stages) != 4 or self.head_chs is not None):
@@ -221,11 +247,12 @@ class ArchSpec:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        optional = {k: getattr(self, k) for k, default in _OPTIONAL_ARCH_FIELDS.items() if getattr(self, k) != default}
+        return optional | {
             "schema_version": self.schema_version,
             "family": self.family,
-            "stem": dataclasses.asdict(self.stem),
-            "stages": [[dataclasses.asdict(b) for b in stage] for stage in self.stages],
+            "stem": _block_to_dict(self.stem),
+            "stages": [[_block_to_dict(b) for b in stage] for stage in self.stages],
             "head_chs": self.head_chs,
             "head_act": self.head_act,
             "num_classes": self.num_classes,
@@ -273,6 +300,14 @@ class ArchSpec:
         if not isinstance(data, dict):
             raise ValueError("ArchSpec: JSON must be an object")
         return cls.from_dict(data)
+
+
+def _block_to_dict(block: BlockSpec) -> dict[str, Any]:
+    data = dataclasses.asdict(block)
+    for key, default in _OPTIONAL_BLOCK_FIELDS.items():
+        if data[key] == default:
+            del data[key]
+    return data
 
 
 def _block_from_dict(data: dict[str, Any]) -> BlockSpec:
@@ -470,5 +505,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-__all__ = ["SCHEMA_VERSION", "ACTIVATIONS", "GATES", "CELL_OPS", "SESpec", "BlockSpec", "ArchSpec", "Genotype",
+__all__ = ["SCHEMA_VERSION", "ACTIVATIONS", "GATES", "PADDINGS", "DEFAULT_BN_EPS", "CELL_OPS", "SESpec", "BlockSpec",
+           "ArchSpec", "Genotype",
            "CellNetSpec", "AnySpec", "spec_from_dict", "spec_from_json", "make_divisible"]

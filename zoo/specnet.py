@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from .blocks import block_kind
 from .contract import ZooModel, select_feature_info
 from .layers import create_act
-from .spec import ArchSpec
+from .mbconv import batch_norm, padded_conv
+from .spec import DEFAULT_BN_EPS, ArchSpec
 
 
 def _stem_reduction(spec: ArchSpec) -> int:
@@ -55,17 +56,17 @@ def _stages(spec: ArchSpec) -> list[nn.Sequential]:
     return stages
 
 
-def _stem(spec: ArchSpec, layout: str, cls: str) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Module, nn.Module]:
-    """(conv, bn, act, pool) of the stem, after checking the spec is of ``layout``."""
+def _stem(spec: ArchSpec, layout: str, cls: str) -> tuple[nn.Module, nn.Conv2d, nn.BatchNorm2d, nn.Module, nn.Module]:
+    """(pad, conv, bn, act, pool) of the stem, after checking the spec is of ``layout``; ``pad`` is an identity
+    unless the stem asks for TensorFlow's SAME padding where it differs from PyTorch's."""
     if spec.layout != layout:
         raise ValueError(f"{cls} builds the {layout!r} layout, got {spec.layout!r}; use zoo.build_model")
     stem = spec.stem
     if stem.kind != "conv":
         raise ValueError(f"ArchSpec({spec.family}): the stem must be a 'conv' block, got {stem.kind!r}")
-    conv = nn.Conv2d(spec.in_chans, stem.out_chs, stem.kernel, stem.stride, stem.kernel // 2, groups=stem.groups,
-                     bias=False)
+    pad, conv = padded_conv(spec.in_chans, stem.out_chs, stem.kernel, stem.stride, stem.groups, stem.padding)
     pool = nn.MaxPool2d(3, 2, 1) if spec.stem_pool else nn.Identity()
-    return conv, nn.BatchNorm2d(stem.out_chs), create_act(stem.act), pool
+    return pad, conv, batch_norm(stem.out_chs, stem), create_act(stem.act), pool
 
 
 class SpecNet(ZooModel):
@@ -78,7 +79,7 @@ class SpecNet(ZooModel):
 
     def __init__(self, spec: ArchSpec, global_pool: str = "avg") -> None:
         super().__init__()
-        self.conv_stem, self.bn1, self.act1, self.stem_pool = _stem(spec, "mobile", "SpecNet")
+        self.stem_pad, self.conv_stem, self.bn1, self.act1, self.stem_pool = _stem(spec, "mobile", "SpecNet")
         self.setup_contract(spec, global_pool, _feature_info(spec, "blocks"))
         self.blocks = nn.Sequential(*_stages(spec))
         chs = spec.stages[-1][-1].out_chs
@@ -86,7 +87,8 @@ class SpecNet(ZooModel):
         self.head_after_pool = spec.pre_logits_chs is not None
         if spec.head_chs is not None:
             self.conv_head = nn.Conv2d(chs, spec.head_chs, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(spec.head_chs)
+            eps = {} if spec.head_bn_eps == DEFAULT_BN_EPS else {"eps": spec.head_bn_eps}
+            self.bn2 = nn.BatchNorm2d(spec.head_chs, **eps)
             self.act2 = create_act(spec.head_act)
         elif spec.pre_logits_chs is not None:
             self.conv_head = nn.Conv2d(chs, spec.pre_logits_chs, 1, bias=spec.pre_logits_bias)
@@ -99,9 +101,12 @@ class SpecNet(ZooModel):
         self.classifier = self.make_classifier(spec.num_classes, global_pool)
         self.init_weights()
 
+    def forward_stem(self, x: Tensor) -> Tensor:
+        return self.stem_pool(self.act1(self.bn1(self.conv_stem(self.stem_pad(x)))))
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Unpooled features after the head conv: (N, num_features, H', W')."""
-        x = self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
+        x = self.forward_stem(x)
         x = self.blocks(x)
         if not self.head_after_pool:
             x = self.act2(self.bn2(self.conv_head(x)))
@@ -111,7 +116,7 @@ class SpecNet(ZooModel):
     def forward_levels(self, x: Tensor, take: list[int], stop: bool) -> tuple[Tensor, list[Tensor]]:
         stages = [int(self.feature_info[i]["stage"]) for i in take]
         last = max(stages) if stop else len(self.blocks) - 1
-        x = self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
+        x = self.forward_stem(x)
         levels = []
         for i, stage in enumerate(self.blocks[:last + 1]):
             x = stage(x)
@@ -149,11 +154,12 @@ class SpecFeatures(nn.Module):
         self.feature_info = select_feature_info(net.feature_info, out_indices)
         # Stage positions (in self.blocks) whose outputs are returned.
         self.return_stages = [int(f["stage"]) for f in self.feature_info.get_dicts()]
-        self.conv_stem, self.bn1, self.act1, self.stem_pool = net.conv_stem, net.bn1, net.act1, net.stem_pool
+        self.stem_pad, self.conv_stem, self.bn1 = net.stem_pad, net.conv_stem, net.bn1
+        self.act1, self.stem_pool = net.act1, net.stem_pool
         self.blocks = net.blocks
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.stem_pool(self.act1(self.bn1(self.conv_stem(x))))
+        x = self.stem_pool(self.act1(self.bn1(self.conv_stem(self.stem_pad(x)))))
         feats: list[Tensor] = []
         for i, stage in enumerate(self.blocks):
             x = stage(x)
@@ -174,7 +180,10 @@ class SpecResNet(ZooModel):
 
     def __init__(self, spec: ArchSpec, global_pool: str = "avg") -> None:
         super().__init__()
-        self.conv1, self.bn1, self.act1, self.maxpool = _stem(spec, "resnet", "SpecResNet")
+        pad, self.conv1, self.bn1, self.act1, self.maxpool = _stem(spec, "resnet", "SpecResNet")
+        if not isinstance(pad, nn.Identity):
+            raise ValueError(f"ArchSpec({spec.family}): the resnet layout implements only PyTorch's padding, "
+                             f"got stem padding={spec.stem.padding!r}")
         self.setup_contract(spec, global_pool, _feature_info(spec, "layer"))
         self.layer1, self.layer2, self.layer3, self.layer4 = _stages(spec)
         self.fc = self.make_classifier(spec.num_classes, global_pool)
