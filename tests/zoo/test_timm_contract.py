@@ -190,3 +190,17 @@ def test_timm_loads_our_weight_files(name: str, tmp_path: Path) -> None:
     for loaded in (via_overlay, fresh):
         sd = loaded.state_dict()
         assert all(torch.equal(sd[k], v) for k, v in source.state_dict().items())
+
+
+def test_timm_lists_exactly_the_zoo_models_that_have_weights() -> None:
+    assert sorted(set(timm.list_models(pretrained=True)) & set(MODELS)) == zoo.list_models(pretrained=True)
+
+
+@pytest.mark.parametrize("name", zoo.list_models(pretrained=True))
+def test_pretrained_weights_load_as_timms_tests_load_them(name: str) -> None:
+    # timm's test_model_load_pretrained / test_model_features_pretrained: another input width, other heads.
+    one_channel = timm.create_model(name, pretrained=True, in_chans=1, num_classes=5)
+    assert one_channel.get_classifier().out_features == 5
+    assert timm.create_model(name, pretrained=True, in_chans=1, num_classes=0).num_classes == 0
+    features = timm.create_model(name, pretrained=True, features_only=True)
+    assert isinstance(features.feature_info, timm.models.FeatureInfo)
