@@ -7,7 +7,8 @@ settings: every option that changes what is computed) before its first expensive
   machinery makes that exact);
 - other settings are refused, naming each setting that differs, before anything is loaded or trained, instead of
   failing later on a checkpoint of another network (or silently mixing two runs);
-- a directory without ``run.json`` starts a new run.
+- a directory without ``run.json``, or with nothing but it (a run refused or stopped before its first
+  checkpoint, e.g. for a missing table), starts a new run.
 
 Options that change only how a run is watched (progress bars, JSON output, worker counts) are not settings.
 """
@@ -49,7 +50,8 @@ def claim(directory: str | Path, command: str, settings: Mapping[str, Any]) -> b
     out = Path(directory)
     path = out / RUN_FILE
     wanted = json.loads(json.dumps(dict(settings), default=str))
-    if path.exists():
+    started = path.exists() and any(p.name != RUN_FILE for p in out.iterdir())
+    if started:
         saved = read_json_object(path, "run record", RunDirectoryError)
         if saved.get("command") != command:
             raise RunDirectoryError(f"{str(out)!r} holds a `{saved.get('command')}` run, not `{command}`: give "

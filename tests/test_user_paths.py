@@ -294,7 +294,22 @@ def test_a_width_search_rerun_with_other_flags_is_refused_before_training(capsys
 
     out = tmp_path / "width"
     claim(out, "search width", {"model": "mobilenetv2", "width_multiplier": 0.25})
+    (out / "supernet.ckpt").write_bytes(b"a started run")
     argv = ["search", "width", "--model", "mobilenetv2", "--macs", "40%", "--width-multiplier", "0.5",
             "--no-progress", "-o", str(out)]
     assert main(argv) == 2
     assert "width_multiplier 0.25 -> 0.5" in capsys.readouterr().err
+
+
+def test_a_run_refused_before_its_first_checkpoint_does_not_hold_its_directory(tmp_path: Path) -> None:
+    from search.rundir import RunDirectoryError, claim
+
+    out = tmp_path / "run"
+    assert claim(out, "search mcts", {"budget": 5}) is False  # e.g. then refused: no table for --device
+    assert claim(out, "search mcts", {"budget": 7}) is False  # fixed flags: a new run, not "other settings"
+    (out / "supernet.pth").write_bytes(b"checkpoint")
+    assert claim(out, "search mcts", {"budget": 7}) is True
+    with pytest.raises(RunDirectoryError, match="budget 7 -> 5"):
+        claim(out, "search mcts", {"budget": 5})
+    with pytest.raises(RunDirectoryError, match="`search mcts` run, not `prune dagger`"):
+        claim(out, "prune dagger", {"budget": 7})

@@ -23,7 +23,7 @@ from search.train import CACHE_FORMAT, TensorImages, image_cache, score_top1
 from tests.search.ddp_worker import make_image_folder
 from zoo.cli import main as mzoo
 from zoo.nbmacro import nbmacro_spec
-from zoo.pretrained import sha256_of
+from zoo.pretrained import sha256_of, weight_candidates
 from zoo.searched import register_searched
 
 TINY = ("--epochs", "2", "--batch-size", "8", "--eval-batch-size", "7", "--input-size", "8", "--no-progress")
@@ -238,7 +238,8 @@ def test_list_models_pretrained_lists_exactly_the_models_with_weights(finished: 
     with_weights = set(zoo.list_models(pretrained=True))
     for n in zoo.list_models():
         cfg = zoo.get_pretrained_cfg(n)
-        assert (n in with_weights) == bool(cfg.url or (cfg.file and Path(cfg.file).is_file())), n
+        present = bool(cfg.url) or any(p.is_file() for p in weight_candidates(cfg))  # own file or an installed one
+        assert (n in with_weights) == present, n
     assert "hgcnet_1x" not in with_weights
     assert zoo.list_models("hgcnet_*", pretrained=True) == []
 
