@@ -155,10 +155,18 @@ def _resolve_cfg(entry: ModelEntry, pretrained_cfg: PretrainedCfg | dict[str, An
     if isinstance(pretrained_cfg, PretrainedCfg):
         cfg = pretrained_cfg
     elif isinstance(pretrained_cfg, dict):
-        cfg = cfg.replace(**pretrained_cfg)
+        cfg = _patch(cfg, pretrained_cfg)
     elif pretrained_cfg is not None:
         raise TypeError(f"pretrained_cfg must be a PretrainedCfg or dict, got {type(pretrained_cfg).__name__}")
-    return cfg.replace(**overlay) if overlay else cfg
+    return _patch(cfg, overlay) if overlay else cfg
+
+
+def _patch(cfg: PretrainedCfg, changes: dict[str, Any]) -> PretrainedCfg:
+    """``cfg`` with ``changes``; a new weights ``file``/``url`` drops the registered file's sha256 (it pins that
+    file, not the caller's), unless the changes give one."""
+    if ({"file", "url"} & set(changes)) and "sha256" not in changes:
+        changes = {**changes, "sha256": None}
+    return cfg.replace(**changes)
 
 
 def create_model(
