@@ -313,3 +313,22 @@ def test_a_run_refused_before_its_first_checkpoint_does_not_hold_its_directory(t
         claim(out, "search mcts", {"budget": 5})
     with pytest.raises(RunDirectoryError, match="`search mcts` run, not `prune dagger`"):
         claim(out, "prune dagger", {"budget": 7})
+
+
+def test_a_users_checkpoint_is_not_held_to_the_shipped_files_hash(tmp_path: Path) -> None:
+    # nbmacro_00000000 ships pinned weights; the pin describes that file, not a checkpoint the user passes.
+    assert zoo.get_pretrained_cfg("nbmacro_00000000").sha256
+    torch.manual_seed(5)
+    mine = zoo.build_model(zoo.get_arch_spec("nbmacro_00000000"))
+    path = tmp_path / "mine.pth"
+    torch.save(mine.state_dict(), path)
+    loaded = zoo.create_model("nbmacro_00000000", checkpoint_path=path)
+    assert all(torch.equal(v, mine.state_dict()[k]) for k, v in loaded.state_dict().items())
+    from export.pipeline import resolve_model
+
+    assert resolve_model("nbmacro_00000000", checkpoint_path=path).weights == {
+        "file": str(path.resolve()), "sha256": sha256_of(path)}
+    # A sha256 the caller gives for that file still pins it.
+    with pytest.raises(zoo.WeightsHashError):
+        zoo.create_model("nbmacro_00000000", checkpoint_path=path,
+                         pretrained_cfg_overlay={"file": str(path), "sha256": "0" * 64})

@@ -149,6 +149,12 @@ def weight_candidates(cfg: PretrainedCfg, cache: Path | None = None) -> list[Pat
     return paths
 
 
+def present_weights(cfg: PretrainedCfg) -> Path | None:
+    """The first weights file of ``cfg`` that is on this machine (its ``file``, an installed package's, a cached
+    ``url``), or None."""
+    return next((p for p in weight_candidates(cfg) if p.is_file()), None)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -162,8 +168,9 @@ def resolve_weights(name: str, cfg: PretrainedCfg, checkpoint_path: str | os.Pat
     """The local weights file for ``name``; hash-checked when the cfg gives a sha256 for it (``package_sha256``
     for the file inside ``package``, ``sha256`` for any other).
 
-    An explicit ``checkpoint_path`` is the user's own file: it must exist, and is hash-checked only
-    against a sha256 the caller put in the cfg.
+    An explicit ``checkpoint_path`` is the user's own file: it must exist, and is hash-checked only when the
+    cfg's ``file`` is that same file (a sha256 pins the file it describes, so a model's shipped hash is not
+    applied to another checkpoint).
     """
     if checkpoint_path is not None:
         candidates = [Path(checkpoint_path).expanduser()]
@@ -183,7 +190,10 @@ def resolve_weights(name: str, cfg: PretrainedCfg, checkpoint_path: str | os.Pat
                 "nothing is downloaded at run time")
         raise WeightsNotFoundError(f"weights for {name!r} not found (looked at: {tried}); "
                                    "nothing is downloaded: place the file there or pass checkpoint_path=")
-    expected = cfg.package_sha256 if cfg.package and found == package_weights(cfg) else cfg.sha256
+    if checkpoint_path is not None:
+        expected = cfg.sha256 if cfg.file and Path(cfg.file).expanduser().resolve() == found.resolve() else None
+    else:
+        expected = cfg.package_sha256 if cfg.package and found == package_weights(cfg) else cfg.sha256
     if expected:
         actual = sha256_of(found)
         if actual != expected.lower():
