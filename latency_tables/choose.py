@@ -11,7 +11,9 @@ than this machine, so nobody reads its numbers as this machine's.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from latency_tables.table import LatencyTable, NoTablesError, list_devices, table_path, tables_root
 
@@ -21,6 +23,12 @@ HARDWARE_FIELDS = ("cpu_model", "cpu_id", "logical_cores", "machine")
 # cooldown, and exporting the op (measured ~0.3-0.5 s); each calibration network about as much as 3 keys.
 _SECONDS_PER_KEY = 1.5
 _CALIBRATION_NETWORKS = 20
+
+
+def hardware_differences(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """``"field 'was' -> 'now'"`` for each hardware field two environments both record and disagree on."""
+    return [f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in HARDWARE_FIELDS
+            if then.get(k) is not None and now.get(k) is not None and then.get(k) != now.get(k)]
 
 
 class NoLocalTablesError(NoTablesError):
@@ -92,10 +100,7 @@ def _warn_if_other_hardware(device: str, space: str | None, root: Path | None) -
         return
     from export.environment import current_environment
 
-    now = current_environment().to_dict()
-    differ = [f"{k} {table.environment.get(k)!r} here {now.get(k)!r}" for k in HARDWARE_FIELDS
-              if table.environment.get(k) is not None and now.get(k) is not None
-              and table.environment.get(k) != now.get(k)]
+    differ = hardware_differences(table.environment, current_environment().to_dict())
     if differ:
         warnings.warn(f"the {space!r} table of {device} was measured on other hardware than this machine "
                       f"({'; '.join(differ)}): its latencies are that machine's, not this one's", stacklevel=3)

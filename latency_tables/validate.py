@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export.files import save_figure
-from latency_tables.choose import HARDWARE_FIELDS as _HARDWARE_FIELDS
+from latency_tables.choose import hardware_differences
 
 VALIDATION_SEED = 1000  # builders calibrate on seed 0.. draws; validation never shares them
 # What makes two machines different hardware (a table measured on one says nothing about latency on the other).
@@ -49,8 +49,7 @@ def check_same_machine(table: Any, info: Any) -> None:
                                    f"cannot be validated against measurements on {info.name}")
     now = info.environment.to_dict()
     then = dict(table.environment)
-    differ = [f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in _HARDWARE_FIELDS
-              if then.get(k) is not None and now.get(k) is not None and then.get(k) != now.get(k)]
+    differ = hardware_differences(then, now)
     if differ:
         raise MachineMismatchError(f"table {table.device}/{table.space} was measured on other hardware than "
                                    f"device {info.name} ({'; '.join(differ)}); build this machine's table "

@@ -54,7 +54,7 @@ def _cmd_width(args: argparse.Namespace) -> int:
         name=args.name)
     from search.rundir import claim, settings_of
 
-    claim(args.output, "search width", settings_of(args, ignore=("no_progress",)))
+    claim(args.output, "search width", settings_of(args))
     run = run_width_search(config, args.output, progress=not args.no_progress)
     if run is None:  # a torchrun worker other than rank 0: the search ran on rank 0
         return 0

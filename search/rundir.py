@@ -27,7 +27,7 @@ from zoo.jsonfile import read_json_object
 RUN_FILE = "run.json"
 # argparse destinations that never change a result.
 WATCH_ONLY = frozenset({"func", "command", "search_command", "prune_command", "output", "searched", "progress",
-                        "json", "workers", "resume", "space_name"})
+                        "json", "workers", "resume", "space_name", "no_progress"})
 
 
 class RunDirectoryError(ValueError):

@@ -162,8 +162,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                          f"batch 1), got {args.batch}")
     if args.runs < 1:
         raise ValueError(f"--runs must be >= 1, got {args.runs}")
-    if not Path(args.file).is_file():
-        raise ValueError(f"ONNX file {args.file!r} does not exist")
     result = measure_onnx(args.file, BenchConfig(threads=args.threads, runs=args.runs, batch_size=args.batch))
     if args.json:
         print(result.to_json(indent=2))
@@ -306,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The library's errors give Python advice (its callers are Python); on the command line the same advice is a
-# flag. Every phrase here occurs in a library message (tests/test_cli.py checks both directions).
+# flag. Every phrase here occurs in a library message (tests/test_user_paths.py checks both directions).
 CLI_ADVICE: dict[str, str] = {
     "pass checkpoint_path=": "pass --checkpoint FILE",
     "see zoo.list_models()": "see `mzoo list`",

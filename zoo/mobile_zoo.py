@@ -14,7 +14,7 @@ from typing import Any
 import timm.models
 from torch import nn
 
-from .pretrained import weight_candidates
+from .pretrained import present_weights
 from .registry import DuplicateModelError, ModelEntry
 
 default_cfgs: dict[str, dict[str, Any]] = {}
@@ -39,7 +39,7 @@ def register(entry: ModelEntry) -> None:
     entrypoint.__module__ = __name__
     cfg = {k: v for k, v in entry.pretrained_cfg.to_dict().items() if k in _TIMM_FIELDS}
     # timm knows a model has weights by its cfg's file/url; weights inside an installed package are a file too.
-    present = next((p for p in weight_candidates(entry.pretrained_cfg) if p.is_file()), None)
+    present = present_weights(entry.pretrained_cfg)
     if present is not None:
         cfg["file"] = str(present)
     default_cfgs[entry.name] = cfg

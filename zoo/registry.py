@@ -23,7 +23,7 @@ from torch import nn
 from .cells import CellNet, CellNetFeatures, build_cellnet
 from .contract import ZooModel
 from .costs import count
-from .pretrained import PretrainedCfg, load_pretrained, weight_candidates
+from .pretrained import PretrainedCfg, load_pretrained, present_weights
 from .spec import AnySpec, CellNetSpec
 from .specnet import SpecFeatures, SpecNet, SpecResNet, SpecResNetFeatures
 
@@ -114,8 +114,9 @@ def list_models(pattern: str | Iterable[str] = "", exclude: str | Iterable[str] 
                 pretrained: bool = False) -> list[str]:
     """Registered names matching any fnmatch ``pattern`` and none of ``exclude``, naturally sorted.
 
-    ``pretrained=True`` keeps only the models that have weights, as timm's does: a cfg whose ``file`` exists
-    or that names a ``url`` (looked for under the cache when loaded, never downloaded).
+    ``pretrained=True`` keeps only the models that have weights, as timm's does: a cfg whose weights file is on
+    this machine (its ``file`` or an installed package's) or that names a ``url`` (looked for under the cache
+    when loaded, never downloaded).
     """
     include = [pattern] if isinstance(pattern, str) else list(pattern)
     leave_out = [exclude] if isinstance(exclude, str) else list(exclude)
@@ -129,7 +130,7 @@ def list_models(pattern: str | Iterable[str] = "", exclude: str | Iterable[str] 
 def _has_weights(cfg: PretrainedCfg) -> bool:
     """A cfg names a ``url`` (looked for under the cache, never downloaded), or a file that is there: its own
     ``file`` or one inside an installed package."""
-    return bool(cfg.url) or any(p.is_file() for p in weight_candidates(cfg))
+    return bool(cfg.url) or present_weights(cfg) is not None
 
 
 def model_info(name: str) -> dict[str, Any]:
