@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 import zoo  # noqa: E402
 from bench._report import write_section  # noqa: E402
-from export.devices import get_device  # noqa: E402
-from export.environment import current_environment  # noqa: E402
-from export.files import prepare_directory, publish, save_figure, temporary_path, write_json_atomic  # noqa: E402
-from export.latency import BenchConfig  # noqa: E402
+from latency_tables.devices import get_device  # noqa: E402
+from common.environment import current_environment  # noqa: E402
+from common.files import prepare_directory, publish, save_figure, temporary_path, write_json_atomic  # noqa: E402
+from latency_tables.measure import BenchConfig  # noqa: E402
 from search.dagger import DaggerConfig, RunConfig, parse_macs, pretrain, prunable_space, run_dagger  # noqa: E402
 from search.data import balanced_subset, cifar10, cifar_eval_transform  # noqa: E402
 from search.engine import TrainConfig, evaluate  # noqa: E402
@@ -186,7 +186,7 @@ def notes_text(args: argparse.Namespace, config: RunConfig, results: dict, n_tra
         f"(it is part of the method). Pruned MACs are the walker's count of the saved spec (`zoo.count`), "
         f"at most the target and within {method.tolerance:.0%} below it. Latency: the network exported to ONNX "
         f"and timed in a fresh ONNX Runtime session, batch 1, one thread, pinned to CPU 0, protocol of "
-        f"`export.latency.BenchConfig` (median until stable); ResNet-50 runs its ImageNet layout at 32×32. "
+        f"`latency_tables.measure.BenchConfig` (median until stable); ResNet-50 runs its ImageNet layout at 32×32. "
         f"Times: {timing}; whole run {minutes:.1f} min on one core.\n\n"
         "What this can and cannot show: the 'pretrained' network is far from converged (a few epochs on a small "
         "subset), so accuracy differences of a point or two between the pruning methods are within the noise "

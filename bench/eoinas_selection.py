@@ -29,13 +29,13 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from bench._report import write_section  # noqa: E402
-from export.environment import current_environment  # noqa: E402
-from export.files import write_json_atomic  # noqa: E402
+from common.environment import current_environment  # noqa: E402
+from common.files import write_json_atomic  # noqa: E402
 from search.data import search_splits  # noqa: E402
 from search.differentiable import ArchConfig  # noqa: E402
 from search.diffsearch import EvalNetConfig, run_eoinas, search_recipe, train_network, train_recipe  # noqa: E402
 from search.eoinas import CellCostModel, EoiNASConfig  # noqa: E402
-from search.spaces import DartsSpace  # noqa: E402
+from zoo.spaces import DartsSpace  # noqa: E402
 from zoo.spec import Genotype  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
-from export.executorch import measure_pte  # noqa: E402
+from latency_tables.measure_pte import measure_pte  # noqa: E402
 from export.formats import FORMATS, ExportOptions, export_formats  # noqa: E402
-from export.images import default_image_source  # noqa: E402
-from export.latency import BenchConfig, LatencyResult, measure_onnx, measure_torch  # noqa: E402
+from common.images import default_image_source  # noqa: E402
+from latency_tables.measure import BenchConfig, LatencyResult, measure_onnx, measure_torch  # noqa: E402
 from export.pipeline import resolve_model  # noqa: E402
 
 DEFAULT_MODELS = ("hgcnet_1x", "mctnas_c", "bcnet_mobilenetv2_150m", "bcnet_resnet50_1g")

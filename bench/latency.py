@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
-from export.latency import BenchConfig  # noqa: E402
-from export.pipeline import compare_models, format_table, nearest_baselines  # noqa: E402
+from latency_tables.measure import BenchConfig  # noqa: E402
+from latency_tables.compare import compare_models, format_table, nearest_baselines  # noqa: E402
 
 DEFAULT_MODELS = ("hgcnet_0_5x", "hgcnet_1x", "hgcnet_1_5x", "hgcnet_2x", "mctnas_c", "bcnet_mobilenetv2_150m",
                   "mobilenetv2_050", "mobilenetv2_100", "mobilenetv3_large_100", "efficientnet_b0")

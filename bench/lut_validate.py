@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
-from export.files import write_json_atomic  # noqa: E402
-from export.latency import BenchConfig  # noqa: E402
+from common.files import write_json_atomic  # noqa: E402
+from latency_tables.measure import BenchConfig  # noqa: E402
 from latency_tables.cli import run_validation  # noqa: E402
 from latency_tables.table import load_tables  # noqa: E402
 from latency_tables.validate import ValidationResult, prediction_metrics, sample_archs, scatter_plot  # noqa: E402
-from search.spaces import get_space  # noqa: E402
+from zoo.spaces import get_space  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 NN_METER_CPU = "nn-Meter reports 99.0 % within ±10 % on a mobile CPU (Pixel 4, TFLite); target here ≥ 95 %."

@@ -28,11 +28,12 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
-from export.environment import current_environment  # noqa: E402
-from export.files import save_figure, write_json_atomic  # noqa: E402
+from common.environment import current_environment  # noqa: E402
+from common.files import save_figure, write_json_atomic  # noqa: E402
 from search.mcts import ORACLE_CONFIG, MCTSConfig  # noqa: E402
 from search.nasbench import NASBenchMacro  # noqa: E402
-from search.oracle import TARGETS, CostWindow, Feasibility, SearchTrace, run_oracle_search  # noqa: E402
+from search.budget import CostModel, CostWindow  # noqa: E402
+from search.oracle import TARGETS, SearchTrace, run_oracle_search  # noqa: E402
 from search.regularized_evolution import EvolutionConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -78,13 +79,13 @@ def main() -> None:
     oracle = NASBenchMacro.load()
     space = oracle.space
     archs = [oracle.arch(k) for k in oracle.keys()]
-    probe = Feasibility(space, [CostWindow("latency", low=0.0, device=args.device)])
+    probe = CostModel.of_windows(space, [CostWindow("latency", low=0.0, device=args.device)])
     latency = [probe.cost(0, a) for a in tqdm(archs, desc="predict latency", file=sys.stderr,
                                                    disable=args.no_progress)]
     median = statistics.median(latency)
     window = CostWindow("latency", high=round(median, 4), device=args.device)
-    settings = {"whole space": Feasibility(space),
-                f"latency ≤ median ({window.high:.3f} ms)": Feasibility(space, [window])}
+    settings = {"whole space": CostModel.of_windows(space),
+                f"latency ≤ median ({window.high:.3f} ms)": CostModel.of_windows(space, [window])}
     runs: dict[str, dict[str, list[SearchTrace]]] = {}
     for setting, feasibility in settings.items():
         variants = MAIN + (ABLATION if setting == "whole space" and not args.no_ablation else ())
@@ -118,7 +119,7 @@ def main() -> None:
                   machine)
 
 
-def run_variant(variant: Variant, oracle: NASBenchMacro, feasibility: Feasibility, seeds: int,
+def run_variant(variant: Variant, oracle: NASBenchMacro, feasibility: CostModel, seeds: int,
                 progress: bool) -> list[SearchTrace]:
     budget = len(oracle.keys())
     return [run_oracle_search(variant.searcher, budget, seed, oracle=oracle, constraints=feasibility,
@@ -160,7 +161,7 @@ def rank_curves(traces: list[SearchTrace], oracle_ranks: dict[str, int], length:
     return out
 
 
-def feasible_ranks(trace: SearchTrace, oracle: NASBenchMacro, feasibility: Feasibility) -> dict[str, int]:
+def feasible_ranks(trace: SearchTrace, oracle: NASBenchMacro, feasibility: CostModel) -> dict[str, int]:
     keys = [k for k in oracle.keys() if feasibility(oracle.arch(k))]
     ranks, previous = {}, None
     for position, key in enumerate(keys):  # oracle.keys() is best first
@@ -181,7 +182,7 @@ def plot(runs: dict[str, dict[str, list[SearchTrace]]], path: Path) -> None:
     for (setting, by_variant), (left, right) in zip(runs.items(), axes):
         first = next(iter(by_variant.values()))[0]
         windows = [CostWindow.from_dict(c) for c in first.constraints]
-        ranks = feasible_ranks(first, oracle, Feasibility(oracle.space, windows))
+        ranks = feasible_ranks(first, oracle, CostModel.of_windows(oracle.space, windows))
         length = max(len(t.queries) for traces in by_variant.values() for t in traces)
         x = np.arange(1, length + 1)
         for variant in MAIN:

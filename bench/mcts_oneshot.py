@@ -29,8 +29,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
-from export.environment import current_environment  # noqa: E402
-from export.files import save_figure, write_json_atomic  # noqa: E402
+from common.environment import current_environment  # noqa: E402
+from common.files import save_figure, write_json_atomic  # noqa: E402
 from search.data import balanced_subset, cifar10, cifar_eval_transform  # noqa: E402
 from search.engine import TrainConfig  # noqa: E402
 from search.mctnas import MCTNASConfig, SubnetScorer, kendall_tau, spearman_rho, train_supernet  # noqa: E402

@@ -3,7 +3,7 @@
 The paper's central claim (papers.md §7.2): merging the candidate kernels {3, 5, 7} into one meta kernel and the
 expansion ratios {3, 6} into one channel mask makes a differentiable search step cost about one network instead
 of one per candidate. Both supernets are :class:`search.metakernel.MetaKernelSupernet` over the same space
-(:class:`~search.spaces.MetaKernelSpace`, 15 layers × 6 candidates) and the same architecture parameters:
+(:class:`~zoo.spaces.MetaKernelSpace`, 15 layers × 6 candidates) and the same architecture parameters:
 ``mode="meta"`` (one widest block per layer) and ``mode="sum"`` (every (e, k) its own zoo block, outputs summed
 with weights p_e·p_k). One step is a forward and a backward of the cross-entropy of a random CIFAR-sized batch
 (10 classes) in training mode, reaching weights and architecture parameters. Memory: bytes of the distinct
@@ -29,10 +29,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench._report import write_section  # noqa: E402
-from export.environment import current_environment  # noqa: E402
+from common.environment import current_environment  # noqa: E402
 import zoo  # noqa: E402
 from search.metakernel import MODES, MetaKernelSupernet, layer_plans  # noqa: E402
-from search.spaces import MetaKernelSpace  # noqa: E402
+from zoo.spaces import MetaKernelSpace  # noqa: E402
 
 CLASSES = 10
 

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from bench._report import write_section  # noqa: E402
-from export.environment import current_environment  # noqa: E402
+from common.environment import current_environment  # noqa: E402
 from search.nasbench import NASBenchMacro  # noqa: E402
 from search.train import TrainJob, load_job_data, nbmacro_recipe, run_train, score_top1  # noqa: E402
 from zoo.pretrained import sha256_of  # noqa: E402

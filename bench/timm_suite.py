@@ -106,7 +106,7 @@ def main() -> None:
         body += "\n\nFailures:\n\n" + "\n".join(f"- {f}" for f in failures[:50])
     print(body)
     if not args.no_write:
-        from export.environment import current_environment
+        from common.environment import current_environment
 
         env = current_environment()
         write_section("timm-suite", "timm's own model tests on every zoo model", body,

@@ -31,10 +31,10 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from bench._report import write_section  # noqa: E402
-from export.environment import current_environment  # noqa: E402
-from export.files import write_json_atomic  # noqa: E402
+from common.environment import current_environment  # noqa: E402
+from common.files import write_json_atomic  # noqa: E402
 from search.engine import TrainConfig, Trainer, evaluate  # noqa: E402
-from search.spaces.widths import BCNET_FRACTIONS, scaled_width  # noqa: E402
+from zoo.spaces.widths import BCNET_FRACTIONS, scaled_width  # noqa: E402
 from search.width import BCNetConfig, BCNetTrainer, EvolutionConfig, WidthSupernet  # noqa: E402
 from search.width.pipeline import WidthSearchConfig, load_data, make_space, run_width_search  # noqa: E402
 
@@ -173,7 +173,7 @@ def plot(rows, full_macs: int, budget: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from export.files import save_figure
+    from common.files import save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
     for i, (name, r) in enumerate(rows.items()):

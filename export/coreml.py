@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import InputError
 from export.coreml_config import (
     CLASSIFIER_LABEL_OUTPUT,
     FP16_MIN_COSINE,
@@ -57,8 +58,8 @@ from export.coreml_verify import (
     seeded_samples,
     verify_coreml_package,
 )
-from export.errors import CoremlVerificationError, ExportError, one_line
-from export.files import check_target, publish, temporary_path
+from export.errors import CoremlVerificationError, ExportError, exporter, one_line
+from common.files import check_target, publish, temporary_path
 from export.parity import check_input_size, check_metadata, check_model, eval_mode
 
 __all__ = [
@@ -206,6 +207,7 @@ def can_run_coreml() -> bool:
 # ---------------------------------------------------------------------------------------------- exporting
 
 
+@exporter
 def export_coreml(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -229,11 +231,11 @@ def export_coreml(
     input_size = check_input_size(input_size)
     norm = image_normalization(mean, std)
     if len(norm.mean) != input_size[0]:
-        raise ValueError(
+        raise InputError(
             f"mean/std have {len(norm.mean)} channels but input_size {input_size} has {input_size[0]}"
         )
     if cfg.image_input and input_size[0] != 3:
-        raise ValueError(
+        raise InputError(
             f"an RGB image input needs 3 channels, input_size is {input_size}; use image_input=False"
         )
     user_meta = _check_metadata(metadata)
@@ -332,7 +334,7 @@ def _num_outputs(adapter: CoremlAdapter, input_size: tuple[int, int, int], cfg: 
         raise ExportError(f"{type(adapter.model).__name__} must return one (1, num_classes) tensor, got {got}")
     num_classes = int(out.shape[1])
     if cfg.class_labels is not None and len(cfg.class_labels) != num_classes:
-        raise ValueError(
+        raise InputError(
             f"class_labels has {len(cfg.class_labels)} labels but {type(adapter.model).__name__} "
             f"outputs {num_classes} classes"
         )

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import InputError
+
 Precision = Literal["fp16", "fp32"]
 Source = Literal["trace", "export"]
 
@@ -83,35 +85,35 @@ class CoremlExportConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp16", "fp32"):
-            raise ValueError(f"precision {self.precision!r} is not supported; choose 'fp16' or 'fp32'")
+            raise InputError(f"precision {self.precision!r} is not supported; choose 'fp16' or 'fp32'")
         if self.minimum_deployment_target not in TARGETS:
-            raise ValueError(
+            raise InputError(
                 f"minimum_deployment_target {self.minimum_deployment_target!r} is not supported; "
                 f"choose one of {', '.join(TARGETS)}"
             )
         if self.source not in ("trace", "export"):
-            raise ValueError(f"source {self.source!r} is not supported; choose 'trace' or 'export'")
+            raise InputError(f"source {self.source!r} is not supported; choose 'trace' or 'export'")
         if self.class_labels is not None:
             labels = self.class_labels
             if not isinstance(labels, tuple) or not labels or not all(isinstance(c, str) and c for c in labels):
-                raise ValueError(f"class_labels must be a non-empty tuple of non-empty str, got {labels!r}")
+                raise InputError(f"class_labels must be a non-empty tuple of non-empty str, got {labels!r}")
             if len(set(labels)) != len(labels):
                 dupes = sorted({c for c in labels if labels.count(c) > 1})
-                raise ValueError(f"class_labels must be unique; repeated: {dupes}")
+                raise InputError(f"class_labels must be unique; repeated: {dupes}")
         names = {self.input_name, self.output_name, CLASSIFIER_LABEL_OUTPUT}
         if not self.input_name or not self.output_name or len(names) != 3:
-            raise ValueError(
+            raise InputError(
                 f"input_name {self.input_name!r} and output_name {self.output_name!r} must be non-empty, differ "
                 f"and not be {CLASSIFIER_LABEL_OUTPUT!r}"
             )
         if self.numerical_samples < 1:
-            raise ValueError(f"numerical_samples must be >= 1, got {self.numerical_samples!r}")
+            raise InputError(f"numerical_samples must be >= 1, got {self.numerical_samples!r}")
         if not (math.isfinite(self.fp32_atol) and self.fp32_atol > 0):
-            raise ValueError(f"fp32_atol must be a positive finite number, got {self.fp32_atol!r}")
+            raise InputError(f"fp32_atol must be a positive finite number, got {self.fp32_atol!r}")
         for name in ("fp16_min_top1_agreement", "fp16_min_cosine"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+                raise InputError(f"{name} must be in [0, 1], got {value!r}")
 
     @property
     def spec_version(self) -> int:
@@ -157,9 +159,9 @@ def image_normalization(mean: Sequence[float], std: Sequence[float]) -> ImageNor
     mean_t = tuple(float(m) for m in mean)
     std_t = tuple(float(s) for s in std)
     if not mean_t or len(mean_t) != len(std_t):
-        raise ValueError(f"mean {mean_t} and std {std_t} must be non-empty and of equal length")
+        raise InputError(f"mean {mean_t} and std {std_t} must be non-empty and of equal length")
     if not all(math.isfinite(m) for m in mean_t) or not all(math.isfinite(s) and s > 0 for s in std_t):
-        raise ValueError(f"mean {mean_t} must be finite and std {std_t} finite and positive")
+        raise InputError(f"mean {mean_t} must be finite and std {std_t} finite and positive")
     common = std_t[0] if len(set(std_t)) == 1 else sum(std_t) / len(std_t)
     multiplier = None if len(set(std_t)) == 1 else tuple(common / s for s in std_t)
     return ImageNormalization(

@@ -6,11 +6,40 @@ tooling that need the specifics read the attributes of the subclasses.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from common.errors import ImageDataError, MzooError, OutputError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class ExportError(Exception):
+class ExportError(MzooError):
     """A model could not be exported, written, or read back as a deployable artefact."""
+
+
+class ExportOutputError(ExportError, OutputError):
+    """An artefact's destination cannot be written (the shared floor's :class:`~common.errors.OutputError`, raised
+    by an exporter): both ``except ExportError`` and ``except OutputError`` catch it."""
+
+
+def exporter(fn: Callable[P, R]) -> Callable[P, R]:
+    """Mark a public exporter: an ``OutputError`` from the shared floor (target not writable, a directory where a
+    file goes, ...) leaves it as :class:`ExportOutputError`, so callers catch one type for any export problem."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ExportOutputError:
+            raise
+        except OutputError as err:
+            raise ExportOutputError(str(err)) from err
+
+    return wrapper
 
 
 class OnnxLoadError(ExportError):
@@ -49,8 +78,9 @@ class UnsupportedFormatError(ExportError, ValueError):
     """An export format name the pipeline does not know."""
 
 
-class CalibrationDataError(ExportError):
-    """Calibration or verification images are missing, unreadable, corrupt or of the wrong kind."""
+# Calibration and verification images are read by the shared floor (common.images), which raises its own error;
+# export's callers know it by this name.
+CalibrationDataError = ImageDataError
 
 
 class AgreementError(ExportError):

@@ -5,7 +5,7 @@ Owns turning an ``nn.Module`` into one self-contained ``.pte`` file with a stati
 case: memory is planned ahead of time for exactly that shape, so the batch size is fixed at export), the
 delegation breakdown (which ops XNNPACK runs and which ones are left to the portable kernels), reading such files
 back with clear errors (``load_pte``, ``pte_metadata``) and timing them with the protocol of
-:mod:`export.latency` (``measure_pte``). A file only appears at the requested path once the runtime loaded the
+:mod:`latency_tables.measure` (``measure_pte``). A file only appears at the requested path once the runtime loaded the
 bytes on disk and matched eager PyTorch within ``PteExportConfig.atol`` on every seeded verification input; a
 network whose own fp32 forward drifts by more than ``atol`` is judged by the float64 noise-floor rule of
 :mod:`export.onnx`. ExecuTorch is imported on first use, not with this module: it takes seconds to import.
@@ -21,8 +21,6 @@ import json
 import logging
 import math
 import os
-import subprocess
-import sys
 import time
 import warnings
 from collections import Counter
@@ -35,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.errors import ExecutorchVerificationError, ExportError, one_line
-from export.files import check_target, publish, temporary_path
-from export.latency import BenchConfig, LatencyResult, make_result, time_runs
+from common.errors import InputError
+from export.errors import ExecutorchVerificationError, ExportError, exporter, one_line
+from common.files import check_target, publish, temporary_path
 
 from export.parity import (check_input_size, check_metadata, check_model, eval_mode, float64_distances, noise_floor_detail,
                             run_eager, within_noise_floor)
@@ -82,17 +80,17 @@ class PteExportConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend {self.backend!r} is not supported; choose one of {BACKENDS}")
+            raise InputError(f"backend {self.backend!r} is not supported; choose one of {BACKENDS}")
         for name in ("batch_size", "verify_runs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         if not (math.isfinite(self.atol) and self.atol > 0):
-            raise ValueError(f"atol must be a positive finite number, got {self.atol!r}")
+            raise InputError(f"atol must be a positive finite number, got {self.atol!r}")
         if not (math.isfinite(self.noise_floor_factor) and self.noise_floor_factor >= 0):
-            raise ValueError(f"noise_floor_factor must be a finite number >= 0, got {self.noise_floor_factor!r}")
+            raise InputError(f"noise_floor_factor must be a finite number >= 0, got {self.noise_floor_factor!r}")
         if not self.input_name or not self.output_name or self.input_name == self.output_name:
-            raise ValueError(
+            raise InputError(
                 f"input_name {self.input_name!r} and output_name {self.output_name!r} must be non-empty and differ"
             )
 
@@ -174,18 +172,19 @@ class PteProgram:
 
     def run(self, x: torch.Tensor) -> list[Any]:
         """Execute ``forward`` on ``x``; raises ``ExecutorchVerificationError`` with the runtime's own log line."""
-        with _runtime_log() as log:
+        with runtime_log() as log:
             try:
                 return list(self.forward.execute([x]))
             except Exception as err:
                 raise ExecutorchVerificationError(
-                    f"ExecuTorch failed to run {self.path!r} on input {tuple(x.shape)}: {_with_log(err, log)}"
+                    f"ExecuTorch failed to run {self.path!r} on input {tuple(x.shape)}: {with_log(err, log)}"
                 ) from err
 
 
 # ---------------------------------------------------------------------------------------------- exporting
 
 
+@exporter
 def export_pte(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -373,21 +372,21 @@ def load_pte(path: str | os.PathLike[str]) -> PteProgram:
         raise ExecutorchVerificationError(f"ExecuTorch path {str(file)!r} is not a regular file")
     flatbuffer = _check_header(file)
     runtime = _runtime()
-    with _runtime_log() as log:
+    with runtime_log() as log:
         try:
             program = runtime.load_program(str(file))
             if _FORWARD not in program.method_names:
-                raise ValueError(f"it has no {_FORWARD!r} method (methods: {sorted(program.method_names)})")
+                raise InputError(f"it has no {_FORWARD!r} method (methods: {sorted(program.method_names)})")
             forward = program.load_method(_FORWARD)
             meta = forward.metadata
             if meta.num_inputs() != 1 or meta.num_outputs() < 1:
-                raise ValueError(f"'forward' takes {meta.num_inputs()} inputs, expected one image tensor")
+                raise InputError(f"'forward' takes {meta.num_inputs()} inputs, expected one image tensor")
             info = meta.input_tensor_meta(0)
             if info.dtype() != _SCALAR_TYPE_FLOAT:
-                raise ValueError(f"'forward' input has scalar type {info.dtype()}, expected float32")
+                raise InputError(f"'forward' input has scalar type {info.dtype()}, expected float32")
         except Exception as err:
             raise ExecutorchVerificationError(
-                f"ExecuTorch cannot load {str(file)!r}: {_with_log(err, log)}"
+                f"ExecuTorch cannot load {str(file)!r}: {with_log(err, log)}"
             ) from err
     return PteProgram(
         path=str(file),
@@ -433,101 +432,17 @@ def pte_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     loaded = load_pte(path)
     if METADATA_METHOD not in loaded.program.method_names:
         return {}
-    with _runtime_log() as log:
+    with runtime_log() as log:
         try:
             (text,) = loaded.program.load_method(METADATA_METHOD).execute([])
             data = json.loads(text)
         except Exception as err:
             raise ExecutorchVerificationError(
-                f"{loaded.path!r} has an unreadable {METADATA_METHOD!r} method: {_with_log(err, log)}"
+                f"{loaded.path!r} has an unreadable {METADATA_METHOD!r} method: {with_log(err, log)}"
             ) from err
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise ExecutorchVerificationError(f"{loaded.path!r}: {METADATA_METHOD!r} is not a str -> str mapping")
     return data
-
-
-# ------------------------------------------------------------------------------------------------ latency
-
-
-def measure_pte(path: str | os.PathLike[str], cfg: BenchConfig = BenchConfig()) -> LatencyResult:
-    """Time a ``.pte`` program in the ExecuTorch runtime with the protocol of :func:`export.latency.measure_onnx`.
-
-    The timing runs in a fresh Python process whose XNNPACK thread pool is set to ``cfg.threads`` before any
-    program is loaded: ExecuTorch's pool is process-wide and an XNNPACK program keeps a pointer to the pool it
-    was loaded with, so resizing it (``_unsafe_reset_threadpool``) under a loaded program corrupts the heap.
-    ``session_create_ms`` is loading the program and preparing ``forward`` in that process. The program's batch
-    is static, so ``cfg.batch_size`` must equal it; the portable kernels are single-threaded whatever the pool.
-    Raises ``ExecutorchVerificationError`` for a file the runtime cannot load or run.
-    """
-    loaded = load_pte(path)  # clear errors (and the batch check) before paying for a new process
-    if loaded.input_shape[0] != cfg.batch_size:
-        raise ValueError(f"{loaded.path!r} was exported for batch {loaded.input_shape[0]} (static shape "
-                         f"{loaded.input_shape}); BenchConfig.batch_size is {cfg.batch_size}")
-    request = json.dumps({"path": loaded.path, "config": asdict(cfg)})
-    del loaded
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _CHILD_COMMAND, request], capture_output=True, text=True, env=env,
-            timeout=2 * cfg.max_seconds + _CHILD_START_SECONDS,
-        )
-    except subprocess.TimeoutExpired as err:
-        raise ExecutorchVerificationError(f"timing {str(path)!r} did not finish in {err.timeout:.0f} s") from err
-    return _child_answer(done, str(path))
-
-
-_CHILD_COMMAND = "import sys; from export.executorch import _child_main; sys.exit(_child_main(sys.argv[1]))"
-_CHILD_PREFIX = "mzoo-pte-latency "
-# Importing torch and ExecuTorch in the child takes seconds, several times that on a busy 2-core machine.
-_CHILD_START_SECONDS = 180.0
-
-
-def _child_answer(done: subprocess.CompletedProcess[str], path: str) -> LatencyResult:
-    answers = [line[len(_CHILD_PREFIX):] for line in done.stdout.splitlines() if line.startswith(_CHILD_PREFIX)]
-    if done.returncode != 0 or not answers:
-        tail = " | ".join(line.strip() for line in done.stderr.splitlines()[-3:] if line.strip())
-        raise ExecutorchVerificationError(
-            f"timing {path!r} failed: the measuring process exited with code {done.returncode} ({tail or 'no output'})"
-        )
-    answer = json.loads(answers[-1])
-    if "error" in answer:
-        raise ExecutorchVerificationError(answer["error"])
-    return LatencyResult.from_dict(answer)
-
-
-def _child_main(request_json: str) -> int:
-    """Entry point of the measuring process: fix the thread pool, then load and time the program."""
-    request = json.loads(request_json)
-    cfg = BenchConfig(**request["config"])
-    try:
-        answer = measure_pte_in_process(request["path"], cfg).to_dict()
-    except (ExportError, ValueError) as err:
-        answer = {"error": str(err)}
-    print(_CHILD_PREFIX + json.dumps(answer), flush=True)
-    return 0
-
-
-def measure_pte_in_process(path: str, cfg: BenchConfig) -> LatencyResult:
-    """Time a .pte in THIS process: only safe in a fresh process that has run no XNNPACK program yet
-    (``measure_pte`` and the agent's measuring child call it there)."""
-    lib = _portable_lib()
-    with _runtime_log():
-        lib._unsafe_reset_threadpool(cfg.threads)  # before any XNNPACK program exists in this process
-    start = time.perf_counter_ns()
-    loaded = load_pte(path)
-    session_create_ms = (time.perf_counter_ns() - start) / 1e6
-    threads = int(lib._threadpool_get_thread_count())
-    if threads != cfg.threads:
-        raise ExecutorchVerificationError(f"ExecuTorch's thread pool has {threads} threads, asked for {cfg.threads}")
-    x = torch.from_numpy(np.random.default_rng(cfg.seed).standard_normal(loaded.input_shape).astype(np.float32))
-    with _runtime_log() as log:
-        try:
-            first_run_ms, samples = time_runs(lambda: loaded.forward.execute([x]), cfg)
-        except Exception as err:
-            raise ExecutorchVerificationError(f"ExecuTorch failed to run {path!r}: {_with_log(err, log)}") from err
-    return make_result(loaded.runtime, loaded.path, loaded.input_shape, samples, first_run_ms, session_create_ms,
-                       cfg)
 
 
 # ------------------------------------------------------------------------------------------ the library
@@ -564,25 +479,25 @@ def _runtime() -> Any:
     return Runtime.get()
 
 
-def _portable_lib() -> Any:
+def portable_lib() -> Any:
     with _quiet_import():
         from executorch.extension.pybindings import portable_lib
     return portable_lib
 
 
 @contextlib.contextmanager
-def _runtime_log() -> Iterator[io.StringIO]:
+def runtime_log() -> Iterator[io.StringIO]:
     """Capture the runtime's C++ log lines (cpuinfo probing, thread-pool resets, error context).
 
     ExecuTorch's pybindings write them to Python's ``sys.stderr``; they are noise on success and the useful part
-    of the message on failure, where ``_with_log`` appends them.
+    of the message on failure, where ``with_log`` appends them.
     """
     buffer = io.StringIO()
     with contextlib.redirect_stderr(buffer):
         yield buffer
 
 
-def _with_log(err: BaseException, log: io.StringIO) -> str:
+def with_log(err: BaseException, log: io.StringIO) -> str:
     lines = [line.strip() for line in log.getvalue().splitlines() if line.strip() and "cpuinfo" not in line]
     text = " | ".join(lines)
     if len(text) > _MAX_LOG_CHARS:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from export.coreml import CoremlExportConfig, export_coreml
-from export.errors import ExportError, UnsupportedFormatError, one_line
+from export.errors import CalibrationDataError, ExportError, UnsupportedFormatError, exporter, one_line
 from export.executorch import PteExportConfig, export_pte
-from export.files import prepare_directory, write_json_atomic, write_text_atomic
-from export.images import CalibrationDataError, default_image_source, list_images, load_images
+from common.files import prepare_directory, write_json_atomic, write_text_atomic
+from common.images import default_image_source, list_images, load_images
 from export.onnx import OnnxExportConfig, export_onnx
 from export.onnx_precision import (FP16_THRESHOLDS, FP16_THRESHOLDS_TRAINED, INT8_THRESHOLDS, INT8_THRESHOLDS_TRAINED,
                                    Fp16Config, Int8Config, convert_fp16, quantize_int8)
@@ -225,6 +225,7 @@ _EXPORTERS: Mapping[str, Callable[[_Session, Path], ArtefactReport]] = {
 }
 
 
+@exporter
 def export_formats(
     resolved: ResolvedModel,
     out_dir: str | os.PathLike,
@@ -405,6 +406,7 @@ def _describe_env(env: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in env.items() if v)
 
 
+@exporter
 def export_all(
     names: Sequence[str],
     out_dir: str | os.PathLike,
@@ -415,7 +417,7 @@ def export_all(
     on_cell: Callable[[Cell], None] | None = None,
 ) -> CompatibilityMatrix:
     """Export every model to every format, never stopping at a failure, and write the matrix into ``out_dir``."""
-    from export.environment import current_environment
+    from common.environment import current_environment
 
     fmts = parse_formats(formats)
     check_image_sources(fmts, options)

@@ -36,8 +36,9 @@ import onnxslim
 import torch
 from torch import nn
 
-from export.errors import ExportError, OnnxLoadError, OnnxVerificationError, one_line
-from export.files import check_target, publish, temporary_path
+from common.errors import InputError
+from export.errors import ExportError, OnnxLoadError, OnnxVerificationError, exporter, one_line
+from common.files import check_target, publish, temporary_path
 from export.parity import (check_input_size, check_metadata, check_model, eval_mode, float64_distances, noise_floor_detail,
                             run_eager, within_noise_floor)
 
@@ -88,23 +89,23 @@ class OnnxExportConfig:
 
     def __post_init__(self) -> None:
         if self.opset not in SUPPORTED_OPSETS:
-            raise ValueError(f"opset {self.opset!r} is not supported; choose one of {SUPPORTED_OPSETS}")
+            raise InputError(f"opset {self.opset!r} is not supported; choose one of {SUPPORTED_OPSETS}")
         if not (math.isfinite(self.atol) and self.atol > 0):
-            raise ValueError(f"atol must be a positive finite number, got {self.atol!r}")
+            raise InputError(f"atol must be a positive finite number, got {self.atol!r}")
         _check_verify_batch_sizes(self.verify_batch_sizes)
         if not (math.isfinite(self.noise_floor_factor) and self.noise_floor_factor >= 0):
-            raise ValueError(f"noise_floor_factor must be a finite number >= 0, got {self.noise_floor_factor!r}")
+            raise InputError(f"noise_floor_factor must be a finite number >= 0, got {self.noise_floor_factor!r}")
         if not self.input_name or not self.output_name or self.input_name == self.output_name:
-            raise ValueError(
+            raise InputError(
                 f"input_name {self.input_name!r} and output_name {self.output_name!r} must be non-empty and differ"
             )
 
 
 def _check_verify_batch_sizes(sizes: tuple[int, ...]) -> None:
     if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):
-        raise ValueError(f"verify_batch_sizes must be a non-empty tuple of positive ints, got {sizes!r}")
+        raise InputError(f"verify_batch_sizes must be a non-empty tuple of positive ints, got {sizes!r}")
     if all(b == EXAMPLE_BATCH for b in sizes):
-        raise ValueError(
+        raise InputError(
             f"verify_batch_sizes {sizes!r} only repeats the export example batch {EXAMPLE_BATCH}; "
             "include another size so the dynamic batch dimension is tested"
         )
@@ -155,6 +156,7 @@ class OnnxExportReport:
         return data
 
 
+@exporter
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],

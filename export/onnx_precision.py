@@ -87,9 +87,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from export.errors import AgreementError, CalibrationDataError, ExportError, one_line
-from export.files import check_target, publish, temporary_path
-from export.images import RANDOM_CALIBRATION_SOURCE, RANDOM_VERIFICATION_SOURCE, random_images
+from common.errors import InputError
+from export.errors import AgreementError, CalibrationDataError, ExportError, exporter, one_line
+from common.files import check_target, publish, temporary_path
+from common.images import RANDOM_CALIBRATION_SOURCE, RANDOM_VERIFICATION_SOURCE, random_images
 from export.onnx import load_onnx
 
 Variant = Literal["fp16", "int8"]
@@ -119,7 +120,7 @@ class AgreementThresholds:
         for name in ("top1_agreement", "mean_cosine", "min_cosine", "gain_over_constant"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and -1.0 <= value <= 1.0):
-                raise ValueError(f"threshold {name} must be a finite number in [-1, 1], got {value!r}")
+                raise InputError(f"threshold {name} must be a finite number in [-1, 1], got {value!r}")
 
 
 # For random-init weights (every zoo model today): measured on seven zoo models; see the module docstring.
@@ -181,16 +182,16 @@ class Int8Config:
         _check_ints(self, {"num_images": 1, "batch_size": 1, "threads": 0, "num_calibration": 1,
                            "calibration_batch_size": 1})
         if self.activation_type not in ("QInt8", "QUInt8"):
-            raise ValueError(f"activation_type must be 'QInt8' or 'QUInt8', got {self.activation_type!r}")
+            raise InputError(f"activation_type must be 'QInt8' or 'QUInt8', got {self.activation_type!r}")
         if self.calibrate_method not in ("MinMax", "Entropy", "Percentile"):
-            raise ValueError(f"calibrate_method must be MinMax, Entropy or Percentile, got {self.calibrate_method!r}")
+            raise InputError(f"calibrate_method must be MinMax, Entropy or Percentile, got {self.calibrate_method!r}")
 
 
 def _check_ints(config: object, minimum: Mapping[str, int]) -> None:
     for name, low in minimum.items():
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{type(config).__name__}.{name} must be an int >= {low}, got {value!r}")
+            raise InputError(f"{type(config).__name__}.{name} must be an int >= {low}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ class PrecisionReport:
 # ------------------------------------------------------------------------------------------------ fp16
 
 
+@exporter
 def convert_fp16(
     source: str | os.PathLike[str],
     path: str | os.PathLike[str],
@@ -263,7 +265,7 @@ def convert_fp16(
 ) -> PrecisionReport:
     """Convert the fp32 ONNX file ``source`` to fp16 at ``path`` (fp32 inputs/outputs) and verify it.
 
-    ``images`` is the float32 NCHW verification batch (see :func:`export.images.load_images`) and
+    ``images`` is the float32 NCHW verification batch (see :func:`common.images.load_images`) and
     ``image_source`` says where it came from; without images, random data is used with a loud warning.
     ``reference`` maps that batch to reference logits (eager PyTorch); without it the fp32 source run in
     ONNX Runtime is the reference. Raises ``AgreementError`` if the variant falls below ``cfg.thresholds``
@@ -312,6 +314,7 @@ def _without_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 # ------------------------------------------------------------------------------------------------ int8
 
 
+@exporter
 def quantize_int8(
     source: str | os.PathLike[str],
     path: str | os.PathLike[str],
@@ -422,7 +425,7 @@ def _check_disjoint(calibration: np.ndarray, batch: np.ndarray) -> None:
     if shared:
         raise CalibrationDataError(
             f"the verification batch shares {shared} of its {len(batch)} images with the calibration set; "
-            "draw them from different splits or offsets (export.images.load_images(split=, offset=))"
+            "draw them from different splits or offsets (common.images.load_images(split=, offset=))"
         )
 
 
@@ -514,7 +517,7 @@ def measure_agreement(reference: np.ndarray, actual: np.ndarray) -> Agreement:
     """
     ref, act = np.asarray(reference, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     if ref.shape != act.shape or ref.ndim != 2 or len(ref) == 0:
-        raise ValueError(f"logits must be two (N, classes) arrays of one shape, got {ref.shape} and {act.shape}")
+        raise InputError(f"logits must be two (N, classes) arrays of one shape, got {ref.shape} and {act.shape}")
     if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(act))):
         return Agreement(len(ref), math.nan, math.nan, math.nan, math.nan)
     cosine = _row_cosine(ref, act)

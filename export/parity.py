@@ -17,26 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import InputError
+from common.images import MAX_IMAGE_SIDE, check_image_side, check_input_size  # noqa: F401 (re-exported)
 from export.errors import ExportError
-
-
-def check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    """``input_size`` as a (channels, height, width) tuple of positive ints; ``ValueError`` otherwise."""
-    size = tuple(input_size)
-    if len(size) != 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in size):
-        raise ValueError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
-    return size  # type: ignore[return-value]
-
-
-# Larger than any mobile network's input; one 4096×4096 RGB fp32 image is already 200 MB before the first conv.
-MAX_IMAGE_SIDE = 4096
-
-
-def check_image_side(side: object, flag: str = "--input-size") -> int:
-    """An image side a user typed, as an int in [1, MAX_IMAGE_SIDE]; ``ValueError`` naming ``flag`` otherwise."""
-    if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_IMAGE_SIDE:
-        raise ValueError(f"{flag} must be an image side between 1 and {MAX_IMAGE_SIDE} pixels, got {side!r}")
-    return side
 
 
 def run_eager(model: nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -95,5 +78,5 @@ def check_metadata(metadata: Mapping[str, str] | None, reserved: tuple[str, ...]
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"metadata entries must be str -> str, got {key!r}: {type(value).__name__}")
         if key.startswith(reserved):
-            raise ValueError(f"metadata key {key!r} is reserved: it is written by {reserved_by}")
+            raise InputError(f"metadata key {key!r} is reserved: it is written by {reserved_by}")
     return props

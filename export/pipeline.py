@@ -1,28 +1,27 @@
-"""Model-level export and comparison: what the CLI and the benchmarks run.
+"""Model-level export: what the CLI and the benchmarks run.
 
-Resolves a model name (a zoo model, or a timm baseline when the zoo has no such name), exports it
-to a verified ONNX file with its report beside it, and measures ONNX Runtime and eager PyTorch
-latency side by side. The per-format work lives in :mod:`export.onnx` and :mod:`export.latency`.
+Resolves a model name (a zoo model, or a timm baseline when the zoo has no such name) with its weights, and
+exports it to a verified ONNX file with its report beside it. The per-format work lives in :mod:`export.onnx`
+and :mod:`export.formats`; timing the result is :mod:`latency_tables.compare`'s.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
+from common.errors import InputError
 import zoo
 from zoo import pretrained
 
-from .errors import UnsupportedFormatError
-from .files import write_json_atomic
-from .latency import BenchConfig, LatencyResult, measure_onnx, measure_torch
+from .errors import UnsupportedFormatError, exporter
+from common.files import write_json_atomic
 from .onnx import OnnxExportConfig, OnnxExportReport, export_onnx
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ def resolve_spec(spec_path: str | os.PathLike, checkpoint_path: str | os.PathLik
     try:
         spec = zoo.spec_from_json(text)
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{str(path)!r} is not a valid architecture spec: {str(err).splitlines()[0]}") from err
+        raise InputError(f"{str(path)!r} is not a valid architecture spec: {str(err).splitlines()[0]}") from err
     imagenet = spec.num_classes == 1000
     side = 224 if imagenet else 32
     cfg = zoo.PretrainedCfg(
@@ -176,6 +175,7 @@ def model_metadata(resolved: ResolvedModel) -> dict[str, str]:
     return meta
 
 
+@exporter
 def export_model(resolved: ResolvedModel, out_dir: str | os.PathLike, fmt: str = "onnx",
                  cfg: OnnxExportConfig = OnnxExportConfig()) -> OnnxExportReport:
     """Export to a verified ``out_dir/<name>.onnx`` and write the report as ``<name>.onnx.json``.
@@ -189,72 +189,3 @@ def export_model(resolved: ResolvedModel, out_dir: str | os.PathLike, fmt: str =
     report = export_onnx(resolved.model, path, resolved.input_size, metadata=model_metadata(resolved), cfg=cfg)
     write_json_atomic(path.with_name(path.name + ".json"), report.to_dict() | {"weights": resolved.weights})
     return report
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    """One model in a side-by-side table: costs, export parity, ORT and eager latency."""
-
-    name: str
-    source: str
-    params: int
-    macs: int
-    max_abs_diff: float
-    onnx_path: str
-    ort: LatencyResult
-    torch: LatencyResult
-
-    @property
-    def speedup(self) -> float:
-        """Eager PyTorch median / ORT median (> 1: ONNX Runtime is faster)."""
-        return self.torch.median_ms / self.ort.median_ms
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data["ort"], data["torch"] = self.ort.to_dict(), self.torch.to_dict()
-        data["speedup"] = self.speedup
-        return data
-
-
-def compare_models(names: Sequence[str], out_dir: str | os.PathLike, bench: BenchConfig = BenchConfig(),
-                   progress: Callable[[str], None] | None = None) -> list[ComparisonRow]:
-    """For each model: count, export + verify ONNX, measure ORT and eager latency (same protocol)."""
-    rows = []
-    for name in names:
-        if progress:
-            progress(name)
-        resolved = resolve_model(name)
-        cost = zoo.count_module(resolved.model, resolved.input_size)
-        report = export_model(resolved, out_dir)
-        ort_result = measure_onnx(report.path, bench)
-        torch_result = measure_torch(resolved.model, resolved.input_size, bench, label=name)
-        rows.append(ComparisonRow(name, resolved.source, cost.params, cost.macs,
-                                  max(report.max_abs_diff.values()), report.path, ort_result, torch_result))
-    return rows
-
-
-def format_table(rows: Sequence[ComparisonRow]) -> str:
-    """A Markdown table of comparison rows."""
-    head = ("| model | source | params | MACs | ONNX max abs diff | ORT median ms (p10–p90) "
-            "| ORT ms/GMAC | eager median ms (p10–p90) | eager/ORT |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
-        lines.append(
-            f"| {r.name} | {r.source} | {zoo.format_count(r.params)} | {zoo.format_count(r.macs)} "
-            f"| {r.max_abs_diff:.1e} | {r.ort.median_ms:.2f} ({r.ort.p10_ms:.2f}–{r.ort.p90_ms:.2f}) "
-            f"| {r.ort.median_ms / (r.macs / 1e9):.1f} "
-            f"| {r.torch.median_ms:.2f} ({r.torch.p10_ms:.2f}–{r.torch.p90_ms:.2f}) | {r.speedup:.2f}× |")
-    return "\n".join(lines)
-
-
-def nearest_baselines(rows: Sequence[ComparisonRow]) -> list[str]:
-    """For each zoo row, the timm row closest in MACs, as ratios: what 'similar MACs' costs in latency."""
-    zoo_rows = [r for r in rows if r.source == "zoo"]
-    timm_rows = [r for r in rows if r.source == "timm"]
-    lines = []
-    for r in zoo_rows if timm_rows else []:
-        base = min(timm_rows, key=lambda b: abs(b.macs - r.macs))
-        lines.append(f"{r.name} vs {base.name}: {r.macs / base.macs:.2f}× the MACs, "
-                     f"{r.ort.median_ms / base.ort.median_ms:.2f}× the ORT latency, "
-                     f"{r.torch.median_ms / base.torch.median_ms:.2f}× the eager latency")
-    return lines

@@ -1,6 +1,6 @@
 """Building a latency table: measure every op key of a search space on a device, then calibrate the overhead.
 
-:func:`build_table` enumerates the space's op keys (:func:`search.spaces.op_keys`, the union of the
+:func:`build_table` enumerates the space's op keys (:func:`zoo.spaces.op_keys`, the union of the
 walker's ops over the space's covering specs), measures each one as a standalone module
 (:func:`zoo.ops.op_module`) with ``device.measure``, and checkpoints the partial table (``complete=False``)
 atomically as it goes and on Ctrl-C, so a long build on a phone or a remote agent resumes where it
@@ -34,10 +34,11 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
+from common.errors import InputError
 import zoo
-from export.devices import Device
-from export.latency import BenchConfig, LatencyResult
-from search.spaces import SearchSpace, op_keys, sample_distinct
+from latency_tables.devices import Device
+from latency_tables.measure import BenchConfig, LatencyResult
+from zoo.spaces import SearchSpace, op_keys, sample_distinct
 from zoo.costs import OpCost
 from zoo.ops import op_module
 
@@ -104,9 +105,9 @@ def build_table(
     calibration is not checkpointed (an interrupted calibration reruns in full).
     """
     if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        raise InputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if calibration_networks < 0:
-        raise ValueError(f"calibration_networks must be >= 0, got {calibration_networks}")
+        raise InputError(f"calibration_networks must be >= 0, got {calibration_networks}")
     target = Path(path) if path is not None else table_path(device.name, space.name)
     keys = op_keys(space)
     context = _context(space, device, cfg)
@@ -183,11 +184,11 @@ def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: S
     than 3 networks, or when they all have the same ``S``, ``scale`` is 0 and the intercept is the median residual.
     """
     if not (len(measured_ms) == len(ops_ms) == len(n_ops)):
-        raise ValueError(f"fit_overhead needs equally long inputs, got {len(measured_ms)}, {len(ops_ms)}, {len(n_ops)}")
+        raise InputError(f"fit_overhead needs equally long inputs, got {len(measured_ms)}, {len(ops_ms)}, {len(n_ops)}")
     if not measured_ms:
-        raise ValueError("fit_overhead needs at least one measured network, got none")
+        raise InputError("fit_overhead needs at least one measured network, got none")
     if not (math.isfinite(call_ms) and call_ms >= 0):
-        raise ValueError(f"fit_overhead: call_ms must be finite and >= 0, got {call_ms!r}")
+        raise InputError(f"fit_overhead: call_ms must be finite and >= 0, got {call_ms!r}")
     net = np.asarray(ops_ms, dtype=np.float64) - call_ms * np.asarray(n_ops, dtype=np.float64)
     residual = np.asarray(measured_ms, dtype=np.float64) - net
     n = len(residual)

@@ -37,7 +37,7 @@ class NoLocalTablesError(NoTablesError):
 
 def this_machine(threads: int = 1) -> str:
     """The device name this machine's ONNX Runtime tables are built under (``mzoo lut build``'s default)."""
-    from export.devices import local_device_name
+    from latency_tables.devices import local_device_name
 
     return local_device_name("ort", threads)
 
@@ -98,7 +98,7 @@ def _warn_if_other_hardware(device: str, space: str | None, root: Path | None) -
     table = LatencyTable.load(path)
     if table.environment is None:  # an imported table (e.g. a phone's): plainly not this machine
         return
-    from export.environment import current_environment
+    from common.environment import current_environment
 
     differ = hardware_differences(table.environment, current_environment().to_dict())
     if differ:

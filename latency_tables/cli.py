@@ -1,17 +1,27 @@
-"""The latency commands of ``mzoo``: ``lut list|build|validate|import-ofa``, ``predict`` and ``agent``.
+"""The latency commands of ``mzoo``: ``bench`` (time an ONNX file), ``demo`` (the main job: build, export, verify
+and time models side by side), ``lut list|build|validate|import-ofa``, ``predict`` and ``agent``.
 
 Owns argument parsing and the glue between spaces, devices, tables and the predictor; the work itself
 lives in :mod:`latency_tables.build`, :mod:`latency_tables.predict`, :mod:`latency_tables.validate`,
-:mod:`latency_tables.ofa`, :mod:`export.devices` and :mod:`export.agent`. :func:`add_commands` is called by
-:mod:`zoo.cli`, which turns every user error into one line and exit status 2.
+:mod:`latency_tables.ofa`, :mod:`latency_tables.devices` and :mod:`latency_tables.agent`. :func:`add_commands` is called by
+:mod:`mzoo.cli`, which turns every user error into one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from common.errors import InputError
+from zoo import registry
+
+DEMO_MODELS = ("hgcnet_1x", "mobilenetv2_100")
 
 def table_protocol(threads: int, quick: bool = False, cpus: tuple[int, ...] | None = None) -> Any:
     """The protocol tables are built with (and validation measures with, read back from the table).
@@ -19,7 +29,7 @@ def table_protocol(threads: int, quick: bool = False, cpus: tuple[int, ...] | No
     Ops are short, so warm-up and timing are short too, but runs continue until the median is stable
     (within 1 %) or 10 s pass; ``quick`` is for smoke runs only. ``cpus`` pins the measuring process.
     """
-    from export.latency import BenchConfig
+    from latency_tables.measure import BenchConfig
 
     if quick:
         return BenchConfig(threads=threads, warmup_runs=2, warmup_min_seconds=0.0, runs=5, min_seconds=0.0,
@@ -35,9 +45,9 @@ def parse_cpus(text: str | None) -> tuple[int, ...] | None:
     try:
         cpus = tuple(int(c) for c in text.split(","))
     except ValueError:
-        raise ValueError(f"--cpus must be comma-separated CPU ids such as 1 or 0,2, got {text!r}") from None
+        raise InputError(f"--cpus must be comma-separated CPU ids such as 1 or 0,2, got {text!r}") from None
     if any(c < 0 for c in cpus):
-        raise ValueError(f"--cpus must be CPU ids >= 0, got {text!r}")
+        raise InputError(f"--cpus must be CPU ids >= 0, got {text!r}")
     return cpus
 
 
@@ -46,13 +56,13 @@ def _root(args: argparse.Namespace) -> Path | None:
 
 
 def _spaces(text: str) -> list[str]:
-    from search.spaces import list_spaces
+    from zoo.spaces import list_spaces
 
     names = [s for s in text.split(",") if s] if text else []
     known = list_spaces()
     unknown = [s for s in names if s not in known]
     if unknown:
-        raise ValueError(f"unknown space(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise InputError(f"unknown space(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return names
 
 
@@ -73,10 +83,10 @@ def _cmd_lut_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_lut_build(args: argparse.Namespace) -> int:
-    from export.devices import get_device
+    from latency_tables.devices import get_device
     from latency_tables.build import build_table
     from latency_tables.table import table_path
-    from search.spaces import get_space
+    from zoo.spaces import get_space
 
     device = get_device(args.device, threads=args.threads, token=args.token)
     name = args.name or device.name
@@ -97,12 +107,12 @@ def run_validation(device_spec: str, table_device: str | None, spaces: str, arch
                    threads: int = 1, token: str | None = None, interpolate: bool = False,
                    root: Path | None = None) -> tuple[Any, str, list[Any]]:
     """Validate the predictor of ``table_device`` (default: the backend's own name) against measurements."""
-    from export.devices import get_device
-    from export.latency import BenchConfig
+    from latency_tables.devices import get_device
+    from latency_tables.measure import BenchConfig
     from latency_tables.predict import Predictor
     from latency_tables.table import load_tables
     from latency_tables.validate import validate
-    from search.spaces import get_space
+    from zoo.spaces import get_space
 
     from latency_tables.validate import check_same_machine
 
@@ -112,7 +122,7 @@ def run_validation(device_spec: str, table_device: str | None, spaces: str, arch
     names = _spaces(spaces) or sorted(tables)
     missing = [s for s in names if s not in tables]
     if missing:
-        raise ValueError(f"no table for space(s) {', '.join(missing)} on device {table_device!r}; "
+        raise InputError(f"no table for space(s) {', '.join(missing)} on device {table_device!r}; "
                          f"build with `mzoo lut build --space {missing[0]}`")
     info = device.describe()
     for name in names:
@@ -126,7 +136,7 @@ def run_validation(device_spec: str, table_device: str | None, spaces: str, arch
 
 
 def _cmd_lut_validate(args: argparse.Namespace) -> int:
-    from export.files import check_writable
+    from common.files import check_writable
     from latency_tables.validate import scatter_plot
 
     for flag, target in (("--plot", args.plot), ("--json", args.json)):
@@ -142,14 +152,14 @@ def _cmd_lut_validate(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {scatter_plot(results, args.plot, title=f'Latency predictor on {table_device}')}")
     if args.json:
-        from export.files import write_json_atomic
+        from common.files import write_json_atomic
 
         write_json_atomic(Path(args.json), {"device": table_device, "results": [r.to_dict() for r in results]})
     return 0
 
 
 def _cmd_lut_import_ofa(args: argparse.Namespace) -> int:
-    from export.images import shared_data_dir
+    from common.images import shared_data_dir
     from latency_tables.ofa import OFA_DATA_DIR, OFA_SPACE, convert_ofa_tables
     from latency_tables.table import table_path
 
@@ -191,7 +201,7 @@ def _predict_target(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int]
     from export.parity import check_image_side
 
     if bool(args.name) == bool(args.spec):
-        raise ValueError("give a zoo model NAME or --spec FILE (exactly one)")
+        raise InputError("give a zoo model NAME or --spec FILE (exactly one)")
     if args.input_size is not None:
         check_image_side(args.input_size)
     if args.spec:
@@ -210,9 +220,107 @@ def _prediction_dict(prediction: Any) -> dict[str, Any]:
     return asdict(prediction) if is_dataclass(prediction) else dict(vars(prediction))
 
 
+# A timed batch is allocated again for every run: 256 images of 224x224 are 150 MB per input copy already, and
+# mobile latency is measured at batch 1.
+MAX_BENCH_BATCH = 256
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from latency_tables.measure import BenchConfig, measure_onnx
+
+    cores = os.cpu_count() or 1
+    if not 1 <= args.threads <= cores:
+        raise InputError(f"--threads must be between 1 and this machine's {cores} cores (more threads than cores "
+                         f"time the scheduler, not the model), got {args.threads}")
+    if not 1 <= args.batch <= MAX_BENCH_BATCH:
+        raise InputError(f"--batch must be between 1 and {MAX_BENCH_BATCH} (each run allocates the batch; phones run "
+                         f"batch 1), got {args.batch}")
+    if args.runs < 1:
+        raise InputError(f"--runs must be >= 1, got {args.runs}")
+    result = measure_onnx(args.file, BenchConfig(threads=args.threads, runs=args.runs, batch_size=args.batch))
+    if args.json:
+        print(result.to_json(indent=2))
+        return 0
+    print(f"{args.file}: input {result.input_shape}, {result.threads} thread(s), n={result.n}")
+    print(f"  median {result.median_ms:.3f} ms  p10 {result.p10_ms:.3f}  p90 {result.p90_ms:.3f}  "
+          f"std {result.std_ms:.3f}  (first run {result.first_run_ms:.2f} ms, session {result.session_create_ms:.1f} ms)")
+    print(f"  on {result.environment.cpu_model} ({result.environment.logical_cores} cores), "
+          f"onnxruntime {result.environment.onnxruntime}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from latency_tables.measure import BenchConfig
+    from latency_tables.compare import compare_models, format_table, nearest_baselines
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="mzoo-demo-"))
+    bar = tqdm(total=len(names), desc="build, export, verify, measure", unit="model", file=sys.stderr)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    rows = compare_models(names, out, BenchConfig(threads=args.threads), progress=step)
+    bar.update(len(names))
+    bar.close()
+    env = rows[0].ort.environment
+    print(f"\nCPU latency, batch 1, {args.threads} thread(s), on {env.cpu_model} "
+          f"(onnxruntime {env.onnxruntime}, torch {env.torch}); ONNX files in {out}\n")
+    print(format_table(rows))
+    for line in nearest_baselines(rows):
+        print(f"\n{line}")
+    for line in _predicted_lines(rows, args.threads):
+        print(f"\n{line}")
+    return 0
+
+
+def _predicted_lines(rows: Sequence[Any], threads: int) -> list[str]:
+    """Each zoo model's latency predicted from the shipped tables of this machine, beside its measured minimum."""
+    from latency_tables.devices import local_device_name
+    from latency_tables.predict import MissingKeysError, Predictor
+    from latency_tables.table import NoTablesError
+
+    device = local_device_name("ort", threads)
+    try:
+        predictor = Predictor.for_device(device)
+    except NoTablesError:
+        return [f"No latency tables for this machine ({device}); `mzoo lut build --space SPACE` makes them."]
+    lines = []
+    for row in rows:
+        if row.source != "zoo":
+            continue
+        spec = registry.get_arch_spec(row.name)
+        try:
+            p = predictor.predict(spec, registry.get_pretrained_cfg(row.name).input_size)
+        except MissingKeysError as err:
+            lines.append(f"{row.name}: not predictable from latency_tables/{device} ({len(err.keys)} op keys missing)")
+            continue
+        measured = getattr(row.ort, predictor.statistic)
+        lines.append(f"{row.name} predicted from latency_tables/{device} (table {p.overhead_table}: {len(p.ops)} ops "
+                     f"+ overhead): {p.total_ms:.2f} ms; measured above: {measured:.2f} ms "
+                     f"({predictor.statistic.removesuffix('_ms')} over runs), error {p.total_ms / measured - 1:+.1%}")
+    return lines
+
+
 def add_commands(sub: Any) -> None:
     """Add ``lut``, ``predict`` and ``agent`` to the ``mzoo`` sub-command parser ``sub``."""
-    from export.agent import add_agent_arguments, run_agent
+    from latency_tables.agent import add_agent_arguments, run_agent
+
+    p = sub.add_parser("bench", help="measure an ONNX file's latency on this CPU with ONNX Runtime")
+    p.add_argument("file")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="the main job: build, count, export, verify and time models side by side")
+    p.add_argument("--models", default=",".join(DEMO_MODELS), help=f"comma-separated (default {','.join(DEMO_MODELS)})")
+    p.add_argument("-o", "--output", help="where to keep the ONNX files (default: a temporary directory)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_demo)
 
     lut = sub.add_parser("lut", help="latency lookup tables: list, build, validate, import OFA's Note10 tables")
     lsub = lut.add_subparsers(dest="lut_command", required=True)
@@ -272,7 +380,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _cmd_lut_spaces(args: argparse.Namespace) -> int:
-    from search.spaces import get_space, list_spaces, op_keys
+    from zoo.spaces import get_space, list_spaces, op_keys
 
     for name in list_spaces():
         space = get_space(name)

@@ -37,7 +37,7 @@ from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_path
 OFA_DEVICE = "samsung-note10-ofa"
 OFA_SPACE = "ofa_mbv3"
 OFA_SOURCE = "imported:once-for-all note10"
-OFA_DATA_DIR = "ofa-note10-lut"  # below export.images.shared_data_dir()
+OFA_DATA_DIR = "ofa-note10-lut"  # below common.images.shared_data_dir()
 _FILE = re.compile(r"^(\d+)_lookup_table\.yaml$")
 _HWC = r"(\d+)x(\d+)x(\d+)"
 _KEY_FORMS = (

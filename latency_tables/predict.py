@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.errors import InputError, MzooError
 import zoo
 from zoo.costs import OpCost
 from zoo.spec import AnySpec
 
-from .table import LatencyTable, load_tables
+from .table import LatencyTable, NoTablesError, load_tables
 
 _SHOWN_KEYS = 3
 _KEY = re.compile(r"^(?P<kind>.+?)-in(?P<ic>\d+)x(?P<ih>\d+)x(?P<iw>\d+)"
@@ -35,7 +36,7 @@ _MID_SUFFIX = re.compile(r"^m\d+$")
 _INNER_SUFFIX = re.compile(r"^i\d+(x\d+)*$")
 
 
-class MissingKeysError(LookupError):
+class MissingKeysError(MzooError, LookupError):
     """Op keys of a spec that no table of the device holds (and that could not be interpolated)."""
 
     def __init__(self, keys: Sequence[str], device: str, spaces: Sequence[str], interpolate: bool = False) -> None:
@@ -65,7 +66,7 @@ class _Named(Protocol):
 
 
 class _Space(Protocol):
-    """What :meth:`Predictor.predict_arch` needs of a :class:`search.spaces.SearchSpace`."""
+    """What :meth:`Predictor.predict_arch` needs of a :class:`zoo.spaces.SearchSpace`."""
 
     name: str
 
@@ -123,17 +124,17 @@ class Predictor:
     def __init__(self, tables: Sequence[LatencyTable]) -> None:
         tables = list(tables)
         if not tables:
-            raise ValueError("Predictor needs at least one latency table, got none")
+            raise InputError("Predictor needs at least one latency table, got none")
         devices = sorted({t.device for t in tables})
         if len(devices) > 1:
-            raise ValueError(f"Predictor tables must all be for one device, got {devices}")
+            raise InputError(f"Predictor tables must all be for one device, got {devices}")
         spaces = [t.space for t in tables]
         duplicated = sorted({s for s in spaces if spaces.count(s) > 1})
         if duplicated:
-            raise ValueError(f"Predictor got more than one table for space(s) {duplicated} of device {devices[0]!r}")
+            raise InputError(f"Predictor got more than one table for space(s) {duplicated} of device {devices[0]!r}")
         statistics = sorted({t.statistic for t in tables})
         if len(statistics) > 1:
-            raise ValueError(f"Predictor tables of device {devices[0]!r} sum different statistics {statistics}; "
+            raise InputError(f"Predictor tables of device {devices[0]!r} sum different statistics {statistics}; "
                              "rebuild them with one")
         self.device: str = devices[0]
         self.statistic: str = statistics[0]  # what predictions (and the measurements they are compared with) mean
@@ -189,7 +190,7 @@ class Predictor:
             for table in self.tables:
                 if table.space == name:
                     return table
-            raise LookupError(f"device {self.device!r} has no latency table for space {name!r} "
+            raise NoTablesError(f"device {self.device!r} has no latency table for space {name!r} "
                               f"(tables: {', '.join(t.space for t in self.tables)})")
         keys = {op.key for op in ops}
         return max(self.tables, key=lambda t: (sum(k in t.entries for k in keys), t.complete, -self.tables.index(t)))

@@ -21,8 +21,9 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from export.files import write_json_atomic
-from zoo.jsonfile import read_json_object
+from common.errors import InputError, MzooError
+from common.files import write_json_atomic
+from common.jsonfile import read_json_object
 
 TABLE_SCHEMA_VERSION = 2
 # Version 1 tables lack Overhead.scale and Overhead.call_ms (both read as 0, which is what version 1 meant).
@@ -37,7 +38,7 @@ TABLES_ENV = "MZOO_LATENCY_TABLES"
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(InputError):
     """A latency table file or record is missing, unreadable, corrupt, incomplete or of an unknown version."""
 
 
@@ -45,7 +46,7 @@ class TableVersionError(LatencyTableError):
     """A table file was written with a ``schema_version`` this code does not read."""
 
 
-class NoTablesError(LookupError):
+class NoTablesError(MzooError, LookupError):
     """A device has no latency tables under the tables root."""
 
 
@@ -320,7 +321,7 @@ def load_tables(device: str, root: Path | None = None) -> list[LatencyTable]:
 
 
 def _table_files(directory: Path) -> list[Path]:
-    # Dot-files are temporaries of atomic writes in flight (export.files.temporary_path).
+    # Dot-files are temporaries of atomic writes in flight (common.files.temporary_path).
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.glob("*.json") if not p.name.startswith(".") and p.is_file())

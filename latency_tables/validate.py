@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from export.files import save_figure
+from common.errors import InputError
+from common.files import save_figure
 from latency_tables.choose import hardware_differences
 
 VALIDATION_SEED = 1000  # builders calibrate on seed 0.. draws; validation never shares them
@@ -31,7 +32,7 @@ VALIDATION_SEED = 1000  # builders calibrate on seed 0.. draws; validation never
 _SOFTWARE_FIELDS = ("os", "onnxruntime", "executorch", "torch", "onnx", "python", "numpy")
 
 
-class MachineMismatchError(ValueError):
+class MachineMismatchError(InputError):
     """A table is being validated against measurements on other hardware than it was measured on."""
 
 
@@ -101,9 +102,9 @@ def prediction_metrics(predicted: Sequence[float], measured: Sequence[float]) ->
     """Share within ±10 % / ±5 % of measured, Spearman ρ, mean absolute % error (and the mean signed bias)."""
     pred, meas = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     if pred.shape != meas.shape or pred.ndim != 1 or pred.size < 2:
-        raise ValueError(f"need two equal-length series of >= 2 latencies, got {pred.shape} and {meas.shape}")
+        raise InputError(f"need two equal-length series of >= 2 latencies, got {pred.shape} and {meas.shape}")
     if not (np.all(np.isfinite(pred)) and np.all(meas > 0)):
-        raise ValueError("latencies must be finite and measured latencies positive")
+        raise InputError("latencies must be finite and measured latencies positive")
     rel = (pred - meas) / meas
     return {
         "within_10": float(np.mean(np.abs(rel) <= 0.10)),
@@ -136,8 +137,8 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 def sample_archs(space: Any, n: int, seed: int = VALIDATION_SEED) -> list[Any]:
     """``n`` distinct random architectures of ``space`` (fewer only if the space has fewer)."""
     if n < 2:
-        raise ValueError(f"validation needs at least 2 architectures, got n={n}")
-    from search.spaces import sample_distinct
+        raise InputError(f"validation needs at least 2 architectures, got n={n}")
+    from zoo.spaces import sample_distinct
 
     return sample_distinct(space, random.Random(seed), n, tries_per_arch=50)
 
@@ -148,7 +149,7 @@ def validate(space: Any, device: Any, predictor: Any, cfg: Any, *, n_archs: int 
     """Predict and measure ``n_archs`` random architectures of ``space`` on ``device``.
 
     ``predictor`` is a :class:`latency_tables.predict.Predictor` over the device's tables and ``cfg`` the
-    :class:`export.latency.BenchConfig` to measure with (use the tables' own protocol). Each network is
+    :class:`latency_tables.measure.BenchConfig` to measure with (use the tables' own protocol). Each network is
     compared on the statistic the tables sum (``predictor.statistic``, e.g. the minimum over timed runs).
     """
     from zoo import build_model, iter_ops
@@ -190,7 +191,7 @@ def scatter_plot(results: Sequence[ValidationResult], path: str | Path, title: s
     import matplotlib.pyplot as plt
 
     if not results:
-        raise ValueError("scatter_plot needs at least one validation result")
+        raise InputError("scatter_plot needs at least one validation result")
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6.5, 6), dpi=120)
     lo = min(min(p.measured_ms, p.predicted_ms) for r in results for p in r.points)

@@ -2,7 +2,7 @@
 of :mod:`search.mcts_cli` (``search mcts``) and :mod:`search.diff_cli` (``search eoinas``, ``search metakernel``).
 
 Owns argument parsing for the searches and turning their results into what a user reads; the work lives in
-:mod:`search.width.pipeline`. :func:`add_commands` is called by :mod:`zoo.cli`, which turns every user error
+:mod:`search.width.pipeline`. :func:`add_commands` is called by :mod:`mzoo.cli`, which turns every user error
 (``ValueError`` and friends) into one line and exit status 2.
 """
 
@@ -12,6 +12,8 @@ import argparse
 import json
 from typing import Any
 
+from common.errors import InputError
+
 
 def _cmd_width(args: argparse.Namespace) -> int:
     import zoo
@@ -20,9 +22,9 @@ def _cmd_width(args: argparse.Namespace) -> int:
     from search.width.pipeline import WidthSearchConfig, make_space, parse_latency, parse_macs, run_width_search
 
     if args.macs is None and args.latency is None:
-        raise ValueError("give a budget: --macs (e.g. 200M or 50%) and/or --latency (e.g. 5ms with --device)")
+        raise InputError("give a budget: --macs (e.g. 200M or 50%) and/or --latency (e.g. 5ms with --device)")
     if args.latency is not None and args.device is None:
-        raise ValueError("--latency needs --device (a device with latency tables; see `mzoo lut list`)")
+        raise InputError("--latency needs --device (a device with latency tables; see `mzoo lut list`)")
     probe = WidthSearchConfig(model=args.model, method=args.method, max_macs=1, granularity=args.granularity,
                               data=args.data, input_size=args.input_size, width_multiplier=args.width_multiplier)
     space = make_space(probe, num_classes=10)
@@ -30,7 +32,7 @@ def _cmd_width(args: argparse.Namespace) -> int:
     full_macs = zoo.count(full_spec, size).macs
     share = args.macs is not None and args.macs.strip().endswith("%")
     if share and parse_macs(args.macs, full_macs) > full_macs:
-        raise ValueError(f"--macs {args.macs!r} is more than the full network")
+        raise InputError(f"--macs {args.macs!r} is more than the full network")
     supernet = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.wd,
                            warmup_epochs=args.warmup_epochs if args.warmup_epochs is not None
                            else min(1.0, args.epochs / 2), seed=args.seed, workers=args.workers,
@@ -82,11 +84,14 @@ def _summary(report: dict[str, Any], full_macs: int, directory: Any) -> str:
 
 
 def add_commands(sub: Any) -> None:
-    """Add ``search`` (with ``width``) to the ``mzoo`` sub-command parser ``sub``."""
+    """Add the search package's verbs to the ``mzoo`` sub-command parser ``sub``: ``search`` (width, mcts, eoinas,
+    metakernel), ``prune`` (dagger) and ``train``."""
     from search.width.pipeline import GRANULARITIES, METHODS, MODELS
 
     from search.diff_cli import add_commands as add_diff_commands
     from search.mcts_cli import add_commands as add_mcts_commands
+    from search.prune_cli import add_commands as add_prune_commands
+    from search.train_cli import add_commands as add_train_commands
 
     search = sub.add_parser("search", help="architecture search: width (BCNet, CafeNet), mcts (MCT-NAS), "
                                                  "eoinas (EoiNAS / DARTS cells), metakernel (Meta Kernels)")
@@ -130,3 +135,5 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_width)
     add_mcts_commands(ssub)
     add_diff_commands(ssub)
+    add_prune_commands(sub)
+    add_train_commands(sub)

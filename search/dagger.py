@@ -7,12 +7,12 @@ zoo model run with its gates, plus the differentiable MACs of the gated network)
 filters to keep at a target MACs (:func:`select_channels`, also used with L1-norm and uniform scores by the
 baselines), the pruned zoo model with inherited weights (:func:`prune`), and the end-to-end
 :func:`run_dagger` with its result in the width searches' three-file layout (``spec.json``, ``weights.pth``,
-``report.json``: :class:`search.width.search.WidthSearchResult`).
+``report.json``: :class:`search.result.SearchResult`).
 
 Structure comes from the width spaces, so a pruned network is a channel list the zoo registers:
 MobileNetV2 (BCNet's 52-entry list, CIFAR layout), ResNet-50 (53-entry list; at 32×32 it keeps its ImageNet
 layout, which is acceptable for tests and benchmarks only) and HGCNet (one width per MobileNetV2 row, stem
-and head, :class:`~search.spaces.HGCNetWidthSpace`). Widths tied by the network are one gene and share one
+and head, :class:`~zoo.spaces.HGCNetWidthSpace`). Widths tied by the network are one gene and share one
 gate vector: residual additions, depthwise = expand, and for HGCNet a row's hidden widths, which are ``t ×``
 its input width (hidden channel ``j`` of a group goes with input channel ``j // t``, the width supernet's
 rule). :class:`~search.width.supernet.WidthSupernet` supplies the slicing plan, the extraction of the kept
@@ -43,7 +43,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,11 +53,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from common.errors import InputError
+from search import budget
 import zoo
 from search.data import EpochSampler, SeededDataset
 from search.engine import TrainConfig, Trainer, cross_entropy_step, evaluate, recalibrate_bn, select_device
-from search.spaces import Arch, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace
-from search.width.search import WidthSearchResult
+from zoo.spaces import Arch, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace
+from search.result import SearchResult
 from search.width.supernet import WidthSpace, WidthSupernet
 
 PENALTIES = ("abs", "square")
@@ -83,21 +84,12 @@ def prunable_space(name: str, num_classes: int = 10) -> WidthSpace:
         return ResNet50WidthSpace(fractions=(1.0,), resolution=32, num_classes=num_classes)
     if name == "hgcnet_cifar":
         return HGCNetWidthSpace(multipliers=(1.0,), layout="cifar", num_classes=num_classes)
-    raise ValueError(f"unknown prunable model {name!r}; known: {', '.join(PRUNABLE)}")
+    raise InputError(f"unknown prunable model {name!r}; known: {', '.join(PRUNABLE)}")
 
 
 def parse_macs(text: str, full_macs: int) -> int:
-    """A MACs target: ``"50%"`` of ``full_macs``, or an absolute ``"40M"`` / ``"1.2G"`` / ``"800K"`` / ``"4e7"``."""
-    value = str(text).strip()
-    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([%KkMmGg]?)", value)
-    if not match:
-        raise ValueError(f"--macs must be a percentage such as 50% or a count such as 40M, got {text!r}")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    target = number / 100 * full_macs if unit == "%" else number * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[unit]
-    if not 0 < target < full_macs:
-        raise ValueError(f"the MACs target {text!r} ({target / 1e6:.1f}M) must be between 0 and the full "
-                         f"network's {full_macs / 1e6:.1f}M")
-    return int(target)
+    """A pruning target: ``"50%"`` of ``full_macs`` or a count below it (:func:`search.budget.parse_macs`)."""
+    return budget.parse_macs(text, full_macs, below_full=True)
 
 
 @dataclass(frozen=True)
@@ -125,18 +117,18 @@ class DaggerConfig:
 
     def __post_init__(self) -> None:
         if self.penalty not in PENALTIES:
-            raise ValueError(f"DaggerConfig.penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
+            raise InputError(f"DaggerConfig.penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1:
-            raise ValueError(f"DaggerConfig.hidden must be an int >= 1, got {self.hidden!r}")
+            raise InputError(f"DaggerConfig.hidden must be an int >= 1, got {self.hidden!r}")
         for name in ("lam", "dagger_lr", "tolerance"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"DaggerConfig.{name} must be a number >= 0, got {value!r}")
+                raise InputError(f"DaggerConfig.{name} must be a number >= 0, got {value!r}")
         if not 0 < self.tolerance < 1:
-            raise ValueError(f"DaggerConfig.tolerance must be in (0, 1), got {self.tolerance!r}")
+            raise InputError(f"DaggerConfig.tolerance must be in (0, 1), got {self.tolerance!r}")
         if self.divisor is not None and (isinstance(self.divisor, bool) or not isinstance(self.divisor, int)
                                          or self.divisor < 1):
-            raise ValueError(f"DaggerConfig.divisor must be None or an int >= 1, got {self.divisor!r}")
+            raise InputError(f"DaggerConfig.divisor must be None or an int >= 1, got {self.divisor!r}")
 
     def divisor_for(self, space: WidthSpace) -> int:
         if self.divisor is not None:
@@ -189,7 +181,7 @@ class GateLayout:
             parts, kind = rule.dims[0], modules.get(module)
             if isinstance(kind, nn.Conv2d):
                 if len(parts) != 1:
-                    raise ValueError(f"DAGGER: conv {module!r} writes a concatenation of widths {parts}")
+                    raise InputError(f"DAGGER: conv {module!r} writes a concatenation of widths {parts}")
                 slot, group = parts[0]
                 s = sup.slots[slot]
                 if s.gene is None:
@@ -207,14 +199,14 @@ class GateLayout:
                 t = s.scale
                 if (base is None or base.gene is None or t is None or not float(t).is_integer()
                         or base.groups != s.groups or s.full != int(t) * base.full):
-                    raise ValueError(f"DAGGER: BatchNorm {module!r} normalises a width that is not a whole multiple "
+                    raise InputError(f"DAGGER: BatchNorm {module!r} normalises a width that is not a whole multiple "
                                      f"of one gene's (e.g. an SE reduction); not supported")
                 norms.append(GatedNorm(module, base.gene, int(t)))
         slots = [sup.slots[g] for g in range(genes)]
         layout = cls(tuple(s.full for s in slots), tuple(s.groups for s in slots), tuple(producers), tuple(norms))
         missing = sorted(set(range(genes)) - {p.gene for p in producers})
         if missing:
-            raise ValueError(f"DAGGER: genes {missing} of {sup.space.name} have no producing conv")
+            raise InputError(f"DAGGER: genes {missing} of {sup.space.name} have no producing conv")
         return layout
 
     def expand(self, norm: GatedNorm, gate: Tensor) -> Tensor:
@@ -272,7 +264,7 @@ def _grid(full: int, multiple: int) -> tuple[int, int, int]:
     """Three distinct widths in [1, full], multiples of ``multiple``, full included (where MACs are sampled)."""
     steps = full // multiple
     if steps < 3:
-        raise ValueError(f"DAGGER needs 3 distinct widths per gene; full width {full} has only {steps} multiples "
+        raise InputError(f"DAGGER needs 3 distinct widths per gene; full width {full} has only {steps} multiples "
                          f"of {multiple}")
     return (multiple, max(2, steps // 2) * multiple, full)
 
@@ -362,7 +354,7 @@ class DaggerStep:
 
     def __init__(self, network: DaggerNetwork, target_macs: int) -> None:
         if not 0 < target_macs < network.full_macs:
-            raise ValueError(f"target MACs {target_macs} must be between 0 and the full {network.full_macs}")
+            raise InputError(f"target MACs {target_macs} must be between 0 and the full {network.full_macs}")
         self.network, self.target = network, float(target_macs)
         self.optimizer = torch.optim.Adam(network.dagger.parameters(), lr=network.config.dagger_lr)
 
@@ -373,7 +365,7 @@ class DaggerStep:
     def step_fn(self, model: nn.Module, images: Tensor, targets: Tensor, ctx: Any) -> dict[str, float]:
         net = self.network
         if getattr(model, "module", model) is not net:
-            raise ValueError("the DAGGER step was built for another network; pass the same DaggerNetwork to the engine")
+            raise InputError("the DAGGER step was built for another network; pass the same DaggerNetwork to the engine")
         self.optimizer.zero_grad(set_to_none=True)
         gates = net.gates()
         logits = net.forward_gated(images, gates)
@@ -396,7 +388,7 @@ class DaggerStep:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if float(state["target"]) != self.target:
-            raise ValueError(f"DaggerStep: the saved state aims at {state['target']} MACs, this run at {self.target}")
+            raise InputError(f"DaggerStep: the saved state aims at {state['target']} MACs, this run at {self.target}")
         self.optimizer.load_state_dict(state["optimizer"])
 
 
@@ -413,7 +405,7 @@ class KeepPlacement:
     def intervals(self, gene: int, full: int, width: int) -> tuple[tuple[int, int], ...]:
         kept = self.kept[gene]
         if len(kept) != width or (kept and (kept[0] < 0 or kept[-1] >= full)):
-            raise ValueError(f"KeepPlacement: gene {gene} keeps {len(kept)} positions of {full}, the width needs {width}")
+            raise InputError(f"KeepPlacement: gene {gene} keeps {len(kept)} positions of {full}, the width needs {width}")
         runs: list[tuple[int, int]] = []
         for c in kept:
             if runs and runs[-1][1] == c:
@@ -480,7 +472,7 @@ def select_channels(network: DaggerNetwork, scores: Sequence[Tensor], target_mac
         per = full // groups
         step = max(1, divisor // groups) if divisor % groups == 0 else divisor
         if (step * groups) % divisor or per < step:
-            raise ValueError(f"gene {g}: width {full} in {groups} groups cannot take multiples of {divisor}")
+            raise InputError(f"gene {g}: width {full} in {groups} groups cannot take multiples of {divisor}")
         local.append(scores[g].detach().cpu().double().view(groups, per).mean(0))
         steps.append(step)
     units = sorted(((float(s), g, j) for g, s_g in enumerate(local) for j, s in enumerate(s_g.tolist())))
@@ -500,7 +492,7 @@ def select_channels(network: DaggerNetwork, scores: Sequence[Tensor], target_mac
 
     lo, hi = 0, len(units)
     if macs_of(widths_after(hi)) > target_macs:
-        raise ValueError(f"the MACs target {target_macs / 1e6:.2f}M is below the narrowest pruning of "
+        raise InputError(f"the MACs target {target_macs / 1e6:.2f}M is below the narrowest pruning of "
                          f"{network.space.name} ({macs_of(widths_after(hi)) / 1e6:.2f}M)")
     while lo < hi:  # the smallest k whose MACs fit (MACs never grow with k)
         mid = (lo + hi) // 2
@@ -526,7 +518,7 @@ def select_channels(network: DaggerNetwork, scores: Sequence[Tensor], target_mac
     macs = macs_of(widths)
     tolerance = network.config.tolerance
     if macs < (1 - tolerance) * target_macs:
-        raise ValueError(f"pruning {network.space.name} to multiples of {divisor} reaches {macs / 1e6:.2f}M MACs, more "
+        raise InputError(f"pruning {network.space.name} to multiples of {divisor} reaches {macs / 1e6:.2f}M MACs, more "
                          f"than {tolerance:.0%} below the target {target_macs / 1e6:.2f}M; use a finer divisor")
     kept = [tuple(sorted(int(i) for i in order[g][:w // layout.groups[g]])) for g, w in enumerate(widths)]
     return Selection(tuple(widths), tuple(kept), macs, int(target_macs))
@@ -627,7 +619,7 @@ class RunConfig:
 def run_dagger(model_name: str, target: str | int, train_data: Dataset, val_data: Dataset,
                config: RunConfig = RunConfig(), *, weights: Mapping[str, Tensor] | None = None,
                scores: str = "dagger", num_classes: int = 10,
-               device: torch.device | str | None = None) -> WidthSearchResult:
+               device: torch.device | str | None = None) -> SearchResult:
     """Pretrain (unless ``weights``), gate and prune ``model_name`` to ``target`` MACs, fine-tune, score on ``val_data``.
 
     ``target`` is a MACs count or a :func:`parse_macs` string (``"50%"``, ``"40M"``). ``scores`` picks the filter
@@ -635,7 +627,7 @@ def run_dagger(model_name: str, target: str | int, train_data: Dataset, val_data
     ``num_classes`` is the data's (the classifier's width).
     """
     if scores not in SCORES:
-        raise ValueError(f"unknown filter scores {scores!r}; known: {', '.join(SCORES)}")
+        raise InputError(f"unknown filter scores {scores!r}; known: {', '.join(SCORES)}")
     device = torch.device(device) if device is not None else select_device()
     space = prunable_space(model_name, num_classes)
     history: dict[str, Any] = {}
@@ -677,12 +669,12 @@ def _eval_loader(data: Dataset, config: TrainConfig) -> DataLoader:
 
 
 def result_of(model_name: str, pruned: Pruned, top1: float, full_macs: int, history: Mapping[str, Any],
-              extra: Mapping[str, Any]) -> WidthSearchResult:
+              extra: Mapping[str, Any]) -> SearchResult:
     """A pruning as the width searches' result (``save`` writes spec.json, weights.pth, report.json)."""
     sel = pruned.selection
     _, size = pruned.space.to_spec(sel.widths)
     rows = [dict(r, phase=phase) for phase, rs in history.items() for r in rs]
-    return WidthSearchResult(
+    return SearchResult(
         "dagger", pruned.space.name, sel.widths, pruned.spec, size, pruned.macs, pruned.params, None, None, top1,
         {"kind": "kept", "kept": [list(k) for k in sel.kept]}, copy.deepcopy(pruned.model).cpu().eval(),
         {"target_macs": sel.target, "full_macs": full_macs, "ratio": pruned.macs / full_macs}, rows,

@@ -1,8 +1,8 @@
 """Training data for supernet search: ImageFolder datasets (a directory or a .zip), CIFAR-10, transforms, splits.
 
 Owns the map-style :class:`ImageFolder` dataset over ``<root>[/<split>]/<class>/<image>`` (listing, reading
-and error reporting are :mod:`export.images`' own, so a missing path, an empty split or a corrupt image
-raises ``CalibrationDataError`` naming the path or the file inside the archive), the shared CIFAR-10 JPEGs
+and error reporting are :mod:`common.images`' own, so a missing path, an empty split or a corrupt image
+raises ``ImageDataError`` naming the path or the file inside the archive), the shared CIFAR-10 JPEGs
 (:func:`cifar10`), the standard CIFAR and ImageNet-style train/eval transforms, a seeded class-stratified
 split of a training set into two disjoint parts (weights on one, architectures on the other, as DARTS'
 50/50), a seeded class-balanced subset (``N`` images per class) for small CPU runs, and the samplers that
@@ -28,6 +28,7 @@ import operator
 import os
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from export.errors import CalibrationDataError
-from export.images import CIFAR10_ZIP, ImageFile, _Reader, eval_transform, list_images, shared_data_dir
+from common.errors import ImageDataError, InputError
+from common.images import CIFAR10_ZIP, ImageFile, ImageReader, eval_transform, list_images, shared_data_dir
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -47,7 +48,7 @@ __all__ = [
     "CIFAR10_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "CalibrationDataError",
+    "ImageDataError",
     "EpochSampler",
     "ImageFolder",
     "SampleKey",
@@ -123,11 +124,11 @@ class ImageFolder(Dataset):
         found = sorted({f.label for f in files})
         self.classes: tuple[str, ...] = tuple(classes) if classes is not None else tuple(found)
         if len(set(self.classes)) != len(self.classes) or not self.classes:
-            raise ValueError(f"classes must be distinct and not empty, got {self.classes!r}")
+            raise InputError(f"classes must be distinct and not empty, got {self.classes!r}")
         index = {name: i for i, name in enumerate(self.classes)}
         unknown = [f for f in files if f.label not in index]
         if unknown:
-            raise CalibrationDataError(f"image {unknown[0].name!r} in {str(self.source)!r} is in class folder "
+            raise ImageDataError(f"image {unknown[0].name!r} in {str(self.source)!r} is in class folder "
                                        f"{unknown[0].label!r}, which is not one of the classes {self.classes!r}")
         self.files: tuple[ImageFile, ...] = tuple(files)
         self.targets: tuple[int, ...] = tuple(index[f.label] for f in files)
@@ -212,12 +213,12 @@ class _Handle:
 
     def __init__(self, source: Path) -> None:
         self.source = source
-        self._reader: _Reader | None = None
+        self._reader: ImageReader | None = None
         self._pid = -1
 
-    def reader(self) -> _Reader:
+    def reader(self) -> ImageReader:
         if self._reader is None or self._pid != os.getpid():
-            self._reader = _Reader(self.source).__enter__()
+            self._reader = ImageReader(self.source).__enter__()
             self._pid = os.getpid()
         return self._reader
 
@@ -239,10 +240,10 @@ def cifar10(split: str = "train", transform: Transform | None | str = "default",
     otherwise; pass ``None`` for PIL images. ``source`` overrides :func:`cifar10_source`.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
     if isinstance(transform, str):
         if transform != "default":
-            raise ValueError(f"transform must be a callable, None or 'default', got {transform!r}")
+            raise InputError(f"transform must be a callable, None or 'default', got {transform!r}")
         transform = cifar_train_transform() if split == "train" else cifar_eval_transform()
     return ImageFolder(cifar10_source() if source is None else source, split, transform,
                        classes=CIFAR10_CLASSES, cache=cache, progress=progress)
@@ -291,7 +292,7 @@ class _Normalize:
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values each and std > 0, got {tuple(mean)!r}, {tuple(std)!r}")
+            raise InputError(f"mean and std need 3 values each and std > 0, got {tuple(mean)!r}, {tuple(std)!r}")
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
@@ -316,7 +317,7 @@ class _PadCropFlip:
 
     def __init__(self, pad: int, normalize: _Normalize) -> None:
         if pad < 0:
-            raise ValueError(f"pad must be >= 0, got {pad!r}")
+            raise InputError(f"pad must be >= 0, got {pad!r}")
         self.pad = pad
         self.normalize = normalize
 
@@ -336,7 +337,7 @@ class _PadCropFlip:
 
 
 class _TimmEval:
-    """timm's eval transform (shorter side to ``size / crop_pct``, centre crop) via :mod:`export.images`."""
+    """timm's eval transform (shorter side to ``size / crop_pct``, centre crop) via :mod:`common.images`."""
 
     def __init__(self, size: int, crop_pct: float, interpolation: str, normalize: _Normalize) -> None:
         self.size, self.crop_pct, self.interpolation, self.normalize = size, crop_pct, interpolation, normalize
@@ -368,7 +369,7 @@ def imagenet_train_transform(size: int = 224, scale: tuple[float, float] = (0.08
 
     modes = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
     if interpolation not in modes:
-        raise ValueError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
+        raise InputError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
     return T.Compose([T.RandomResizedCrop(size, scale=scale, interpolation=modes[interpolation]),
                       T.RandomHorizontalFlip(), _Normalize(mean, std)])
 
@@ -377,15 +378,15 @@ def imagenet_eval_transform(size: int = 224, crop_pct: float = 0.875, mean: Sequ
                             std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear") -> Transform:
     """Resize the shorter side to ``size / crop_pct`` (256 for 224), centre-crop ``size``, normalise.
 
-    The same function the exporters verify with (:func:`export.images.eval_transform`), so a searched
+    The same function the exporters verify with (:func:`common.images.eval_transform`), so a searched
     model is scored with the preprocessing it ships with.
     """
     if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+        raise InputError(f"size must be a positive int, got {size!r}")
     if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+        raise InputError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     if interpolation not in ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"):
-        raise ValueError(f"interpolation {interpolation!r} is not a PIL resampling filter name")
+        raise InputError(f"interpolation {interpolation!r} is not a PIL resampling filter name")
     return _TimmEval(size, crop_pct, interpolation, _Normalize(mean, std))
 
 
@@ -409,7 +410,7 @@ def split_dataset(dataset: ImageFolder, fraction: float = 0.5, seed: int = 0) ->
     architectures on the other (DARTS: 50/50 of the CIFAR-10 training set).
     """
     if not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be strictly between 0 and 1, got {fraction!r}")
+        raise InputError(f"fraction must be strictly between 0 and 1, got {fraction!r}")
     first: list[int] = []
     second: list[int] = []
     for members in _by_class(dataset, seed):
@@ -417,7 +418,7 @@ def split_dataset(dataset: ImageFolder, fraction: float = 0.5, seed: int = 0) ->
         first += members[:cut]
         second += members[cut:]
     if not first or not second:
-        raise ValueError(f"fraction {fraction} of {len(dataset)} images of {str(dataset.source)!r} leaves "
+        raise InputError(f"fraction {fraction} of {len(dataset)} images of {str(dataset.source)!r} leaves "
                          f"one part empty ({len(first)} / {len(second)} images)")
     return dataset.subset(sorted(first)), dataset.subset(sorted(second))
 
@@ -425,12 +426,12 @@ def split_dataset(dataset: ImageFolder, fraction: float = 0.5, seed: int = 0) ->
 def balanced_subset(dataset: ImageFolder, per_class: int, seed: int = 0) -> ImageFolder:
     """``per_class`` images of every class present, chosen with ``seed``, in the dataset's order."""
     if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+        raise InputError(f"per_class must be a positive int, got {per_class!r}")
     chosen: list[int] = []
     for members in _by_class(dataset, seed):
         if len(members) < per_class:
             label = dataset.classes[dataset.targets[members[0]]]
-            raise ValueError(f"class {label!r} of {str(dataset.source)!r} has {len(members)} images, "
+            raise InputError(f"class {label!r} of {str(dataset.source)!r} has {len(members)} images, "
                              f"fewer than per_class={per_class}")
         chosen += members[:per_class]
     return dataset.subset(sorted(chosen))
@@ -458,7 +459,7 @@ class EpochSampler(DistributedSampler):
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         if not 0 <= start <= self.num_samples:
-            raise ValueError(f"start must be in 0..{self.num_samples}, got {start!r}")
+            raise InputError(f"start must be in 0..{self.num_samples}, got {start!r}")
         super().set_epoch(epoch)
         self.start = start
 
@@ -477,7 +478,7 @@ class ShardSampler(Sampler[SampleKey]):
 
     def __init__(self, size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank!r}")
+            raise InputError(f"rank must be in 0..{world_size - 1}, got {rank!r}")
         self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
 
     def __iter__(self) -> Iterator[SampleKey]:
@@ -500,7 +501,7 @@ def search_splits(source: str, input_size: int, *, per_class: int | None = None,
     (both parts, for retraining a derived network) and a one-line ``description``.
     """
     if held_transform not in ("train", "eval"):
-        raise ValueError(f"held_transform must be 'train' or 'eval', got {held_transform!r}")
+        raise InputError(f"held_transform must be 'train' or 'eval', got {held_transform!r}")
     small = input_size <= 64
     train_t = cifar_train_transform() if small else imagenet_train_transform(input_size)
     eval_t = cifar_eval_transform() if small else imagenet_eval_transform(input_size)
@@ -509,7 +510,7 @@ def search_splits(source: str, input_size: int, *, per_class: int | None = None,
         where = "CIFAR-10 (../shared/data)"
     else:
         if not Path(source).exists():
-            raise ValueError(f"data {source!r}: no such directory or .zip (or use 'cifar10')")
+            raise InputError(f"data {source!r}: no such directory or .zip (or use 'cifar10')")
         train_all = ImageFolder(source, "train", train_t)
         test = _test_split(source, train_all.classes, eval_t)
         where = f"ImageFolder {source}"
@@ -527,11 +528,45 @@ def search_splits(source: str, input_size: int, *, per_class: int | None = None,
             "std": list(CIFAR10_STD if small else IMAGENET_STD)}
 
 
+def load_splits(data: str, *, subset: int | None, val_per_class: int, input_size: int, seed: int,
+                progress: bool = False) -> tuple[Any, Any, int]:
+    """(training part, held-out part, number of classes) of ``data``: ``"cifar10"`` or an ImageFolder path.
+
+    The held-out part is ``val_per_class`` images of every class taken from the training split (seeded,
+    disjoint from the training part); ``subset`` limits the training part to that many images per class.
+    CIFAR-10 gets the CIFAR transforms (pad-crop-flip) and a directory ImageNet-style ones at ``input_size``.
+    Subsets are decoded into memory.
+    """
+    for name, value in (("--subset", subset), ("--val-per-class", val_per_class)):
+        if value is not None and value < 1:
+            raise InputError(f"{name} must be >= 1, got {value}")
+    if data == "cifar10":
+        train = cifar10("train", cifar_train_transform())
+        eval_transform = cifar_eval_transform()
+    else:
+        if not Path(data).exists():
+            raise InputError(f"--data {data!r}: no such directory or .zip (or use 'cifar10')")
+        train = ImageFolder(data, "train", imagenet_train_transform(input_size, scale=(0.35, 1.0)))
+        eval_transform = imagenet_eval_transform(input_size, crop_pct=1.0)
+    counts = Counter(train.targets)
+    smallest = min(counts.values())
+    take = smallest if subset is None else subset + val_per_class
+    if take > smallest or val_per_class >= take:
+        raise InputError(f"--data {data!r}: the smallest class has {smallest} training images; --subset "
+                         f"{subset} + --val-per-class {val_per_class} do not fit")
+    pool = balanced_subset(train, take, seed) if take < len(train) else train
+    if subset is not None:
+        pool = pool.with_cache(progress)
+    fit, held = split_dataset(pool, (take - val_per_class) / take, seed)
+    return fit, held.with_transform(eval_transform), len(train.classes)
+
+
+
 def _test_split(source: str, classes: tuple[str, ...], transform: Any) -> ImageFolder:
     """The ``val`` split of an ImageFolder source, else its ``test`` split, labelled like the training split."""
     for split in ("val", "test"):
         try:
             return ImageFolder(source, split, transform, classes=classes)
-        except CalibrationDataError:
+        except ImageDataError:
             continue
-    raise CalibrationDataError(f"{source!r} has no 'val' or 'test' split to measure accuracy on")
+    raise ImageDataError(f"{source!r} has no 'val' or 'test' split to measure accuracy on")

@@ -2,7 +2,7 @@
 
 Owns argument parsing, the checks that fail before any training (budgets, devices, names, data), and what a
 user reads at the end; the work lives in :mod:`search.diffsearch`. :func:`add_commands` is given the ``search``
-group's sub-parsers by :mod:`search.cli`; :mod:`zoo.cli` turns every ``ValueError`` into one line.
+group's sub-parsers by :mod:`search.cli`; :mod:`mzoo.cli` turns every ``ValueError`` into one line.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 import json
 from typing import Any
+
+from common.errors import InputError
 
 
 __all__ = ["add_commands"]
@@ -21,31 +23,31 @@ def _check_common(args: argparse.Namespace) -> None:
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.train_epochs < 0:
-        raise ValueError(f"--train-epochs must be >= 0, got {args.train_epochs}")
+        raise InputError(f"--train-epochs must be >= 0, got {args.train_epochs}")
     if args.name is not None and not is_valid_name(args.name):
-        raise ValueError(f"--name {args.name!r} must be lowercase letters, digits and '_' starting with a letter")
+        raise InputError(f"--name {args.name!r} must be lowercase letters, digits and '_' starting with a letter")
 
 
 def _cost(args: argparse.Namespace) -> Any:
     """The cost term of the architecture loss from --macs-target / --latency-target (at most one)."""
-    from search.diffsearch import CostTarget
-    from search.mcts_cli import parse_count
+    from search.budget import CostTarget
+    from search.budget import parse_count
 
     if args.macs_target is not None and args.latency_target is not None:
-        raise ValueError("give one of --macs-target and --latency-target, not both")
+        raise InputError("give one of --macs-target and --latency-target, not both")
     if args.macs_target is not None:
         return CostTarget("macs", parse_count(args.macs_target, "--macs-target"), args.cost_weight)
     if args.latency_target is not None:
         if not args.latency_target > 0:
-            raise ValueError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
+            raise InputError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
         from latency_tables.choose import choose_device
 
         device = choose_device(args.device, args.space_name, args.tables)
         return CostTarget("latency", args.latency_target, args.cost_weight, device=device, tables=args.tables)
     if args.device is not None or args.tables is not None:
-        raise ValueError("--device/--tables choose the latency table of --latency-target; give a target")
+        raise InputError("--device/--tables choose the latency table of --latency-target; give a target")
     return None
 
 
@@ -54,7 +56,7 @@ def _data(args: argparse.Namespace, size: int, held_transform: str) -> dict[str,
 
     for flag, value in (("--per-class", args.per_class), ("--test-per-class", args.test_per_class)):
         if value is not None and value < 2:
-            raise ValueError(f"{flag} must be >= 2, got {value}")
+            raise InputError(f"{flag} must be >= 2, got {value}")
     return search_splits(args.data, size, per_class=args.per_class, test_per_class=args.test_per_class,
                          held_fraction=0.5, held_transform=held_transform)
 
@@ -110,14 +112,14 @@ def _cmd_metakernel(args: argparse.Namespace) -> int:
     from search.diffsearch import (MetaKernelOptions, metakernel_cost_model, run_metakernel, search_recipe,
                                    train_recipe)
     from search.metakernel import MODES
-    from search.spaces import MetaKernelSpace
+    from zoo.spaces import MetaKernelSpace
 
     _check_common(args)
     if args.mode not in MODES:
-        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
     for flag, value in (("--temperature", args.temperature), ("--temperature-decay", args.temperature_decay)):
         if not value > 0:
-            raise ValueError(f"{flag} must be > 0, got {value}")
+            raise InputError(f"{flag} must be > 0, got {value}")
     cost = _cost(args)
     if cost is not None:  # a missing table (or key) fails now, not after the search
         metakernel_cost_model(MetaKernelSpace(identity=args.identity), cost)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from common.errors import InputError
 from search.engine import StepContext
 
 __all__ = ["ArchConfig", "BilevelStep", "ORDERS", "arch_parameter_ids", "cost_penalty", "weight_parameters"]
@@ -56,18 +57,18 @@ class ArchConfig:
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
-            raise ValueError(f"ArchConfig.order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+            raise InputError(f"ArchConfig.order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         for name in ("lr", "fd_epsilon"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"ArchConfig.{name} must be a number > 0, got {value!r}")
+                raise InputError(f"ArchConfig.{name} must be a number > 0, got {value!r}")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
                 or self.weight_decay < 0:
-            raise ValueError(f"ArchConfig.weight_decay must be a number >= 0, got {self.weight_decay!r}")
+            raise InputError(f"ArchConfig.weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"ArchConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+            raise InputError(f"ArchConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         if isinstance(self.start_step, bool) or not isinstance(self.start_step, int) or self.start_step < 0:
-            raise ValueError(f"ArchConfig.start_step must be an int >= 0, got {self.start_step!r}")
+            raise InputError(f"ArchConfig.start_step must be an int >= 0, got {self.start_step!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,7 +82,7 @@ def cost_penalty(expected: Tensor, target: float, weight: float) -> Tensor:
     both sides, so a budget is neither overshot nor left unused.
     """
     if not target > 0:
-        raise ValueError(f"cost target must be > 0, got {target!r}")
+        raise InputError(f"cost target must be > 0, got {target!r}")
     return weight * (expected / target - 1.0).abs()
 
 
@@ -111,7 +112,7 @@ class BilevelStep:
         self.config = config
         self.arch_params = list(model.arch_parameters())  # type: ignore[operator]
         if not self.arch_params:
-            raise ValueError(f"{type(model).__name__}.arch_parameters() is empty")
+            raise InputError(f"{type(model).__name__}.arch_parameters() is empty")
         self.optimizer = torch.optim.Adam(self.arch_params, lr=config.lr, betas=config.betas,
                                           weight_decay=config.weight_decay)
         self.after_arch_backward = after_arch_backward
@@ -246,5 +247,5 @@ def _group_of(optimizer: torch.optim.Optimizer, param: Tensor) -> dict[str, Any]
     for group in optimizer.param_groups:
         if any(p is param for p in group["params"]):
             return group
-    raise ValueError("a weight parameter is not owned by the weight optimiser (pass weight_parameters(model) "
+    raise InputError("a weight parameter is not owned by the weight optimiser (pass weight_parameters(model) "
                      "as the trainer's params)")

@@ -23,14 +23,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.errors import InputError
 import zoo
-from export.files import prepare_directory, publish, temporary_path, write_json_atomic, write_text_atomic
+from common.files import prepare_directory
+from search.budget import CostTarget
 from search.distributed import env_info
 from search.differentiable import ArchConfig, BilevelStep, weight_parameters
 from search.engine import StepContext, TrainConfig, Trainer, evaluate
 from search.timings import PhaseTimings
 from search.eoinas import CellCostModel, DartsSupernet, EoiNASConfig, ema_decay, iter_live_counts
 from zoo.darts import cifar_cellnet_spec, imagenet_cellnet_spec
+from zoo.searched import write_searched
 from zoo.spec import AnySpec
 
 __all__ = ["CostTarget", "DiffResult", "EoiNASStep", "EvalNetConfig", "MetaKernelOptions", "run_eoinas",
@@ -53,31 +56,6 @@ def train_recipe(epochs: int, batch_size: int = 96, lr: float = 0.025, seed: int
 
 
 @dataclass(frozen=True)
-class CostTarget:
-    """An expected-cost term of the architecture loss: ``weight·|E[metric]/target − 1|``.
-
-    ``metric`` is ``"macs"`` or ``"latency"`` (ms, from ``device``'s table under ``tables`` or the shipped ones).
-    """
-
-    metric: str
-    target: float
-    weight: float = 0.5
-    device: str | None = None
-    tables: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.metric not in ("macs", "latency"):
-            raise ValueError(f"CostTarget.metric must be 'macs' or 'latency', got {self.metric!r}")
-        if not self.target > 0 or not self.weight >= 0:
-            raise ValueError(f"CostTarget needs target > 0 and weight >= 0, got {self.target!r}, {self.weight!r}")
-        if self.metric == "latency" and not self.device:
-            raise ValueError("a latency target needs a device with latency tables (see `mzoo lut list`)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
 class EvalNetConfig:
     """The network a genotype is evaluated as: DARTS' CIFAR body (C=36, 20 cells) or ImageNet mobile (C=48, 14)."""
 
@@ -88,7 +66,7 @@ class EvalNetConfig:
 
     def __post_init__(self) -> None:
         if self.stem not in ("cifar", "imagenet"):
-            raise ValueError(f"EvalNetConfig.stem must be 'cifar' or 'imagenet', got {self.stem!r}")
+            raise InputError(f"EvalNetConfig.stem must be 'cifar' or 'imagenet', got {self.stem!r}")
 
     def spec(self, genotype: Any, num_classes: int, family: str) -> AnySpec:
         build = cifar_cellnet_spec if self.stem == "cifar" else imagenet_cellnet_spec
@@ -144,19 +122,9 @@ class DiffResult:
     report: dict[str, Any]
 
     def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``spec.json``, ``weights.pth`` (when trained) and ``report.json`` atomically; returns the paths."""
-        out = Path(directory)
-        prepare_directory(out)
-        paths = {"spec": out / "spec.json", "report": out / "report.json"}
-        if self.model is not None:
-            paths["weights"] = out / "weights.pth"
-        write_text_atomic(paths["spec"], self.spec.to_json(indent=2) + "\n")
-        if self.model is not None:
-            with temporary_path(paths["weights"]) as tmp:
-                torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, tmp)
-                publish(tmp, paths["weights"])
-        write_json_atomic(paths["report"], self.report | {"files": {k: p.name for k, p in paths.items()}})
-        return paths
+        """Write ``spec.json``, ``weights.pth`` (when trained) and ``report.json`` (:func:`zoo.searched.write_searched`)."""
+        return write_searched(directory, self.spec, self.report,
+                              None if self.model is None else self.model.state_dict())
 
 
 def _fit(trainer: Trainer, path: Path) -> None:
@@ -274,12 +242,12 @@ class MetaKernelOptions:
 
 
 def metakernel_cost_model(space: Any, cost: CostTarget) -> Any:
-    """The :class:`search.metakernel.CostModel` of ``cost``'s metric for ``space`` (raises if a table is missing)."""
-    from search.metakernel import CostModel
+    """The :class:`search.metakernel.MetaKernelCostModel` of ``cost``'s metric for ``space`` (raises if a table is missing)."""
+    from search.metakernel import MetaKernelCostModel
 
     if cost.metric == "macs":
-        return CostModel.macs(space)
-    return CostModel.latency(space, cost.device or "", Path(cost.tables) if cost.tables else None)
+        return MetaKernelCostModel.macs(space)
+    return MetaKernelCostModel.latency(space, cost.device or "", Path(cost.tables) if cost.tables else None)
 
 
 def run_metakernel(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainConfig,
@@ -294,7 +262,7 @@ def run_metakernel(out_dir: str | Path, data: Mapping[str, Any], *, search: Trai
     """
     from search.engine import recalibrate_bn
     from search.metakernel import MetaKernelSupernet
-    from search.spaces import MetaKernelSpace
+    from zoo.spaces import MetaKernelSpace
 
     out = Path(out_dir)
     prepare_directory(out)

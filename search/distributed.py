@@ -35,6 +35,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from common.errors import InputError
+
 __all__ = [
     "DistInfo",
     "all_reduce_mean",
@@ -76,7 +78,7 @@ def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"environment variable {name}={text!r} is not an integer") from None
+        raise InputError(f"environment variable {name}={text!r} is not an integer") from None
 
 
 def env_info(environ: Mapping[str, str] | None = None) -> DistInfo:
@@ -89,15 +91,15 @@ def env_info(environ: Mapping[str, str] | None = None) -> DistInfo:
     env = os.environ if environ is None else environ
     info = DistInfo(_env_int(env, "RANK", 0), _env_int(env, "WORLD_SIZE", 1), _env_int(env, "LOCAL_RANK", 0))
     if info.world_size < 1:
-        raise ValueError(f"environment variable WORLD_SIZE={info.world_size} must be >= 1")
+        raise InputError(f"environment variable WORLD_SIZE={info.world_size} must be >= 1")
     if not 0 <= info.rank < info.world_size:
-        raise ValueError(f"environment variable RANK={info.rank} is not in 0..{info.world_size - 1}")
+        raise InputError(f"environment variable RANK={info.rank} is not in 0..{info.world_size - 1}")
     if info.local_rank < 0:
-        raise ValueError(f"environment variable LOCAL_RANK={info.local_rank} must be >= 0")
+        raise InputError(f"environment variable LOCAL_RANK={info.local_rank} must be >= 0")
     if info.distributed:
         for name in ("MASTER_ADDR", "MASTER_PORT"):
             if not env.get(name):
-                raise ValueError(f"environment variable {name} is not set but WORLD_SIZE={info.world_size}; "
+                raise InputError(f"environment variable {name} is not set but WORLD_SIZE={info.world_size}; "
                                  f"launch with torchrun")
     return info
 

@@ -41,8 +41,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from export.errors import ExportError
-from export.files import prepare_directory, publish, temporary_path
+from common.errors import InputError, MzooError, OutputError
+from common.files import prepare_directory, publish, temporary_path
 from zoo.pretrained import load_error_reason
 from search.data import EpochSampler, SeededDataset, ShardSampler, mix_seed
 from search.distributed import (DistInfo, all_reduce_mean, all_reduce_sum, average_gradients, broadcast_module,
@@ -72,7 +72,7 @@ RUNTIME_FIELDS = frozenset({"workers", "progress", "eval_every", "checkpoint_eve
 _STEP_RNG_SALT = 0x57E9  # separates ctx.rng's streams from the data streams seeded from the same seed
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MzooError, RuntimeError):
     """A checkpoint is missing, unreadable, not ours, or was made by a different run (config, data, ranks)."""
 
 
@@ -110,7 +110,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, what: str) -> None:
             if not ok:
-                raise ValueError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
+                raise InputError(f"TrainConfig.{name} must be {what}, got {getattr(self, name)!r}")
 
         def is_int(v: object) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
@@ -147,7 +147,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}")
+            raise InputError(f"unknown TrainConfig fields {unknown}")
         return cls(**data)
 
     def differences(self, other: TrainConfig, ignore: Iterable[str] = RUNTIME_FIELDS) -> list[str]:
@@ -269,7 +269,7 @@ def select_device(local_rank: int = 0) -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")
     if not 0 <= local_rank < torch.cuda.device_count():
-        raise ValueError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA devices are visible")
+        raise InputError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA devices are visible")
     return torch.device("cuda", local_rank)
 
 
@@ -299,7 +299,7 @@ class _Stream:
         self.sampler = EpochSampler(dataset, seed=seed, rank=info.rank, world_size=info.world_size)
         self.batches_per_epoch = self.sampler.num_samples // batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{name} data has {len(dataset)} images: too few for one batch of {batch_size} "
+            raise InputError(f"{name} data has {len(dataset)} images: too few for one batch of {batch_size} "
                              f"per process on {info.world_size} process(es)")
         self.workers = workers
         self.loader = _loader(dataset, batch_size, self.sampler, workers, device, drop_last=True)
@@ -379,7 +379,7 @@ class Trainer:
                     obj.load_state_dict(states[name])
         workers = config.workers
         if "train" in (streams or {}):
-            raise ValueError("a stream may not be named 'train': that is the training data's stream")
+            raise InputError("a stream may not be named 'train': that is the training data's stream")
         self.train_stream = _Stream("train", train_data, config.batch_size, config.seed, self.dist, workers,
                                     self.device)
         # Each stream its own data order, derived from the seed and its name (so adding one changes no other).
@@ -390,11 +390,11 @@ class Trainer:
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
         if warmup >= self.total_steps and warmup > 0:
-            raise ValueError(f"TrainConfig.warmup_epochs={config.warmup_epochs} is {warmup} steps, not fewer "
+            raise InputError(f"TrainConfig.warmup_epochs={config.warmup_epochs} is {warmup} steps, not fewer "
                              f"than the {self.total_steps} steps of the run")
         owned = list(params) if params is not None else [p for p in self.model.parameters() if p.requires_grad]
         if not owned:
-            raise ValueError("the optimizer has no parameters to train (params is empty)")
+            raise InputError("the optimizer has no parameters to train (params is empty)")
         self.optimizer = torch.optim.SGD(owned, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                          weight_decay=config.weight_decay)
         self.schedule = WarmupCosine(config.lr, config.min_lr, config.warmup_start_lr, warmup, self.total_steps)
@@ -616,7 +616,7 @@ def _write_atomic(path: Path, state: dict[str, Any]) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())  # the rename must not land before the data does
             publish(tmp, path)
-    except ExportError as err:
+    except OutputError as err:
         raise CheckpointError(str(err)) from err
 
 
@@ -695,7 +695,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], *, device: torch.device | 
     if reduce:
         totals = all_reduce_sum(totals, device)
     if totals[2] == 0:
-        raise ValueError("evaluate: the loader yielded no images")
+        raise InputError("evaluate: the loader yielded no images")
     return 100.0 * totals[0] / totals[2], totals[1] / totals[2]
 
 
@@ -711,12 +711,12 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], batches: int, *, dev
     averages the statistics over ranks (equal batch counts make that the average over all batches).
     """
     if not isinstance(batches, int) or isinstance(batches, bool) or batches < 1:
-        raise ValueError(f"batches must be a positive int, got {batches!r}")
+        raise InputError(f"batches must be a positive int, got {batches!r}")
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not norms:
         return
     if hasattr(loader, "__len__") and len(loader) < batches:  # type: ignore[arg-type]
-        raise ValueError(f"the loader has {len(loader)} batches, "  # type: ignore[arg-type]
+        raise InputError(f"the loader has {len(loader)} batches, "  # type: ignore[arg-type]
                          f"fewer than batches={batches}")
     device = torch.device(device) if device is not None else _model_device(model)
     call = forward if forward is not None else model
@@ -739,7 +739,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], batches: int, *, dev
             m.momentum = momentum
         model.train(was_training)
     if seen < batches:
-        raise ValueError(f"the loader yielded {seen} batches, fewer than batches={batches}")
+        raise InputError(f"the loader yielded {seen} batches, fewer than batches={batches}")
     if reduce:
         sync_buffers(model)
 

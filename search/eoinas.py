@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.errors import InputError
 from search.differentiable import cost_penalty
 from search.distributed import average_gradients
 from zoo.cells import FactorizedReduce, ReLUConvBN, create_cell_op
@@ -77,15 +78,15 @@ class EoiNASConfig:
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
-            raise ValueError(f"EoiNASConfig.selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+            raise InputError(f"EoiNASConfig.selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if not (isinstance(self.half_life_epochs, (int, float)) and self.half_life_epochs > 0):
-            raise ValueError(f"EoiNASConfig.half_life_epochs must be > 0, got {self.half_life_epochs!r}")
+            raise InputError(f"EoiNASConfig.half_life_epochs must be > 0, got {self.half_life_epochs!r}")
         if not 0.0 <= self.prune_start <= self.prune_end <= 1.0:
-            raise ValueError(f"EoiNASConfig needs 0 <= prune_start <= prune_end <= 1, got {self.prune_start!r}, "
+            raise InputError(f"EoiNASConfig needs 0 <= prune_start <= prune_end <= 1, got {self.prune_start!r}, "
                              f"{self.prune_end!r}")
         if isinstance(self.final_ops, bool) or not isinstance(self.final_ops, int) \
                 or not 1 <= self.final_ops <= len(CELL_OPS):
-            raise ValueError(f"EoiNASConfig.final_ops must be an int in 1..{len(CELL_OPS)}, got {self.final_ops!r}")
+            raise InputError(f"EoiNASConfig.final_ops must be an int in 1..{len(CELL_OPS)}, got {self.final_ops!r}")
 
     @property
     def prunes(self) -> bool:
@@ -188,9 +189,9 @@ class DartsSupernet(nn.Module):
         super().__init__()
         unknown = [op for op in ops if op not in CELL_OPS]
         if unknown or len(set(ops)) != len(ops) or len(ops) < 2:
-            raise ValueError(f"DartsSupernet ops must be at least two distinct DARTS primitives, got {list(ops)}")
+            raise InputError(f"DartsSupernet ops must be at least two distinct DARTS primitives, got {list(ops)}")
         if layers < 3 or init_chs < 2 or init_chs % 2 or nodes < 1:
-            raise ValueError(f"DartsSupernet needs layers >= 3, an even init_chs >= 2 and nodes >= 1, got "
+            raise InputError(f"DartsSupernet needs layers >= 3, an even init_chs >= 2 and nodes >= 1, got "
                              f"layers={layers}, init_chs={init_chs}, nodes={nodes}")
         self.ops = tuple(ops)
         self.nodes, self.layers, self.init_chs, self.num_classes = nodes, layers, init_chs, num_classes
@@ -230,7 +231,7 @@ class DartsSupernet(nn.Module):
     def set_cost_objective(self, model: CellCostModel, target: float, weight: float) -> None:
         """Add ``weight·|E[cost]/target − 1|`` to the architecture loss (:func:`search.differentiable.cost_penalty`)."""
         if not (target > 0 and weight >= 0):
-            raise ValueError(f"cost objective needs target > 0 and weight >= 0, got target={target}, weight={weight}")
+            raise InputError(f"cost objective needs target > 0 and weight >= 0, got target={target}, weight={weight}")
         self.cost_objective = (model, float(target), float(weight))
 
     def arch_loss_terms(self) -> dict[str, Tensor]:
@@ -303,7 +304,7 @@ class DartsSupernet(nn.Module):
     def genotype(self, selection: str = "eoinas") -> Genotype:
         """The discrete cells: by the indicator (``"eoinas"``) or by α as DARTS (``"darts"``)."""
         if selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+            raise InputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         cells = []
         with torch.no_grad():
             weights = dict(zip(("normal", "reduce"), self.arch_weights()))
@@ -357,7 +358,7 @@ def derive_genotype(op_scores: Tensor, edge_scores: Tensor | None, live: Tensor,
     for e in range(op_scores.shape[0]):
         candidates = [o for o in range(len(ops)) if ops[o] != "none" and bool(live[e, o])]
         if not candidates:
-            raise ValueError(f"edge {e} has no live operation other than 'none'")
+            raise InputError(f"edge {e} has no live operation other than 'none'")
         o = max(candidates, key=lambda c: (float(op_scores[e, c]), -c))
         best[e] = (float(op_scores[e, o]), o)
     edges: list[tuple[str, int]] = []
@@ -373,7 +374,7 @@ def derive_genotype(op_scores: Tensor, edge_scores: Tensor | None, live: Tensor,
 class CellCostModel:
     """Expected MACs or latency of the network a DARTS supernet would derive, differentiable in its weights.
 
-    Costs are those of the cell space's networks as the latency tables key them (:class:`search.spaces.
+    Costs are those of the cell space's networks as the latency tables key them (:class:`zoo.spaces.
     DartsSpace`: C=16, 8 cells, 32×32, whatever proxy the supernet trains), from the one walker: an edge's
     cost depends on its cell, its op and whether it reads a cell input (stride 2 in reduction cells) or a
     node. The expectation takes each edge's op with its weight renormalised over the non-``none`` ops (a
@@ -384,12 +385,12 @@ class CellCostModel:
 
     def __init__(self, metric: str = "macs", device: str | None = None, tables: Any = None,
                  space: Any = None) -> None:
-        from search.spaces import DartsSpace
+        from zoo.spaces import DartsSpace
 
         if metric not in ("macs", "latency"):
-            raise ValueError(f"metric must be 'macs' or 'latency', got {metric!r}")
+            raise InputError(f"metric must be 'macs' or 'latency', got {metric!r}")
         if metric == "latency" and device is None:
-            raise ValueError("a latency cost model needs a device with a 'darts' latency table")
+            raise InputError("a latency cost model needs a device with a 'darts' latency table")
         self.metric, self.device = metric, device
         self.space = space if space is not None else DartsSpace()
         self.ops = tuple(CELL_OPS)
@@ -413,12 +414,12 @@ class CellCostModel:
         predictor = Predictor.for_device(self.device, tables)
         table = next((t for t in predictor.tables if t.space == self.space.name), None)
         if table is None:
-            raise ValueError(f"device {self.device!r} has no latency table for space {self.space.name!r} "
+            raise InputError(f"device {self.device!r} has no latency table for space {self.space.name!r} "
                              f"(tables: {', '.join(t.space for t in predictor.tables)})")
 
         def value(op: Any) -> float:
             if op.key not in table.entries:
-                raise ValueError(f"latency table {self.space.name!r} of {self.device!r} lacks op {op.key}")
+                raise InputError(f"latency table {self.space.name!r} of {self.device!r} lacks op {op.key}")
             return float(table.entries[op.key].value(predictor.statistic))
 
         return value, table.overhead, predictor.statistic

@@ -43,16 +43,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from common.errors import InputError
 import zoo
 from search.data import EpochSampler, SeededDataset
 from search.distributed import env_info
 from search.engine import TrainConfig, Trainer, evaluate, recalibrate_bn
 from search.mcts import MCTSampler, MCTSConfig
 from search.oneshot import OneShotSupernet, batch_statistics
-from search.oracle import CostWindow, Feasibility
-from search.spaces import Arch
-from search.width.bcnet import global_mean, resolve_supernet
-from search.width.search import WidthSearchResult
+from search.budget import CostModel, CostWindow
+from zoo.spaces import Arch
+from search.steps import global_mean, resolve_supernet
+from search.result import SearchResult
 
 SAMPLINGS = ("mcts", "uniform")
 # (phase-2 start, phase-3 start) as fractions of the official runs (papers.md §4.4).
@@ -84,14 +85,14 @@ class MCTNASConfig:
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
-            raise ValueError(f"MCTNASConfig.sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+            raise InputError(f"MCTNASConfig.sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         for name in ("warmup_fraction", "mct_start_fraction"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0.0 <= value <= 1.0):
-                raise ValueError(f"MCTNASConfig.{name} must be None or in [0, 1], got {value!r}")
+                raise InputError(f"MCTNASConfig.{name} must be None or in [0, 1], got {value!r}")
         if not isinstance(self.mcts, MCTSConfig):
-            raise ValueError(f"MCTNASConfig.mcts must be an MCTSConfig, got {type(self.mcts).__name__}")
+            raise InputError(f"MCTNASConfig.mcts must be an MCTSConfig, got {type(self.mcts).__name__}")
 
     def fractions(self, space: str) -> tuple[float, float]:
         """(phase-2 start, phase-3 start) as fractions of the run for a space called ``space``."""
@@ -99,14 +100,14 @@ class MCTNASConfig:
         warm = warm if self.warmup_fraction is None else float(self.warmup_fraction)
         start = start if self.mct_start_fraction is None else float(self.mct_start_fraction)
         if start < warm:
-            raise ValueError(f"MCTNASConfig: MCTS sampling starts at {start:g} of the run, before the tree updates "
+            raise InputError(f"MCTNASConfig: MCTS sampling starts at {start:g} of the run, before the tree updates "
                              f"start ({warm:g})")
         return warm, start
 
     def schedule(self, space: str, total_steps: int) -> MCTSConfig:
         """The tree's config for a run of ``total_steps`` steps: the phases at their fractions of the run."""
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+            raise InputError(f"total_steps must be an int >= 1, got {total_steps!r}")
         if self.sampling == "uniform":  # past the last step: no draw ever leaves phase 1 (the tree stays empty)
             return dataclasses.replace(self.mcts, warmup_iters=total_steps + 1, mct_start_iter=total_steps + 1)
         warm, start = self.fractions(space)
@@ -126,9 +127,9 @@ class MCTNASTrainer:
     """
 
     def __init__(self, supernet: OneShotSupernet, total_steps: int, config: MCTNASConfig = MCTNASConfig(),
-                 feasibility: Feasibility | None = None) -> None:
+                 feasibility: CostModel | None = None) -> None:
         if feasibility is not None and feasibility.space != supernet.space:
-            raise ValueError(f"the windows are bound to space {feasibility.space.name!r}, the supernet's is "
+            raise InputError(f"the windows are bound to space {feasibility.space.name!r}, the supernet's is "
                              f"{supernet.space.name!r}")
         self.supernet = supernet
         self.config = config
@@ -167,7 +168,7 @@ class MCTNASTrainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if int(state["total_steps"]) != self.total_steps or state["config"] != _plain(self.config.to_dict()):
-            raise ValueError(f"MCTNASTrainer: the saved state is of a run of {state['total_steps']} steps with "
+            raise InputError(f"MCTNASTrainer: the saved state is of a run of {state['total_steps']} steps with "
                              f"config {state['config']}; this run has {self.total_steps} steps and {self.config}")
         self.sampler.load_state_dict(state["sampler"])
 
@@ -188,12 +189,12 @@ def engine_steps(config: TrainConfig, images: int, world_size: int = 1) -> int:
     per_rank = math.ceil(images / world_size)
     batches = per_rank // config.batch_size
     if batches == 0:
-        raise ValueError(f"{images} training images are too few for one batch of {config.batch_size} per process")
+        raise InputError(f"{images} training images are too few for one batch of {config.batch_size} per process")
     return config.epochs * batches
 
 
 def train_supernet(supernet: OneShotSupernet, train_data: Dataset, config: TrainConfig,
-                   mct: MCTNASConfig = MCTNASConfig(), *, feasibility: Feasibility | None = None,
+                   mct: MCTNASConfig = MCTNASConfig(), *, feasibility: CostModel | None = None,
                    eval_data: Dataset | None = None, checkpoint_path: str | Path | None = None, resume: bool = False,
                    device: torch.device | str | None = None) -> tuple[MCTNASTrainer, Trainer]:
     """Train ``supernet`` with MCT-NAS' sampling on the engine; returns the step object and the finished trainer.
@@ -277,7 +278,7 @@ class SearchConfig:
         for name in ("count", "batch_size", "refresh_every", "bn_batches", "eval_batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SearchConfig.{name} must be an int >= 1, got {value!r}")
+                raise InputError(f"SearchConfig.{name} must be an int >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ class _FixedBatch:
         self.loader = DataLoader(SeededDataset(data), batch_size=batch_size, drop_last=True,
                                  sampler=EpochSampler(data, seed=seed))  # type: ignore[arg-type]
         if len(self.loader) == 0:
-            raise ValueError(f"the search needs one training batch of {batch_size}; the data has "
+            raise InputError(f"the search needs one training batch of {batch_size}; the data has "
                              f"{len(data)} images")  # type: ignore[arg-type]
         self.refresh, self.device, self.uses, self.epoch = refresh, device, 0, 0
         self._iter = iter(self.loader)
@@ -327,7 +328,7 @@ class _FixedBatch:
 
 
 def search_stage(supernet: OneShotSupernet, sampler: MCTSampler, train_data: Dataset, val_data: Dataset,
-                 config: SearchConfig = SearchConfig(), *, feasibility: Feasibility | None = None,
+                 config: SearchConfig = SearchConfig(), *, feasibility: CostModel | None = None,
                  device: torch.device | str | None = None) -> list[Candidate]:
     """The official search on a trained supernet and its tree: ``config.count`` distinct leaves, best top-1 first.
 
@@ -338,7 +339,7 @@ def search_stage(supernet: OneShotSupernet, sampler: MCTSampler, train_data: Dat
     come back when the tree (which only holds paths the training stage visited) runs out of feasible leaves.
     """
     if sampler.rewards.tilde is None or sampler.tree.root.visits == 0:
-        raise ValueError("the search stage needs a tree built during training (no reward was backed up: the run "
+        raise InputError("the search stage needs a tree built during training (no reward was backed up: the run "
                          "was uniform-only or shorter than its warm-up)")
     device = torch.device(device) if device is not None else next(supernet.parameters()).device
     fixed = _FixedBatch(train_data, config.batch_size, config.seed, config.refresh_every, device)
@@ -379,16 +380,16 @@ def search_stage(supernet: OneShotSupernet, sampler: MCTSampler, train_data: Dat
 
 def search_result(supernet: OneShotSupernet, candidates: Sequence[Candidate], *, windows: Sequence[CostWindow] = (),
                   history: Sequence[Mapping[str, float]] = (), extra: Mapping[str, Any] | None = None,
-                  device: str | None = None) -> WidthSearchResult:
+                  device: str | None = None) -> SearchResult:
     """The best candidate as the search's saved result (``spec.json``, ``weights.pth``, ``report.json``: the same
     three-file layout as the width searches), holding the supernet's weights for its path."""
     if not candidates:
-        raise ValueError("no candidate was found: nothing to save")
+        raise InputError("no candidate was found: nothing to save")
     best = candidates[0]
     spec = supernet.spec_of(best.arch)
     cost = zoo.count(spec, supernet.input_size)
     latency = next((v for k, v in best.costs.items() if k.startswith("latency")), None)
-    return WidthSearchResult(
+    return SearchResult(
         "mct-nas", supernet.space.name, best.arch, spec, supernet.input_size, cost.macs, cost.params, latency,
         device, best.top1, {"kind": "path", "ops": list(supernet.path_of(best.arch))},
         supernet.subnet(best.arch).eval(), {"windows": [w.to_dict() for w in windows]}, [dict(r) for r in history],
@@ -402,7 +403,7 @@ def search_result(supernet: OneShotSupernet, candidates: Sequence[Candidate], *,
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's τ-b between two paired sequences (ties counted as in τ-b; NaN if either is constant)."""
     if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"kendall_tau needs two sequences of equal length >= 2, got {len(x)} and {len(y)}")
+        raise InputError(f"kendall_tau needs two sequences of equal length >= 2, got {len(x)} and {len(y)}")
     concordant = discordant = tie_x = tie_y = 0
     n = len(x)
     for i in range(n):
@@ -439,7 +440,7 @@ def _ranks(values: Sequence[float]) -> list[float]:
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's ρ: the Pearson correlation of the (average-tie) ranks; NaN if either is constant."""
     if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"spearman_rho needs two sequences of equal length >= 2, got {len(x)} and {len(y)}")
+        raise InputError(f"spearman_rho needs two sequences of equal length >= 2, got {len(x)} and {len(y)}")
     rx, ry = _ranks(x), _ranks(y)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))

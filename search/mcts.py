@@ -22,12 +22,12 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .spaces.base import Arch, SearchSpace
+from common.errors import InputError
+from zoo.spaces.base import Arch, SearchSpace
 
-if TYPE_CHECKING:  # the oracle driver imports this module; only its protocol is needed here, for types
-    from .oracle import QuerySession
+from .query import QuerySession
 
 Path = tuple[int, ...]
 SELECTIONS = ("prioritized", "hierarchical")
@@ -61,17 +61,17 @@ class MCTSConfig:
 
     def __post_init__(self) -> None:
         if not (self.tau > 0 and math.isfinite(self.tau)):
-            raise ValueError(f"MCTSConfig.tau must be a positive number, got {self.tau!r}")
+            raise InputError(f"MCTSConfig.tau must be a positive number, got {self.tau!r}")
         for name in ("beta", "gamma"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"MCTSConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+                raise InputError(f"MCTSConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
         for name in ("n_thrd", "max_tries", "warmup_iters", "mct_start_iter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "max_tries" else 0):
-                raise ValueError(f"MCTSConfig.{name} must be an int >= {1 if name == 'max_tries' else 0}, "
+                raise InputError(f"MCTSConfig.{name} must be an int >= {1 if name == 'max_tries' else 0}, "
                                  f"got {value!r}")
         if self.ema_start is not None and not (self.ema_start >= 0 and math.isfinite(self.ema_start)):
-            raise ValueError(f"MCTSConfig.ema_start must be a number >= 0 or None, got {self.ema_start!r}")
+            raise InputError(f"MCTSConfig.ema_start must be a number >= 0 or None, got {self.ema_start!r}")
 
 
 # Oracle mode's default: the official constants, and 200 uniform queries that build the tree before it is used
@@ -130,7 +130,7 @@ class RewardTracker:
         """L̃ / loss without updating L̃."""
         _check_loss(loss)
         if self.tilde is None:
-            raise ValueError("RewardTracker.ratio needs L̃: no loss has been observed yet")
+            raise InputError("RewardTracker.ratio needs L̃: no loss has been observed yet")
         return self.tilde / loss
 
     def state_dict(self) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class RewardTracker:
 
 def _check_loss(loss: float) -> None:
     if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not (loss > 0 and math.isfinite(loss)):
-        raise ValueError(f"a reward needs a finite loss > 0, got {loss!r}")
+        raise InputError(f"a reward needs a finite loss > 0, got {loss!r}")
 
 
 class _Node:
@@ -170,7 +170,7 @@ class MCTree:
 
     def __init__(self, choices: Sequence[int], config: MCTSConfig = MCTSConfig()) -> None:
         if not choices or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in choices):
-            raise ValueError(f"MCTree needs a positive number of ops for every layer, got {list(choices)!r}")
+            raise InputError(f"MCTree needs a positive number of ops for every layer, got {list(choices)!r}")
         self.choices = tuple(choices)
         self.config = config
         self.depth = len(self.choices)
@@ -183,7 +183,7 @@ class MCTree:
     def _check_path(self, path: Sequence[int]) -> Path:
         if len(path) != self.depth or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < c
                                           for i, c in zip(path, self.choices)):
-            raise ValueError(f"a path of this tree is {self.depth} op indices below {list(self.choices)}, "
+            raise InputError(f"a path of this tree is {self.depth} op indices below {list(self.choices)}, "
                              f"got {path!r}")
         return tuple(path)
 
@@ -255,7 +255,7 @@ class MCTree:
         """Back up ``reward``: n += 1 and W += Q on the root and every node of ``path``; G[d][o] ← γG + (1−γ)Q."""
         path = self._check_path(path)
         if not math.isfinite(reward):
-            raise ValueError(f"MCTree.update needs a finite reward, got {reward!r}")
+            raise InputError(f"MCTree.update needs a finite reward, got {reward!r}")
         gamma = self.config.gamma
         for node in self._create(path):
             node.visits += 1
@@ -393,11 +393,11 @@ class MCTree:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` taken from a tree over the same choices (``ValueError`` otherwise)."""
         if list(state.get("choices", ())) != list(self.choices):
-            raise ValueError(f"MCTree state is for choices {state.get('choices')!r}, this tree has "
+            raise InputError(f"MCTree state is for choices {state.get('choices')!r}, this tree has "
                              f"{list(self.choices)}")
         G = state["G"]
         if [len(g) for g in G] != list(self.choices):
-            raise ValueError(f"MCTree state holds G of shape {[len(g) for g in G]}, expected {list(self.choices)}")
+            raise InputError(f"MCTree state holds G of shape {[len(g) for g in G]}, expected {list(self.choices)}")
 
         def build(data: list[Any], depth: int) -> _Node:
             node = _Node(self.choices[depth] if depth < self.depth else 0)
@@ -534,7 +534,7 @@ def mcts_search(session: QuerySession, rng: random.Random, config: MCTSConfig = 
     infeasible is queried. Returns when the session stops it (budget) or no feasible leaf is left.
     """
     if selection not in SELECTIONS:
-        raise ValueError(f"unknown MCTS selection {selection!r}; known: {', '.join(SELECTIONS)}")
+        raise InputError(f"unknown MCTS selection {selection!r}; known: {', '.join(SELECTIONS)}")
     choices = space_choices(session.space)
     sampler = MCTSampler([len(c) for c in choices], config)
 

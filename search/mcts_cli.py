@@ -2,74 +2,31 @@
 
 Owns the argument parsing and the glue: data (CIFAR-10 from the shared folder, or an ImageFolder directory or
 .zip with a ``train`` split; a class-balanced held-out part of it scores the candidates), MACs / latency
-windows (:class:`search.oracle.CostWindow`), the supernet run (:func:`search.mctnas.train_supernet`,
+windows (:class:`search.budget.CostWindow`), the supernet run (:func:`search.mctnas.train_supernet`,
 resumable from ``DIR/supernet.pth``), the search stage and the outputs: ``DIR/search.json`` (every scored
 candidate) and the best network as ``DIR/spec.json``, ``DIR/weights.pth`` (its weights inherited from the
 supernet) and ``DIR/report.json``. ``--oracle`` runs the NAS-Bench-Macro oracle search instead
 (:func:`search.oracle.run_oracle_search`) and writes ``DIR/trace.json`` plus the best network's spec and
 report (no weights: nothing was trained). :func:`add_commands` is given the ``search`` group's sub-parsers by
-:mod:`zoo.cli`, which turns every ``ValueError`` into one line ``mzoo: error: ...``.
+:mod:`mzoo.cli`, which turns every ``ValueError`` into one line ``mzoo: error: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from common.errors import InputError
+from search.budget import parse_count  # noqa: F401 (re-exported)
+
 SPACES = ("nbmacro", "mctnas")
 
-__all__ = ["add_commands", "parse_count", "load_splits"]
-
-
-def parse_count(text: str, what: str) -> float:
-    """``"300M"``, ``"1.2G"``, ``"800K"`` or a plain number, as a float; ``ValueError`` names ``what``."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KkMmGg]?)\s*", str(text))
-    if not match:
-        raise ValueError(f"{what} must be a count such as 300M, 1.2G or 4e8, got {text!r}")
-    return float(match.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[match.group(2).upper()]
-
-
-def load_splits(data: str, *, subset: int | None, val_per_class: int, input_size: int, seed: int,
-                progress: bool = False) -> tuple[Any, Any, int]:
-    """(training part, held-out part, number of classes) of ``data``: ``"cifar10"`` or an ImageFolder path.
-
-    The held-out part is ``val_per_class`` images of every class taken from the training split (seeded,
-    disjoint from the training part); ``subset`` limits the training part to that many images per class.
-    CIFAR-10 gets the CIFAR transforms (pad-crop-flip) and a directory ImageNet-style ones at ``input_size``.
-    Subsets are decoded into memory.
-    """
-    from search.data import (ImageFolder, balanced_subset, cifar10, cifar_eval_transform, cifar_train_transform,
-                             imagenet_eval_transform, imagenet_train_transform, split_dataset)
-
-    for name, value in (("--subset", subset), ("--val-per-class", val_per_class)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if data == "cifar10":
-        train = cifar10("train", cifar_train_transform())
-        eval_transform = cifar_eval_transform()
-    else:
-        if not Path(data).exists():
-            raise ValueError(f"--data {data!r}: no such directory or .zip (or use 'cifar10')")
-        train = ImageFolder(data, "train", imagenet_train_transform(input_size, scale=(0.35, 1.0)))
-        eval_transform = imagenet_eval_transform(input_size, crop_pct=1.0)
-    counts = Counter(train.targets)
-    smallest = min(counts.values())
-    take = smallest if subset is None else subset + val_per_class
-    if take > smallest or val_per_class >= take:
-        raise ValueError(f"--data {data!r}: the smallest class has {smallest} training images; --subset "
-                         f"{subset} + --val-per-class {val_per_class} do not fit")
-    pool = balanced_subset(train, take, seed) if take < len(train) else train
-    if subset is not None:
-        pool = pool.with_cache(progress)
-    fit, held = split_dataset(pool, (take - val_per_class) / take, seed)
-    return fit, held.with_transform(eval_transform), len(train.classes)
+__all__ = ["add_commands", "parse_count"]
 
 
 def _windows(args: argparse.Namespace) -> list[Any]:
-    from search.oracle import CostWindow
+    from search.budget import CostWindow
 
     windows = []
     if args.macs_min is not None or args.macs_max is not None:
@@ -80,13 +37,13 @@ def _windows(args: argparse.Namespace) -> list[Any]:
         for name in ("latency_min", "latency_max"):
             value = getattr(args, name)
             if value is not None and not value > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive number of ms, got {value}")
+                raise InputError(f"--{name.replace('_', '-')} must be a positive number of ms, got {value}")
         from latency_tables.choose import choose_device
 
         device = choose_device(args.device, args.space, args.tables)
         windows.append(CostWindow("latency", args.latency_min, args.latency_max, device=device, tables=args.tables))
     elif args.device is not None or args.tables is not None:
-        raise ValueError("--device/--tables choose the latency table of a --latency-min/--latency-max window; "
+        raise InputError("--device/--tables choose the latency table of a --latency-min/--latency-max window; "
                          "give a latency bound")
     return windows
 
@@ -94,40 +51,38 @@ def _windows(args: argparse.Namespace) -> list[Any]:
 def _feasibility(space: Any, windows: list[Any]) -> Any:
     """Windows bound to ``space``, checked now (a missing table or an empty window fails before training)."""
     from latency_tables.table import NoTablesError
-    from search.oracle import Feasibility
+    from search.budget import CostModel
 
-    feasibility = Feasibility(space, windows)
     probe = tuple(c[len(c) // 2] for c in space.choices())
     try:
+        feasibility = CostModel.of_windows(space, windows)
         for i in range(len(windows)):
             feasibility.cost(i, probe)
     except (NoTablesError, LookupError) as err:
-        raise ValueError(f"the latency window cannot be predicted: {str(err).splitlines()[0]}") from None
+        raise InputError(f"the latency window cannot be predicted: {str(err).splitlines()[0]}") from None
     return feasibility
 
 
 def _cmd_oracle(args: argparse.Namespace, windows: list[Any], out: Path) -> int:
     import zoo
-    from export.files import write_json_atomic, write_text_atomic
     from search.oracle import run_oracle_search
+    from zoo.searched import write_searched
     from zoo.nbmacro import nbmacro_spec
 
     if args.space != "nbmacro":
-        raise ValueError(f"--oracle needs a benchmark: only --space nbmacro has one, got {args.space!r}")
+        raise InputError(f"--oracle needs a benchmark: only --space nbmacro has one, got {args.space!r}")
     trace = run_oracle_search("mcts", args.budget, args.seed, constraints=windows, progress=args.progress)
     trace.save(out / "trace.json")
     best = trace.best()
     if best is None:
-        raise ValueError("the oracle search made no query (no architecture satisfies the windows)")
+        raise InputError("the oracle search made no query (no architecture satisfies the windows)")
     key, accuracy = best
     spec = nbmacro_spec(key)
     cost = zoo.count(spec, 32)
-    write_text_atomic(out / "spec.json", spec.to_json(indent=2) + "\n")
-    write_json_atomic(out / "report.json", {"method": "mct-nas-oracle", "space": "nbmacro", "arch": key,
-                                            "benchmark_accuracy": accuracy, "macs": cost.macs, "params": cost.params,
-                                            "queries": len(trace.queries), "reached": trace.reached,
-                                            "windows": [w.to_dict() for w in windows],
-                                            "files": {"spec": "spec.json", "trace": "trace.json"}})
+    write_searched(out, spec, {"method": "mct-nas-oracle", "space": "nbmacro", "arch": key,
+                               "benchmark_accuracy": accuracy, "macs": cost.macs, "params": cost.params,
+                               "queries": len(trace.queries), "reached": trace.reached,
+                               "windows": [w.to_dict() for w in windows]}, extra_files={"trace": "trace.json"})
     print(f"oracle MCTS: best of {len(trace.queries)} queries {key} ({accuracy:.2f} % benchmark accuracy, "
           f"{cost.macs / 1e6:.1f}M MACs); {trace.feasible} feasible architectures")
     print(f"wrote {out / 'spec.json'}, {out / 'report.json'}, {out / 'trace.json'}")
@@ -137,16 +92,16 @@ def _cmd_oracle(args: argparse.Namespace, windows: list[Any], out: Path) -> int:
 
 
 def _cmd_mcts(args: argparse.Namespace) -> int:
-    from export.files import prepare_directory
+    from common.files import prepare_directory
     from zoo.searched import is_valid_name
 
     out = Path(args.output)
     for name in ("epochs", "batch_size", "count", "budget", "bn_batches"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     windows = _windows(args)
     if args.name is not None and not is_valid_name(args.name):
-        raise ValueError(f"--name {args.name!r} must be lowercase letters, digits and '_' starting with a letter")
+        raise InputError(f"--name {args.name!r} must be lowercase letters, digits and '_' starting with a letter")
     prepare_directory(out)
     from search.rundir import claim, settings_of
 
@@ -159,16 +114,18 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
 def _train_and_search(args: argparse.Namespace, windows: list[Any], out: Path) -> int:
     import torch
 
-    from export.files import write_json_atomic
+    from common.files import write_json_atomic
     from search.engine import TrainConfig
     from search.mctnas import MCTNASConfig, SearchConfig, search_result, search_stage, train_supernet
     from search.oneshot import OneShotSupernet
-    from search.spaces import get_space
+    from zoo.spaces import get_space
 
     space = get_space(args.space)
     feasibility = _feasibility(space, windows)
     size = args.input_size or (32 if args.data == "cifar10" or args.space == "nbmacro" else space.to_spec(
         tuple(c[0] for c in space.choices()))[1][-1])
+    from search.data import load_splits
+
     train, val, classes = load_splits(args.data, subset=args.subset, val_per_class=args.val_per_class,
                                       input_size=size, seed=args.seed, progress=args.progress)
     torch.manual_seed(args.seed)
@@ -182,7 +139,7 @@ def _train_and_search(args: argparse.Namespace, windows: list[Any], out: Path) -
     candidates = search_stage(supernet, mct.sampler, train, val, search,
                               feasibility=feasibility if windows else None)
     if not candidates:
-        raise ValueError("the search found no candidate inside the windows among the paths the training visited; "
+        raise InputError("the search found no candidate inside the windows among the paths the training visited; "
                          "train longer or widen the windows")
     result = search_result(supernet, candidates, windows=windows, history=trainer.history,
                            device=args.device if any(w.metric == "latency" for w in windows) else None,

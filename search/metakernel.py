@@ -1,6 +1,6 @@
 """The Meta-Kernel supernet (Chen et al., arXiv:1912.04749, papers.md §7) and its expected-cost objective.
 
-Owns :class:`MetaKernelSupernet`: the differentiable supernet of :class:`~search.spaces.MetaKernelSpace`
+Owns :class:`MetaKernelSupernet`: the differentiable supernet of :class:`~zoo.spaces.MetaKernelSpace`
 (:mod:`zoo.metakernel`), whose stem, fixed first block, head and classifier are the zoo model's and whose 15
 searchable layers are, in ``mode="meta"``, one :class:`MetaKernelLayer` each: the candidate depthwise kernels
 {3, 5, 7} are merged into one 7×7 *meta kernel* ``W = Σ_k a_k · centre_pad(W_k)`` before a single depthwise
@@ -9,7 +9,7 @@ mask ``Σ_e b_e · 1[ch < e·C_in]`` on the widest hidden tensor; so one layer c
 the number of candidates. ``mode="sum"`` is the DARTS-style baseline over the same candidates and the same
 architecture parameters (:class:`MixedLayer`: every (e, k) is its own full zoo block, outputs summed with
 weights ``p_e · p_k``). With one-hot probabilities both modes compute exactly the chosen architecture, and
-:meth:`MetaKernelSupernet.extract` gives its zoo model's state dict. :class:`CostModel` prices the expected
+:meth:`MetaKernelSupernet.extract` gives its zoo model's state dict. :class:`MetaKernelCostModel` prices the expected
 MACs or table latency of the space's networks (224×224, 1000 classes, whatever data trains the supernet,
 as :mod:`search.mctnas`), exactly equal to :func:`zoo.count` / the latency predictor on one-hot probabilities.
 
@@ -41,12 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.errors import InputError
 import zoo
 from search.differentiable import cost_penalty
 from search.oneshot import flat_blocks
 from latency_tables.predict import MissingKeysError, Predictor
 from latency_tables.table import NoTablesError, Overhead
-from search.spaces import Arch, MetaKernelSpace
+from zoo.spaces import Arch, MetaKernelSpace
 from zoo.blocks import block_kind
 from zoo.layers import create_act
 from zoo.mbconv import SqueezeExcite, hidden_chs
@@ -59,7 +60,7 @@ GUMBEL_T0 = 5.0  # the unofficial re-implementation's initial temperature (paper
 GUMBEL_DECAY = 0.965  # ... and its per-epoch decay
 IDENTITY = "id"
 
-__all__ = ["CostModel", "GUMBEL_DECAY", "GUMBEL_T0", "IDENTITY", "LayerPlan", "METRICS", "MODES", "MetaDepthwise",
+__all__ = ["MetaKernelCostModel", "GUMBEL_DECAY", "GUMBEL_T0", "IDENTITY", "LayerPlan", "METRICS", "MODES", "MetaDepthwise",
            "MetaKernelLayer", "MetaKernelSupernet", "MixedLayer", "centre_pad", "layer_plans",
            "meta_kernel"]
 
@@ -71,7 +72,7 @@ def centre_pad(weight: Tensor, size: int) -> Tensor:
     """A (…, k, k) kernel zero-padded to (…, size, size) with the original at the centre (k, size odd)."""
     k = weight.shape[-1]
     if weight.shape[-2] != k or k % 2 != size % 2 or k > size:
-        raise ValueError(f"centre_pad needs a square odd kernel no larger than {size}, got {tuple(weight.shape)}")
+        raise InputError(f"centre_pad needs a square odd kernel no larger than {size}, got {tuple(weight.shape)}")
     p = (size - k) // 2
     return F.pad(weight, (p, p, p, p))
 
@@ -80,7 +81,7 @@ def meta_kernel(weights: Sequence[Tensor], probs: Tensor) -> Tensor:
     """``Σ_i probs[i] · centre_pad(weights[i])`` at the largest candidate's size: the one kernel that convolves
     like the probability-weighted sum of the candidates' convolutions (same stride, padding ``size // 2``)."""
     if probs.shape != (len(weights),):
-        raise ValueError(f"meta_kernel: {len(weights)} kernels need {len(weights)} probabilities, got shape "
+        raise InputError(f"meta_kernel: {len(weights)} kernels need {len(weights)} probabilities, got shape "
                          f"{tuple(probs.shape)}")
     size = max(w.shape[-1] for w in weights)
     return sum(p * centre_pad(w, size) for p, w in zip(probs, weights))  # type: ignore[return-value]
@@ -136,10 +137,10 @@ def layer_plans(space: MetaKernelSpace, num_classes: int | None = None) -> list[
         if len(set(blocks.values())) == 1:
             continue
         if len({flats[t][k][2] for t in tokens}) != 1:
-            raise ValueError(f"{space.name}: blocks.{s}.{b} reads a width that depends on other layers' tokens")
+            raise InputError(f"{space.name}: blocks.{s}.{b} reads a width that depends on other layers' tokens")
         plans.append(LayerPlan(s, b, chs, blocks))
     if len(plans) != len(choices):
-        raise ValueError(f"{space.name}: {len(choices)} arch positions but {len(plans)} blocks change with the token")
+        raise InputError(f"{space.name}: {len(choices)} arch positions but {len(plans)} blocks change with the token")
     return plans
 
 
@@ -150,7 +151,7 @@ def _token(e: int, k: int) -> str:
 def _corner(source: Tensor, target: Tensor, name: str) -> Tensor:
     """The leading corner of ``source`` of ``target``'s shape (the first channels along every dimension)."""
     if source.dim() != target.dim() or any(t > s for s, t in zip(source.shape, target.shape)):
-        raise ValueError(f"{name}: cannot slice {tuple(target.shape)} out of {tuple(source.shape)}")
+        raise InputError(f"{name}: cannot slice {tuple(target.shape)} out of {tuple(source.shape)}")
     return source[tuple(slice(0, n) for n in target.shape)]
 
 
@@ -179,9 +180,9 @@ class MetaKernelLayer(nn.Module):
             block = plan.blocks[t]
             if (block.kind, block.out_chs, block.stride, block.act, block.se, block.residual) != (
                     ref.kind, ref.out_chs, ref.stride, ref.act, ref.se, ref.residual) or block.kind != "ir":
-                raise ValueError(f"{plan.name}: candidate {t} differs from {ref} in more than kernel and expansion")
+                raise InputError(f"{plan.name}: candidate {t} differs from {ref} in more than kernel and expansion")
         if ref.se is not None and ref.se.reduced_chs(chs, 1) != ref.se.reduced_chs(chs, 2):
-            raise ValueError(f"{plan.name}: the SE width depends on the hidden width; the candidates cannot share it")
+            raise InputError(f"{plan.name}: the SE width depends on the hidden width; the candidates cannot share it")
         mid = hidden_chs(chs, ref)
         self.widths = tuple(hidden_chs(chs, plan.blocks[_token(e, max(KERNELS))]) for e in EXPANSIONS)
         self.has_skip = ref.residual and ref.stride == 1 and chs == ref.out_chs
@@ -281,13 +282,13 @@ class MetaKernelSupernet(nn.Module):
                  temperature: float = GUMBEL_T0, temperature_decay: float = GUMBEL_DECAY) -> None:
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"MetaKernelSupernet mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise InputError(f"MetaKernelSupernet mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not isinstance(space, MetaKernelSpace):
-            raise ValueError(f"MetaKernelSupernet needs a MetaKernelSpace, got {type(space).__name__}")
+            raise InputError(f"MetaKernelSupernet needs a MetaKernelSpace, got {type(space).__name__}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+            raise InputError(f"num_classes must be an int >= 1, got {num_classes!r}")
         if not 0.0 < temperature_decay <= 1.0:
-            raise ValueError(f"temperature_decay must be in (0, 1], got {temperature_decay!r}")
+            raise InputError(f"temperature_decay must be in (0, 1], got {temperature_decay!r}")
         self.space = space
         self.num_classes = num_classes
         self.mode = mode
@@ -308,7 +309,7 @@ class MetaKernelSupernet(nn.Module):
         share = torch.tensor(([1.0] if space.identity else [])
                              + [float(len(KERNELS)) if space.identity else 1.0] * len(EXPANSIONS))
         self.expansion_logits = nn.Parameter((self.t0 * share.log()).repeat(len(self.plans), 1))
-        self.cost_model: CostModel | None = None
+        self.cost_model: MetaKernelCostModel | None = None
         self.cost_target = 0.0
         self.cost_weight = 0.0
 
@@ -326,7 +327,7 @@ class MetaKernelSupernet(nn.Module):
     def on_epoch(self, epoch: int) -> None:
         """The schedule: ``T = T0 · decay^epoch`` (epochs counted from 0)."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+            raise InputError(f"epoch must be an int >= 0, got {epoch!r}")
         self.set_temperature(self.t0 * self.temperature_decay ** epoch)
 
     # -- architectures -------------------------------------------------------------------------------------------
@@ -396,14 +397,14 @@ class MetaKernelSupernet(nn.Module):
 
     # -- cost objective ------------------------------------------------------------------------------------------
 
-    def set_cost_objective(self, cost_model: CostModel, target: float, weight: float = 1.0) -> None:
+    def set_cost_objective(self, cost_model: MetaKernelCostModel, target: float, weight: float = 1.0) -> None:
         """Add ``weight · |E[cost] / target − 1|`` to :meth:`arch_loss_terms`."""
         if cost_model.space != self.space:
-            raise ValueError(f"the cost model prices space {cost_model.space}, the supernet's is {self.space}")
+            raise InputError(f"the cost model prices space {cost_model.space}, the supernet's is {self.space}")
         if not math.isfinite(target) or target <= 0:
-            raise ValueError(f"cost target must be a finite number > 0, got {target!r}")
+            raise InputError(f"cost target must be a finite number > 0, got {target!r}")
         if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"cost weight must be a finite number >= 0, got {weight!r}")
+            raise InputError(f"cost weight must be a finite number >= 0, got {weight!r}")
         self.cost_model, self.cost_target, self.cost_weight = cost_model, float(target), float(weight)
 
     def arch_loss_terms(self) -> dict[str, Tensor]:
@@ -421,7 +422,7 @@ class MetaKernelSupernet(nn.Module):
         (one-hot probabilities through the same mixing code)."""
         chans = self.net.arch_spec.in_chans
         if x.dim() != 4 or x.shape[1] != chans:
-            raise ValueError(f"MetaKernelSupernet expects input (N, {chans}, H, W), got {tuple(x.shape)}")
+            raise InputError(f"MetaKernelSupernet expects input (N, {chans}, H, W), got {tuple(x.shape)}")
         kernel, expansion = self._probs(self.gumbel and self.training) if arch is None else self.one_hot(arch)
         net = self.net
         x = net.stem_pool(net.act1(net.bn1(net.conv_stem(x))))
@@ -464,7 +465,7 @@ class MetaKernelSupernet(nn.Module):
 
 def _check_temperature(t: float) -> float:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+        raise InputError(f"temperature must be a finite number > 0, got {t!r}")
     return float(t)
 
 
@@ -472,7 +473,7 @@ def _check_temperature(t: float) -> float:
 
 
 @dataclass(frozen=True)
-class CostModel:
+class MetaKernelCostModel:
     """Per-layer, per-token costs of a :class:`MetaKernelSpace`'s networks (its 224×224 input, 1000 classes).
 
     ``costs[i][t]`` is what layer ``i`` (op ``blocks.<s>.<j>`` of :func:`zoo.iter_ops`) costs with token ``t``;
@@ -490,36 +491,36 @@ class CostModel:
     device: str | None = None
 
     @classmethod
-    def macs(cls, space: MetaKernelSpace) -> CostModel:
+    def macs(cls, space: MetaKernelSpace) -> MetaKernelCostModel:
         """MACs from :func:`zoo.iter_ops` on the space's covering specs."""
         return cls._build(space, "macs", None, lambda arch: [(op.name, float(op.macs)) for op in
                                                               zoo.iter_ops(*space.to_spec(arch))])
 
     @classmethod
-    def latency(cls, space: MetaKernelSpace, device: str, root: Path | None = None) -> CostModel:
+    def latency(cls, space: MetaKernelSpace, device: str, root: Path | None = None) -> MetaKernelCostModel:
         """Milliseconds per op from ``device``'s latency tables (under ``root``, default the tables root), with the
         overhead of the space's own table; ``ValueError`` naming device and space when the table or a key is missing."""
         try:
             predictor = Predictor.for_device(device, root)
         except NoTablesError as err:
-            raise ValueError(f"no latency table for space {space.name!r} on device {device!r}: {err}") from err
+            raise InputError(f"no latency table for space {space.name!r} on device {device!r}: {err}") from err
         table = next((t for t in predictor.tables if t.space == space.name), None)
         if table is None:
-            raise ValueError(f"device {device!r} has no latency table for space {space.name!r} (tables: "
+            raise InputError(f"device {device!r} has no latency table for space {space.name!r} (tables: "
                              f"{', '.join(t.space for t in predictor.tables)})")
 
         def ops(arch: Arch) -> list[tuple[str, float]]:
             try:
                 return [(op.name, op.ms) for op in predictor.predict_arch(space, arch).ops]
             except MissingKeysError as err:
-                raise ValueError(f"the latency table of space {space.name!r} on device {device!r} lacks ops of "
+                raise InputError(f"the latency table of space {space.name!r} on device {device!r} lacks ops of "
                                  f"arch {arch}: {err}") from err
 
         return cls._build(space, "latency", table.overhead, ops, device)
 
     @classmethod
     def _build(cls, space: MetaKernelSpace, metric: str, overhead: Overhead | None,
-               ops_of: Callable[[Arch], list[tuple[str, float]]], device: str | None = None) -> CostModel:
+               ops_of: Callable[[Arch], list[tuple[str, float]]], device: str | None = None) -> MetaKernelCostModel:
         """Prices every (layer, token) from ``ops_of(arch)`` (``(op name, cost)`` per walker op) on the covering archs."""
         plans = {plan.name: i for i, plan in enumerate(layer_plans(space))}
         costs: list[dict[str, float]] = [{} for _ in plans]
@@ -538,7 +539,7 @@ class CostModel:
         choices = space.choices()
         missing = [(i, t) for i, c in enumerate(choices) for t in c if t not in costs[i]]
         if missing or len(counts) != 1 or len(fixed) != 1:
-            raise ValueError(f"{space.name}: the covering specs do not price every (layer, token) with constant fixed "
+            raise InputError(f"{space.name}: the covering specs do not price every (layer, token) with constant fixed "
                              f"ops (missing {missing[:3]}, op counts {sorted(counts)}, fixed costs {sorted(fixed)})")
         return cls(space, metric, tuple(costs), fixed.pop(), counts.pop(), overhead, device)
 
@@ -563,7 +564,7 @@ class CostModel:
         table = self._table().to(kernel.device)
         layers, options, kernels = table.shape
         if tuple(kernel.shape) != (layers, kernels) or tuple(expansion.shape) != (layers, options):
-            raise ValueError(f"{self.space.name}: expected kernel probabilities of shape {(layers, kernels)} and "
+            raise InputError(f"{self.space.name}: expected kernel probabilities of shape {(layers, kernels)} and "
                              f"expansion probabilities of shape {(layers, options)}, got {tuple(kernel.shape)} and "
                              f"{tuple(expansion.shape)}")
         weights = expansion.double()[:, :, None] * kernel.double()[:, None, :]

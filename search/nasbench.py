@@ -2,7 +2,7 @@
 
 Owns reading and validating the benchmark file (papers.md §4.2; ``<shared data>/nas-bench-macro/
 nas-bench-macro_cifar10.json``, read from its path and never copied into the repository), look-up by string
-(``"22212220"``) or by :class:`~search.spaces.NBMacroSpace` arch tuple, competition ranks by mean accuracy
+(``"22212220"``) or by :class:`~zoo.spaces.NBMacroSpace` arch tuple, competition ranks by mean accuracy
 (1 = best; equal accuracies share a rank), and the target sets search benchmarks measure against: the
 optimal strings, the top-k and the top fraction, over the whole space or over a subset (the architectures
 that satisfy a constraint). The benchmark trained 3969 distinct networks and maps all 6561 strings onto
@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.images import shared_data_dir
-from zoo.jsonfile import read_json_object
-from search.spaces import NBMacroSpace
+from common.errors import InputError
+from common.images import shared_data_dir
+from common.jsonfile import read_json_object
+from zoo.spaces import NBMacroSpace
 from zoo.nbmacro import NUM_LAYERS, STAGE_DEPTHS
 
 BENCHMARK_FILE = Path("nas-bench-macro") / "nas-bench-macro_cifar10.json"
@@ -34,7 +35,7 @@ _MEAN_TOLERANCE = 1e-3
 _FIELDS = ("test_acc", "mean_acc", "std", "params", "flops")
 
 
-class NASBenchError(ValueError):
+class NASBenchError(InputError):
     """The benchmark file is missing, unreadable, truncated or holds an invalid record (the path is named)."""
 
 
@@ -170,7 +171,7 @@ class NASBenchMacro:
     def top_k(self, k: int, among: Iterable[str | Sequence[int]] | None = None) -> frozenset[str]:
         """Strings ranked ``<= k`` within ``among`` (default all), ties at the boundary included."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"top_k needs an int k >= 1, got {k!r}")
+            raise InputError(f"top_k needs an int k >= 1, got {k!r}")
         keys = self._order if among is None else sorted({self.key(a) for a in among},
                                                          key=lambda s: (-self.records[s].mean_acc, s))
         if not keys:
@@ -181,7 +182,7 @@ class NASBenchMacro:
     def top_fraction(self, fraction: float, among: Iterable[str | Sequence[int]] | None = None) -> frozenset[str]:
         """The top ``ceil(fraction × n)`` strings of ``among`` (n strings; default all), ties included."""
         if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"top_fraction needs a fraction in (0, 1], got {fraction!r}")
+            raise InputError(f"top_fraction needs a fraction in (0, 1], got {fraction!r}")
         keys = list(self._order) if among is None else list({self.key(a) for a in among})
         return self.top_k(max(1, math.ceil(fraction * len(keys) - 1e-9)), keys) if keys else frozenset()
 

@@ -26,9 +26,10 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from common.errors import InputError
 import zoo
 from search.mcts import arch_to_path, path_to_arch
-from search.spaces import Arch, InputSize, MCTNASSpace, NBMacroSpace
+from zoo.spaces import Arch, InputSize, MCTNASSpace, NBMacroSpace
 from zoo.blocks import block_kind
 from zoo.spec import ArchSpec, BlockSpec
 
@@ -65,7 +66,7 @@ class OneShotSupernet(nn.Module):
     """The single-path one-shot supernet of a block-wise ``space`` (see the module docstring).
 
     Args:
-        space: :class:`~search.spaces.NBMacroSpace` or :class:`~search.spaces.MCTNASSpace` (any space whose
+        space: :class:`~zoo.spaces.NBMacroSpace` or :class:`~zoo.spaces.MCTNASSpace` (any space whose
             archs pick one op per fixed-shape layer and whose specs use the ``"mobile"`` layout).
         num_classes: classifier outputs (default: the space's).
         input_size: the (C, H, W) the supernet is trained at (default: the space's); informational, the
@@ -85,19 +86,19 @@ class OneShotSupernet(nn.Module):
         refs = [self._space_spec(tuple(c[min(j, len(c) - 1)] for c in self.choices))
                 for j in range(max(len(c) for c in self.choices))]
         if refs[0].layout != "mobile" or refs[0].pre_logits_chs is not None:
-            raise ValueError(f"one-shot supernet: space {space.name!r} builds {refs[0].layout!r}-layout specs "
+            raise InputError(f"one-shot supernet: space {space.name!r} builds {refs[0].layout!r}-layout specs "
                              f"(with pre_logits_chs={refs[0].pre_logits_chs}); only the mobile layout with a "
                              f"pre-pool head is supported")
         self.input_size: InputSize = tuple(input_size) if input_size is not None else space.to_spec(
             tuple(c[0] for c in self.choices))[1]  # type: ignore[assignment]
         flats = [flat_blocks(r) for r in refs]
         if len({len(f) for f in flats}) != 1:
-            raise ValueError(f"one-shot supernet: space {space.name!r} changes the number of blocks with the op")
+            raise InputError(f"one-shot supernet: space {space.name!r} changes the number of blocks with the op")
         # Searchable positions: blocks that differ between the reference archs (op j at every layer).
         self.positions: tuple[tuple[int, int], ...] = tuple(
             (f0[0], f0[1]) for k, f0 in enumerate(flats[0]) if len({f[k][3] for f in flats}) > 1)
         if len(self.positions) != len(self.choices):
-            raise ValueError(f"one-shot supernet: space {space.name!r} has {len(self.choices)} arch positions but "
+            raise InputError(f"one-shot supernet: space {space.name!r} has {len(self.choices)} arch positions but "
                              f"{len(self.positions)} blocks change with the op")
         self.net = zoo.build_model(refs[0])
         index = {(f[0], f[1]): k for k, f in enumerate(flats[0])}
@@ -105,7 +106,7 @@ class OneShotSupernet(nn.Module):
             k = index[(s, b)]
             in_chs = {f[k][2] for f in flats}
             if len(in_chs) != 1:
-                raise ValueError(f"one-shot supernet: layer {layer} (blocks.{s}.{b}) of {space.name!r} reads "
+                raise InputError(f"one-shot supernet: layer {layer} (blocks.{s}.{b}) of {space.name!r} reads "
                                  f"{sorted(in_chs)} channels depending on the ops: not a block-wise space")
             specs = [flats[min(j, len(flats) - 1)][k][3] for j in range(len(self.choices[layer]))]
             chs = in_chs.pop()
@@ -118,7 +119,7 @@ class OneShotSupernet(nn.Module):
     def _space_spec(self, arch: Arch) -> ArchSpec:
         spec, _ = self.space.to_spec(arch)
         if not isinstance(spec, ArchSpec):
-            raise ValueError(f"one-shot supernet: space {self.space.name!r} does not build ArchSpecs")
+            raise InputError(f"one-shot supernet: space {self.space.name!r} does not build ArchSpecs")
         return spec if self.num_classes is None else spec.replace(num_classes=self.num_classes)
 
     def path_of(self, arch: Arch) -> Path:
@@ -136,7 +137,7 @@ class OneShotSupernet(nn.Module):
     def _check_path(self, path: Sequence[int]) -> Path:
         if len(path) != len(self.choices) or any(
                 isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(c) for i, c in zip(path, self.choices)):
-            raise ValueError(f"{self.space.name}: a path is {len(self.choices)} op indices below "
+            raise InputError(f"{self.space.name}: a path is {len(self.choices)} op indices below "
                              f"{[len(c) for c in self.choices]}, got {tuple(path)!r}")
         return tuple(path)
 
@@ -192,7 +193,7 @@ class OneShotSupernet(nn.Module):
         for layer, (s, b) in enumerate(self.positions):
             choice = self.net.blocks[s][b]
             if where[(s, b)] != (choice.in_chs, choice.specs[path[layer]]):
-                raise ValueError(f"{self.space.name}: arch {arch} builds blocks.{s}.{b} as {where[(s, b)]}, the "
+                raise InputError(f"{self.space.name}: arch {arch} builds blocks.{s}.{b} as {where[(s, b)]}, the "
                                  f"supernet's candidate is {(choice.in_chs, choice.specs[path[layer]])}")
         device = next(self.net.parameters()).device
         model = zoo.build_model(spec).to(device)

@@ -8,7 +8,7 @@ shared folder or an ImageFolder directory/.zip with a ``train`` split, a held-ou
 result), the three recipes (pretraining, joint Dagger training, fine-tuning) and the outputs
 ``DIR/spec.json``, ``DIR/weights.pth`` and ``DIR/report.json`` (the width searches' layout), which
 ``mzoo export --spec DIR/spec.json --checkpoint DIR/weights.pth`` ships. :func:`add_commands` is given the
-top-level sub-parsers by :mod:`zoo.cli` and adds ``prune`` with its ``dagger`` command; every ``ValueError``
+top-level sub-parsers by :mod:`mzoo.cli` and adds ``prune`` with its ``dagger`` command; every ``ValueError``
 becomes one line ``mzoo: error: ...``.
 """
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from common.errors import InputError
 
 __all__ = ["add_commands", "read_weights"]
 
@@ -27,28 +29,28 @@ def read_weights(path: str) -> dict[str, Any]:
 
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"--checkpoint {path!r} does not exist")
+        raise InputError(f"--checkpoint {path!r} does not exist")
     try:
         return dict(read_state_dict(file))
     except WeightsError as err:
-        raise ValueError(f"--checkpoint {path!r}: {str(err).splitlines()[0]}") from None
+        raise InputError(f"--checkpoint {path!r}: {str(err).splitlines()[0]}") from None
 
 
 def _cmd_dagger(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
-    from export.files import prepare_directory, publish, temporary_path
+    from common.files import prepare_directory, publish, temporary_path
     from search.dagger import PRUNABLE, DaggerConfig, RunConfig, parse_macs, pretrain, prunable_space, run_dagger
     from search.engine import TrainConfig
-    from search.mcts_cli import load_splits
+    from search.data import load_splits
     from zoo.searched import is_valid_name
 
     if args.model not in PRUNABLE:
-        raise ValueError(f"unknown --model {args.model!r}; known: {', '.join(PRUNABLE)}")
+        raise InputError(f"unknown --model {args.model!r}; known: {', '.join(PRUNABLE)}")
     for name in ("epochs", "dagger_epochs", "pretrain_epochs", "batch_size"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     method = DaggerConfig(lam=args.lam, divisor=args.divisor, penalty=args.penalty)
     out = Path(args.output)
     train, val, classes = load_splits(args.data, subset=args.subset, val_per_class=args.val_per_class,
@@ -58,7 +60,7 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     target = parse_macs(args.macs, full_macs)  # refuse a bad target before any training
     name = args.name or f"{args.model}_{args.scores}_{round(100 * target / full_macs)}"
     if not is_valid_name(name):
-        raise ValueError(f"--name {name!r} must be lowercase letters, digits and '_' starting with a letter")
+        raise InputError(f"--name {name!r} must be lowercase letters, digits and '_' starting with a letter")
     prepare_directory(out)
     from search.rundir import claim, settings_of
 
@@ -80,7 +82,7 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     try:
         zoo.build_model(space.to_spec(tuple(max(c) for c in space.choices()))[0]).load_state_dict(weights)
     except RuntimeError as err:
-        raise ValueError(f"--checkpoint {args.checkpoint!r} does not fit {args.model}: "
+        raise InputError(f"--checkpoint {args.checkpoint!r} does not fit {args.model}: "
                          f"{str(err).splitlines()[0]}") from None
     result = run_dagger(args.model, target, train, val, config, weights=weights, scores=args.scores,
                         num_classes=classes)

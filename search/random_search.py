@@ -13,12 +13,10 @@ import itertools
 import math
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from .spaces.base import Arch, SearchSpace
+from zoo.spaces.base import Arch, SearchSpace
 
-if TYPE_CHECKING:  # the oracle driver imports this module; only its protocol is needed here, for types
-    from .oracle import QuerySession
+from .query import QuerySession
 
 # Spaces with at most this many architectures are listed and shuffled (NAS-Bench-Macro has 6561).
 ENUMERATE_LIMIT = 1 << 20

@@ -16,13 +16,12 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from common.errors import InputError
 from .random_search import random_order
-from .spaces.base import Arch, SearchSpace
+from zoo.spaces.base import Arch, SearchSpace
 
-if TYPE_CHECKING:  # the oracle driver imports this module; only its protocol is needed here, for types
-    from .oracle import QuerySession
+from .query import QuerySession
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,9 @@ class EvolutionConfig:
         for name in ("population", "sample", "max_mutation_tries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EvolutionConfig.{name} must be an int >= 1, got {value!r}")
+                raise InputError(f"EvolutionConfig.{name} must be an int >= 1, got {value!r}")
         if self.mutation_prob is not None and not 0.0 < self.mutation_prob <= 1.0:
-            raise ValueError(f"EvolutionConfig.mutation_prob must be in (0, 1] or None, got {self.mutation_prob!r}")
+            raise InputError(f"EvolutionConfig.mutation_prob must be in (0, 1] or None, got {self.mutation_prob!r}")
 
 
 def mutate_one_layer(space: SearchSpace, arch: Arch, rng: random.Random) -> Arch:
@@ -56,7 +55,7 @@ def mutate_one_layer(space: SearchSpace, arch: Arch, rng: random.Random) -> Arch
     allowed = choices()
     movable = [i for i, c in enumerate(allowed) if len(c) > 1]
     if not movable:
-        raise ValueError(f"space {space.name!r} has no position with more than one choice to mutate")
+        raise InputError(f"space {space.name!r} has no position with more than one choice to mutate")
     i = rng.choice(movable)
     out = list(arch)
     out[i] = rng.choice([c for c in allowed[i] if c != arch[i]])

@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from export.files import write_json_atomic
-from zoo.jsonfile import read_json_object
+from common.errors import InputError
+from common.files import write_json_atomic
+from common.jsonfile import read_json_object
 
 RUN_FILE = "run.json"
 # argparse destinations that never change a result.
@@ -30,7 +31,7 @@ WATCH_ONLY = frozenset({"func", "command", "search_command", "prune_command", "o
                         "json", "workers", "resume", "space_name", "no_progress"})
 
 
-class RunDirectoryError(ValueError):
+class RunDirectoryError(InputError):
     """The output directory holds a run of another command, or of the same command with other settings."""
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from export.files import write_json_atomic
+from common.files import write_json_atomic
 
 __all__ = ["PhaseTimings"]
 

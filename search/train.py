@@ -44,8 +44,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from export.errors import CalibrationDataError
-from export.files import prepare_directory, publish, temporary_path, write_json_atomic
+from common.errors import ImageDataError, InputError
+from common.files import prepare_directory, publish, temporary_path, write_json_atomic
 from search.data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ImageFolder,
                          balanced_subset, cifar10_source, cifar_eval_transform, cifar_train_transform,
                          imagenet_eval_transform, imagenet_train_transform)
@@ -93,7 +93,7 @@ class TensorImages(Dataset):
     def __init__(self, pixels: np.ndarray, targets: Sequence[int], classes: Sequence[str], source: Path,
                  transform: Any = None) -> None:
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[3] != 3 or len(pixels) != len(targets):
-            raise ValueError(f"pixels must be uint8 [N, H, W, 3] with one label per image, got {pixels.dtype} "
+            raise InputError(f"pixels must be uint8 [N, H, W, 3] with one label per image, got {pixels.dtype} "
                              f"{tuple(pixels.shape)} and {len(targets)} labels")
         self.pixels, self.targets = pixels, tuple(int(t) for t in targets)
         self.classes, self.source, self.transform = tuple(classes), Path(source), transform
@@ -124,7 +124,7 @@ def image_cache(source: str | os.PathLike[str], split: str, classes: Sequence[st
 
     The cache file is keyed by the source's path, size and modification time, the split, the classes and the
     file list, so a changed source is decoded again; an unreadable cache file is rebuilt. Every image must
-    have the same size (a different one is a ``CalibrationDataError`` naming it). Written atomically, so
+    have the same size (a different one is a ``ImageDataError`` naming it). Written atomically, so
     processes building the same cache at once (torchrun ranks) each leave a whole file.
     """
     folder = ImageFolder(source, split, None, classes=classes)
@@ -148,7 +148,7 @@ def _decode(folder: ImageFolder, progress: bool) -> dict[str, torch.Tensor]:
                   leave=False, file=sys.stderr):
         image = np.asarray(folder[i][0])
         if image.shape != first.shape:
-            raise CalibrationDataError(f"image {folder.files[i].name!r} in {str(folder.source)!r} is "
+            raise ImageDataError(f"image {folder.files[i].name!r} in {str(folder.source)!r} is "
                                        f"{image.shape[1]}x{image.shape[0]}, the first one is {first.shape[1]}x"
                                        f"{first.shape[0]}: a tensor cache needs one size")
         pixels[i] = image
@@ -202,11 +202,11 @@ class TrainJob:
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.spec_file is None):
-            raise ValueError("give exactly one of a model name or a spec file")
+            raise InputError("give exactly one of a model name or a spec file")
         for field in ("input_size", "per_class", "test_per_class"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{field.replace('_', '-')} must be a positive integer, got {value!r}")
+                raise InputError(f"{field.replace('_', '-')} must be a positive integer, got {value!r}")
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
 
@@ -248,22 +248,22 @@ def check_job(job: TrainJob, out_dir: str | os.PathLike[str]) -> _Checked:
     else:
         path = Path(job.spec_file)  # type: ignore[arg-type]
         if not path.is_file():
-            raise ValueError(f"spec file {str(path)!r} does not exist")
+            raise InputError(f"spec file {str(path)!r} does not exist")
         try:
             spec = zoo.spec_from_json(path.read_text())
         except (ValueError, TypeError, KeyError) as err:
-            raise ValueError(f"{str(path)!r} is not a valid architecture spec: {err}") from None
+            raise InputError(f"{str(path)!r} is not a valid architecture spec: {err}") from None
         size = job.input_size or (32 if spec.num_classes == 10 else 224)
     if job.data != "cifar10":
         if not Path(job.data).exists():
-            raise ValueError(f"--data {job.data!r}: no such directory or .zip (or use 'cifar10')")
+            raise InputError(f"--data {job.data!r}: no such directory or .zip (or use 'cifar10')")
     elif not cifar10_source().is_file():
-        raise ValueError(f"CIFAR-10 is not at {str(cifar10_source())!r} (set $MZOO_SHARED_DATA)")
+        raise InputError(f"CIFAR-10 is not at {str(cifar10_source())!r} (set $MZOO_SHARED_DATA)")
     if job.name is not None:
         from zoo.searched import is_valid_name
 
         if not is_valid_name(job.name):
-            raise ValueError(f"--name {job.name!r} must be lowercase letters, digits and '_', starting with a letter")
+            raise InputError(f"--name {job.name!r} must be lowercase letters, digits and '_', starting with a letter")
     out = Path(out_dir)
     prepare_directory(out)
     settings = {**job.settings(), "input_size": size,
@@ -297,7 +297,7 @@ def load_job_data(job: TrainJob, input_size: int, progress: bool = False) -> dic
         test = image_cache(source, test_split, train.classes, cache_dir=job.cache_dir, progress=progress)
         side = train.pixels.shape[1:3]
         if tuple(side) != (input_size, input_size) or tuple(test.pixels.shape[1:3]) != (input_size, input_size):
-            raise ValueError(f"the images of {str(source)!r} are {side[1]}x{side[0]}; the model is trained at "
+            raise InputError(f"the images of {str(source)!r} are {side[1]}x{side[0]}; the model is trained at "
                              f"{input_size}x{input_size} (pass --input-size {side[0]}, or larger images)")
         train = train.with_transform(cifar_train_transform())
         test = test.with_transform(cifar_eval_transform())
@@ -318,12 +318,12 @@ def load_job_data(job: TrainJob, input_size: int, progress: bool = False) -> dic
 
 def _test_split_name(source: Path) -> str:
     """``val`` when the source has that split, else ``test``."""
-    from export.images import list_images
+    from common.images import list_images
 
     try:
         list_images(source, "val")
         return "val"
-    except CalibrationDataError:
+    except ImageDataError:
         return "test"
 
 
@@ -344,7 +344,7 @@ def run_train(job: TrainJob, out_dir: str | os.PathLike[str], *, progress: bool 
     spec = checked.spec
     if spec.num_classes != len(data["classes"]):
         if job.spec_file is not None:
-            raise ValueError(f"spec {job.spec_file!r} has {spec.num_classes} classes, the data has "
+            raise InputError(f"spec {job.spec_file!r} has {spec.num_classes} classes, the data has "
                              f"{len(data['classes'])}")
         spec = dataclasses.replace(spec, num_classes=len(data["classes"]))
     torch.manual_seed(config.seed)  # the initial weights are a function of the seed

@@ -3,7 +3,7 @@
 Owns argument parsing and the summary a user reads; the work is :func:`search.train.run_train`. Defaults are
 NAS-Bench-Macro's recipe (SGD 0.1, momentum 0.9, wd 5e-4, batch 256, 50 epochs cosine). Every input is
 checked before any data is read (:func:`search.train.check_job`); rerunning the same command in the same
-``-o`` resumes, other settings are refused naming them. :func:`add_commands` is called by :mod:`zoo.cli`,
+``-o`` resumes, other settings are refused naming them. :func:`add_commands` is called by :mod:`mzoo.cli`,
 which turns user errors into one line and exit status 2.
 """
 
@@ -13,17 +13,19 @@ import argparse
 import json
 from typing import Any
 
+from common.errors import InputError
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from search.engine import TrainConfig
     from search.train import TrainJob, check_job, run_train
 
     if (args.name_or_none is None) == (args.spec is None):
-        raise ValueError("give exactly one of NAME (a zoo model) or --spec FILE")
+        raise InputError("give exactly one of NAME (a zoo model) or --spec FILE")
     if args.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
+        raise InputError(f"--epochs must be at least 1, got {args.epochs}")
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     recipe = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.wd, warmup_epochs=args.warmup_epochs,
                          label_smoothing=args.label_smoothing, seed=args.seed, workers=args.workers,

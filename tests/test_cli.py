@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 import zoo
-from zoo.cli import main
+from mzoo.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

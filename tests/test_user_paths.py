@@ -19,14 +19,14 @@ import torch
 
 import zoo
 from tests.zoo.test_searched import make_result
-from zoo.cli import main
+from mzoo.cli import main
 from zoo.pretrained import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def mzoo(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *argv], capture_output=True, text=True, timeout=600,
+    return subprocess.run([sys.executable, "-m", "mzoo", *argv], capture_output=True, text=True, timeout=600,
                           cwd=ROOT)
 
 
@@ -212,7 +212,7 @@ def test_agent_refuses_upload_limits_it_cannot_honour(capsys: pytest.CaptureFixt
 def test_agent_listens_on_this_machine_only_by_default() -> None:
     import argparse
 
-    from export.agent import AgentConfig, add_agent_arguments, agent_config_from_args
+    from latency_tables.agent import AgentConfig, add_agent_arguments, agent_config_from_args
 
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)
@@ -222,7 +222,7 @@ def test_agent_listens_on_this_machine_only_by_default() -> None:
 
 
 def test_cli_errors_name_flags_not_keyword_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    from zoo.cli import CLI_ADVICE, cli_message
+    from mzoo.cli import CLI_ADVICE, cli_message
 
     sources = "".join(p.read_text() for pkg in ("zoo", "export", "latency_tables", "search")
                       for p in (ROOT / pkg).rglob("*.py") if p.name != "cli.py")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from common.errors import InputError
 from .bottleneck import Bottleneck, bottleneck_prims
 from .hgc import HierarchicalGroupConv, hgc_prims
 from .layers import ConvBnAct
@@ -52,7 +53,7 @@ def _pytorch_numerics_only(kind: str, build: BuildFn) -> BuildFn:
 
     def checked(in_chs: int, block: BlockSpec) -> nn.Module:
         if not _pytorch_numerics(block):
-            raise ValueError(f"block kind {kind!r} implements only PyTorch's padding and BatchNorm eps, got "
+            raise InputError(f"block kind {kind!r} implements only PyTorch's padding and BatchNorm eps, got "
                              f"padding={block.padding!r}, bn_eps={block.bn_eps!r}")
         return build(in_chs, block)
 
@@ -92,4 +93,4 @@ def block_kind(kind: str) -> BlockKind:
     try:
         return BLOCK_KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown block kind {kind!r}; known: {', '.join(sorted(BLOCK_KINDS))}") from None
+        raise InputError(f"unknown block kind {kind!r}; known: {', '.join(sorted(BLOCK_KINDS))}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from common.errors import InputError
 from .layers import create_act
 from .prims import Prim, conv_bn
 from .spec import BlockSpec
@@ -20,7 +21,7 @@ def bottleneck_widths(block: BlockSpec) -> tuple[int, int]:
     if block.inner_chs is None:
         return (max(1, block.out_chs // 4),) * 2
     if len(block.inner_chs) != 2:
-        raise ValueError(f"BlockSpec(bottleneck): inner_chs needs 2 widths (conv1, conv2), got {block.inner_chs}")
+        raise InputError(f"BlockSpec(bottleneck): inner_chs needs 2 widths (conv1, conv2), got {block.inner_chs}")
     return block.inner_chs[0], block.inner_chs[1]
 
 

@@ -11,7 +11,7 @@ checkpoints load. Two deliberate differences, both exact at the published input 
 the ImageNet network pools globally instead of ``AvgPool2d(7)`` (identical at 224², and it makes the
 network take any input size that stays even down to the last reduction), and the auxiliary head runs
 only in :meth:`CellNet.forward_train`, so ``forward`` returns logits like every zoo model. Each op has a
-cost twin in :func:`cell_op_prims` that the one cost walker (:func:`zoo.costs.iter_ops`) reads.
+cost twin in :func:`zoo.cell_prims.cell_op_prims` that the one cost walker (:func:`zoo.costs.iter_ops`) reads.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from common.errors import InputError
 from .contract import ZooModel, select_feature_info
-from .prims import Prim, conv_bn
+from .cell_prims import cell_edges, cell_op_prims, cell_plan, factorized_reduce_prims  # noqa: F401 (re-exported)
 from .spec import CellNetSpec, Genotype
 
 
@@ -82,7 +83,7 @@ class FactorizedReduce(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         if c_out % 2:
-            raise ValueError(f"FactorizedReduce needs an even output width, got {c_out}")
+            raise InputError(f"FactorizedReduce needs an even output width, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
@@ -120,27 +121,7 @@ def create_cell_op(name: str, chs: int, stride: int) -> nn.Module:
     if name.startswith("dil_conv_"):
         k = int(name[-1])
         return DilConv(chs, chs, k, stride, k - 1, 2)
-    raise ValueError(f"unknown cell operation {name!r}")
-
-
-def factorized_reduce_prims(c_in: int, c_out: int, out_hw: tuple[int, int]) -> list[Prim]:
-    return [Prim("conv", c_in, c_out // 2, 1, 1, out_hw), Prim("conv", c_in, c_out // 2, 1, 1, out_hw),
-            Prim("bn", c_out, c_out)]
-
-
-def cell_op_prims(name: str, chs: int, stride: int, out_hw: tuple[int, int]) -> list[Prim]:
-    """Cost records of :func:`create_cell_op` (pools, identity and zero cost nothing)."""
-    if name in ("none", "max_pool_3x3", "avg_pool_3x3") or (name == "skip_connect" and stride == 1):
-        return []
-    if name == "skip_connect":
-        return factorized_reduce_prims(chs, chs, out_hw)
-    k = int(name[-1])
-    if name.startswith("sep_conv_"):
-        return [Prim("conv", chs, chs, k, chs, out_hw), *conv_bn(chs, chs, 1, out_hw),
-                Prim("conv", chs, chs, k, chs, out_hw), *conv_bn(chs, chs, 1, out_hw)]
-    if name.startswith("dil_conv_"):
-        return [Prim("conv", chs, chs, k, chs, out_hw), *conv_bn(chs, chs, 1, out_hw)]
-    raise ValueError(f"unknown cell operation {name!r}")
+    raise InputError(f"unknown cell operation {name!r}")
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:
@@ -148,11 +129,6 @@ def drop_path(x: Tensor, drop_prob: float) -> Tensor:
     keep = 1.0 - drop_prob
     mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
     return x / keep * mask
-
-
-def cell_edges(genotype: Genotype, reduction: bool) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
-    """(edges, concat) of the normal or the reduction cell."""
-    return (genotype.reduce, genotype.reduce_concat) if reduction else (genotype.normal, genotype.normal_concat)
 
 
 class Cell(nn.Module):
@@ -204,26 +180,6 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def cell_plan(spec: CellNetSpec) -> list[dict[str, Any]]:
-    """Per cell: input widths, op width, reduction flags (DARTS' bookkeeping, shared by model and walker)."""
-    if spec.stem == "cifar":
-        c_pp = c_p = spec.stem_multiplier * spec.init_chs
-        reduction_prev = False
-    else:
-        c_pp = c_p = spec.init_chs
-        reduction_prev = True
-    chs = spec.init_chs
-    plan = []
-    for i in range(spec.layers):
-        reduction = i in spec.reduction_layers
-        chs = chs * 2 if reduction else chs
-        edges, concat = cell_edges(spec.genotype, reduction)
-        plan.append({"c_prev_prev": c_pp, "c_prev": c_p, "chs": chs, "reduction": reduction,
-                     "reduction_prev": reduction_prev, "edges": edges, "out_chs": len(concat) * chs})
-        c_pp, c_p, reduction_prev = c_p, len(concat) * chs, reduction
-    return plan
-
-
 def stem_reduction(spec: CellNetSpec) -> int:
     return 1 if spec.stem == "cifar" else 8
 
@@ -272,7 +228,7 @@ class CellNet(ZooModel):
     def set_drop_path(self, drop_prob: float) -> None:
         """Set the drop-path probability of every cell (DARTS raises it linearly over training)."""
         if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f"drop_path probability must be in [0, 1), got {drop_prob}")
+            raise InputError(f"drop_path probability must be in [0, 1), got {drop_prob}")
         for cell in self.cells:
             cell.drop_prob = drop_prob
 

@@ -10,6 +10,8 @@ state-dict names. ``forward`` is ``forward_head(forward_features(x))`` for all. 
 pre-logits conv (MobileNetV3-style heads).
 """
 
+from common.errors import InputError
+
 # No ``from __future__ import annotations`` here: FX copies ``forward``'s annotation into the code of the graphs
 # it traces, and a string annotation there ('Tensor') is a type name TorchScript cannot resolve.
 
@@ -21,18 +23,20 @@ import torch
 from timm.models import FeatureInfo
 from torch import Tensor, nn
 
+from .costs import features_hw
+
 GLOBAL_POOLS = ("avg", "")
 
 
 def check_global_pool(global_pool: str) -> None:
     if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        raise InputError(f"global_pool must be 'avg' or '', got {global_pool!r}")
 
 
 def _levels(n: int, indices: Sequence[int], what: str) -> list[int]:
     for i in indices:
         if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
-            raise ValueError(f"{what} {tuple(indices)} out of range for {n} feature levels")
+            raise InputError(f"{what} {tuple(indices)} out of range for {n} feature levels")
     return [i % n for i in indices]
 
 
@@ -52,14 +56,14 @@ def take_indices(n: int, indices: int | Sequence[int] | None) -> list[int]:
         return list(range(n))
     if isinstance(indices, int) and not isinstance(indices, bool):
         if not 0 < indices <= n:
-            raise ValueError(f"indices={indices}: take between 1 and {n} feature levels")
+            raise InputError(f"indices={indices}: take between 1 and {n} feature levels")
         return list(range(n - indices, n))
     return _levels(n, list(indices), "indices")
 
 
 def check_output_fmt(output_fmt: str) -> None:
     if output_fmt != "NCHW":
-        raise ValueError(f"output_fmt must be 'NCHW' (the zoo's CNNs have no other layout), got {output_fmt!r}")
+        raise InputError(f"output_fmt must be 'NCHW' (the zoo's CNNs have no other layout), got {output_fmt!r}")
 
 
 class ZooModel(nn.Module):
@@ -84,7 +88,7 @@ class ZooModel(nn.Module):
     def make_classifier(self, num_classes: int, global_pool: str) -> nn.Module:
         check_global_pool(global_pool)
         if num_classes and not global_pool:
-            raise ValueError("a classifier needs pooling: use global_pool='avg' or num_classes=0")
+            raise InputError("a classifier needs pooling: use global_pool='avg' or num_classes=0")
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
 
     def init_weights(self) -> None:
@@ -144,8 +148,6 @@ class ZooModel(nn.Module):
     @torch.jit.ignore
     def output_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size of ``forward_features`` for an input of ``input_hw``, from the cost walker."""
-        from .costs import features_hw  # late: the walker imports the cell model module, which imports this one
-
         return features_hw(self.arch_spec, input_hw)
 
     def pre_logits(self, x: Tensor) -> Tensor:

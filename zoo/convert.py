@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .jsonfile import read_json_object
+from common.errors import InputError
+from common.jsonfile import read_json_object
 from .spec import ArchSpec
 
 WEIGHTS_FORMATS = ("efficientnet_pytorch",)
@@ -53,7 +54,7 @@ def to_zoo_names(weights_format: str, state: Mapping[str, torch.Tensor], spec: A
     """
     _check_format(weights_format)
     if not isinstance(spec, ArchSpec) or spec.layout != "mobile":
-        raise ValueError(f"weights format {weights_format!r} holds EfficientNet-style networks; the model's spec "
+        raise InputError(f"weights format {weights_format!r} holds EfficientNet-style networks; the model's spec "
                          f"is not a 'mobile' layout ArchSpec")
     blocks = [(f"blocks.{i}.{j}", block.kind) for i, stage in enumerate(spec.stages) for j, block in enumerate(stage)]
     converted: dict[str, torch.Tensor] = {}
@@ -61,7 +62,7 @@ def to_zoo_names(weights_format: str, state: Mapping[str, torch.Tensor], spec: A
     for key, value in state.items():
         converted[_effnet_key(key, blocks, seen_blocks)] = value
     if seen_blocks and len(seen_blocks) != len(blocks):
-        raise ValueError(f"the file has {len(seen_blocks)} blocks, the model {len(blocks)}")
+        raise InputError(f"the file has {len(seen_blocks)} blocks, the model {len(blocks)}")
     return converted
 
 
@@ -70,22 +71,22 @@ def _effnet_key(key: str, blocks: list[tuple[str, str]], seen: set[int]) -> str:
     if match:
         index, module, leaf = int(match[1]), match[2], match[3]
         if index >= len(blocks):
-            raise ValueError(f"key {key!r}: the model has {len(blocks)} blocks (0..{len(blocks) - 1})")
+            raise InputError(f"key {key!r}: the model has {len(blocks)} blocks (0..{len(blocks) - 1})")
         name, kind = blocks[index]
         names = _EFFNET_BLOCKS.get(kind)
         if names is None or module not in names:
-            raise ValueError(f"key {key!r} has no counterpart in block {name} (kind {kind!r})")
+            raise InputError(f"key {key!r} has no counterpart in block {name} (kind {kind!r})")
         seen.add(index)
         return f"{name}.{names[module]}.{leaf}"
     module, _, leaf = key.rpartition(".")
     if module not in _EFFNET_TOP:
-        raise ValueError(f"key {key!r} is not an EfficientNet-PyTorch key the zoo knows")
+        raise InputError(f"key {key!r} is not an EfficientNet-PyTorch key the zoo knows")
     return f"{_EFFNET_TOP[module]}.{leaf}"
 
 
 def _check_format(weights_format: str) -> None:
     if weights_format not in WEIGHTS_FORMATS:
-        raise ValueError(f"unknown weights format {weights_format!r}; known: {', '.join(WEIGHTS_FORMATS)}")
+        raise InputError(f"unknown weights format {weights_format!r}; known: {', '.join(WEIGHTS_FORMATS)}")
 
 
 def imagenet_to_cifar10(path: Path = MAPPING_FILE) -> tuple[str | None, ...]:
@@ -97,15 +98,15 @@ def imagenet_to_cifar10(path: Path = MAPPING_FILE) -> tuple[str | None, ...]:
     data = read_json_object(path, "ImageNet→CIFAR-10 mapping", ValueError)
     classes = data.get("classes")
     if not isinstance(classes, dict) or set(classes) != set(CIFAR10_CLASSES):
-        raise ValueError(f"{path}: 'classes' must map exactly the CIFAR-10 classes {', '.join(CIFAR10_CLASSES)}")
+        raise InputError(f"{path}: 'classes' must map exactly the CIFAR-10 classes {', '.join(CIFAR10_CLASSES)}")
     mapping: list[str | None] = [None] * IMAGENET_CLASSES
     for cifar, members in classes.items():
         for entry in members:
             index = entry.get("index") if isinstance(entry, dict) else None
             if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < IMAGENET_CLASSES:
-                raise ValueError(f"{path}: {cifar}: bad ImageNet entry {entry!r}")
+                raise InputError(f"{path}: {cifar}: bad ImageNet entry {entry!r}")
             if mapping[index] is not None:
-                raise ValueError(f"{path}: ImageNet class {index} is under both {mapping[index]} and {cifar}")
+                raise InputError(f"{path}: ImageNet class {index} is under both {mapping[index]} and {cifar}")
             mapping[index] = cifar
     return tuple(mapping)
 
@@ -116,7 +117,7 @@ def mapped_top1(logits: torch.Tensor, labels: Sequence[str], mapping: Sequence[s
     An image whose top class maps to no CIFAR-10 class counts as wrong, so chance is at most 10 %.
     """
     if logits.ndim != 2 or logits.shape[1] != IMAGENET_CLASSES or logits.shape[0] != len(labels) or not labels:
-        raise ValueError(f"need (N, {IMAGENET_CLASSES}) logits for N > 0 labels, got {tuple(logits.shape)} for "
+        raise InputError(f"need (N, {IMAGENET_CLASSES}) logits for N > 0 labels, got {tuple(logits.shape)} for "
                          f"{len(labels)} labels")
     mapping = imagenet_to_cifar10() if mapping is None else mapping
     top = logits.argmax(dim=1).tolist()

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from common.errors import InputError
 from .blocks import block_kind
 from .prims import Prim, conv_bn, conv_out_hw, linear
-from .cells import cell_op_prims, cell_plan, factorized_reduce_prims
+from .cell_prims import cell_op_prims, cell_plan, factorized_reduce_prims
 from .spec import AnySpec, ArchSpec, BlockSpec, CellNetSpec
 
 
@@ -113,7 +114,7 @@ def _as_hw(input_size: int | Sequence[int]) -> tuple[int, int]:
     if len(dims) == 3:  # (C, H, W)
         dims = dims[1:]
     if len(dims) != 2 or min(dims) < 1:
-        raise ValueError(f"input_size must be an int, (H, W) or (C, H, W) with positive sizes, got {input_size!r}")
+        raise InputError(f"input_size must be an int, (H, W) or (C, H, W) with positive sizes, got {input_size!r}")
     return dims  # type: ignore[return-value]
 
 
@@ -128,7 +129,7 @@ def iter_ops(spec: AnySpec, input_size: int | Sequence[int]) -> Iterator[OpCost]
     for name, block in named:
         out_hw = conv_out_hw(hw, block.kernel, block.stride)
         if min(out_hw) < 1:
-            raise ValueError(f"input_size {input_size!r} is too small: {name} would output {out_hw}")
+            raise InputError(f"input_size {input_size!r} is too small: {name} would output {out_hw}")
         prims = block_kind(block.kind).prims(chs, block, hw, out_hw)
         yield _op(name, block.kind, chs, block, hw, out_hw, prims)
         chs, hw = block.out_chs, out_hw
@@ -160,7 +161,7 @@ def _plain_op(name: str, kind: str, in_chs: int, out_chs: int, in_hw: tuple[int,
 
 def _check_even(spec: CellNetSpec, input_hw: tuple[int, int], cell: int, hw: tuple[int, int]) -> None:
     if hw[0] % 2 or hw[1] % 2:
-        raise ValueError(f"input size {input_hw} does not fit {spec.family}: cell {cell} would reduce an odd "
+        raise InputError(f"input size {input_hw} does not fit {spec.family}: cell {cell} would reduce an odd "
                          f"{hw[0]}x{hw[1]} map (DARTS' FactorizedReduce needs even sizes)")
 
 
@@ -229,7 +230,7 @@ def count_module(model: nn.Module, input_size: Sequence[int]) -> Cost:
     missed; none of the zoo's or the timm baselines' convolutions are functional).
     """
     if len(input_size) != 3:
-        raise ValueError(f"input_size must be (C, H, W), got {tuple(input_size)!r}")
+        raise InputError(f"input_size must be (C, H, W), got {tuple(input_size)!r}")
     macs = 0
 
     def conv_hook(m: nn.Conv2d, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from common.errors import InputError
 from .pretrained import PretrainedCfg
 from .registry import register_model
 from .spec import DEFAULT_BN_EPS, ArchSpec, BlockSpec, make_divisible
@@ -76,7 +77,7 @@ def _repeats(row_index: int, repeats: int, depth: float) -> int:
 def efficientnet_lite_spec(variant: int, tf: bool = False, num_classes: int = 1000) -> ArchSpec:
     """EfficientNet-Lite``variant`` (0–4); ``tf=True`` gives TensorFlow's SAME padding and BatchNorm eps 1e-3."""
     if variant not in VARIANTS:
-        raise ValueError(f"EfficientNet-Lite variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        raise InputError(f"EfficientNet-Lite variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     width, depth, drop_rate = VARIANTS[variant]
     numerics = dict(padding="same", bn_eps=TF_BN_EPS) if tf else dict(padding="symmetric", bn_eps=DEFAULT_BN_EPS)
     stages = []

@@ -28,12 +28,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from common.errors import InputError
 from .prims import Prim
 
 
 def _check_divisible(in_chs: int, out_chs: int, groups: int) -> None:
     if in_chs % groups or out_chs % groups:
-        raise ValueError(f"hierarchical group conv: in_chs={in_chs} and out_chs={out_chs} "
+        raise InputError(f"hierarchical group conv: in_chs={in_chs} and out_chs={out_chs} "
                          f"must both be divisible by groups={groups}")
 
 

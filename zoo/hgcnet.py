@@ -21,6 +21,8 @@ These are **not** the paper's published configurations; their counts are ours, l
 
 from __future__ import annotations
 
+from common.errors import InputError
+
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, PretrainedCfg
 from .registry import register_model
 from .mobilenetv2 import CIFAR_STRIDES as _CIFAR_STRIDES
@@ -44,7 +46,7 @@ def hgcnet_spec(width: float = 1.0, layout: str = "imagenet", groups: int = 4, b
         num_classes: default 1000 (imagenet) or 10 (cifar).
     """
     if layout not in ("imagenet", "cifar"):
-        raise ValueError(f"layout must be 'imagenet' or 'cifar', got {layout!r}")
+        raise InputError(f"layout must be 'imagenet' or 'cifar', got {layout!r}")
     cifar = layout == "cifar"
     stages = []
     for rows in _CIFAR_STAGES if cifar else _IMAGENET_STAGES:
@@ -54,7 +56,7 @@ def hgcnet_spec(width: float = 1.0, layout: str = "imagenet", groups: int = 4, b
             stride = _CIFAR_STRIDES[row] if cifar else s
             out = make_divisible(c * width, 8)
             # As MobileNetV2: the first block of a row changes width or stride and has no identity shortcut; saying so
-            # keeps width-searched HGCNets (search.spaces.HGCNetWidthSpace) from gaining one where widths coincide.
+            # keeps width-searched HGCNets (zoo.spaces.HGCNetWidthSpace) from gaining one where widths coincide.
             blocks += [BlockSpec(block, out, stride if i == 0 else 1, 3, float(t), groups, "relu6", residual=i > 0)
                        for i in range(n)]
         stages.append(tuple(blocks))

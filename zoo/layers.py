@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from common.errors import InputError
 from .spec import ACTIVATIONS
 
 
@@ -22,7 +23,7 @@ def create_act(name: str) -> nn.Module:
         return nn.SiLU(inplace=True)
     if name == "identity":
         return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    raise InputError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
 
 
 class ConvBnAct(nn.Module):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.errors import InputError
 from .layers import create_act
 from .prims import Prim, conv_bn
 from .spec import DEFAULT_BN_EPS, BlockSpec, SESpec
@@ -38,7 +39,7 @@ class SamePad2d(nn.Module):
     def __init__(self, kernel: int, stride: int) -> None:
         super().__init__()
         if not kernel > stride > 1:
-            raise ValueError(f"SamePad2d: needs kernel > stride > 1 (else symmetric padding is the same), "
+            raise InputError(f"SamePad2d: needs kernel > stride > 1 (else symmetric padding is the same), "
                              f"got kernel={kernel}, stride={stride}")
         self.kernel = kernel
         self.stride = stride
@@ -63,7 +64,7 @@ def conv_padding(kernel: int, stride: int, padding: str) -> tuple[int, nn.Module
     if padding == "same" and kernel > stride > 1:
         return 0, SamePad2d(kernel, stride)
     if padding not in ("same", "symmetric"):
-        raise ValueError(f"unknown padding {padding!r}; known: symmetric, same")
+        raise InputError(f"unknown padding {padding!r}; known: symmetric, same")
     return kernel // 2, nn.Identity()
 
 

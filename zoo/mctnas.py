@@ -12,6 +12,8 @@ B 327.2M, C 280.3M (papers.md [C]); tests reproduce them. No weights are publish
 
 from __future__ import annotations
 
+from common.errors import InputError
+
 from .pretrained import PretrainedCfg
 from .registry import register_model
 from .spec import ArchSpec, BlockSpec, SESpec
@@ -34,7 +36,7 @@ def _layer(token: str, out_chs: int, stride: int) -> BlockSpec:
     if token == "id":
         return BlockSpec("skip", out_chs, stride, kernel=1, act="identity")
     if len(token) != 4 or token[0] != "e" or token[2] != "k" or token[1] not in "36" or token[3] not in "357":
-        raise ValueError(f"MCT-NAS layer token must be 'id' or e{{3,6}}k{{3,5,7}}, got {token!r}")
+        raise InputError(f"MCT-NAS layer token must be 'id' or e{{3,6}}k{{3,5,7}}, got {token!r}")
     return BlockSpec("ir", out_chs, stride, int(token[3]), float(token[1]), act="hswish", se=MCT_SE)
 
 
@@ -42,7 +44,7 @@ def mctnas_spec(tokens: str, num_classes: int = 1000) -> ArchSpec:
     """The spec of an architecture in the MCT-NAS ImageNet space, given 21 whitespace-separated tokens."""
     ops = tokens.split()
     if len(ops) != sum(depth for _, depth, _ in SPACE_STAGES):
-        raise ValueError(f"MCT-NAS architecture needs 21 layer tokens, got {len(ops)}")
+        raise InputError(f"MCT-NAS architecture needs 21 layer tokens, got {len(ops)}")
     stages, it = [], iter(ops)
     for chs, depth, stride in SPACE_STAGES:
         stages.append([_layer(next(it), chs, stride if i == 0 else 1) for i in range(depth)])

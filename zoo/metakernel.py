@@ -19,6 +19,8 @@ when the search is run with skip as a candidate.
 
 from __future__ import annotations
 
+from common.errors import InputError
+
 from .spec import ArchSpec, BlockSpec, SESpec
 
 SPACE_STAGES = ((24, 2, 2), (40, 2, 2), (80, 3, 2), (112, 3, 1), (192, 4, 2), (320, 1, 1))
@@ -33,7 +35,7 @@ def _layer(token: str, out_chs: int, stride: int) -> BlockSpec:
         return BlockSpec("skip", out_chs, stride, kernel=1, act="identity")
     ok = len(token) == 4 and token[0] == "e" and token[2] == "k" and token[1].isdigit() and token[3].isdigit()
     if not ok or int(token[1]) not in EXPANSIONS or int(token[3]) not in KERNELS:
-        raise ValueError(f"Meta-Kernel layer token must be 'id' or e{{3,6}}k{{3,5,7}}, got {token!r}")
+        raise InputError(f"Meta-Kernel layer token must be 'id' or e{{3,6}}k{{3,5,7}}, got {token!r}")
     return BlockSpec("ir", out_chs, stride, int(token[3]), float(token[1]), act="swish", se=MK_SE)
 
 
@@ -41,7 +43,7 @@ def metakernel_spec(tokens: str, num_classes: int = 1000) -> ArchSpec:
     """The spec of an architecture in the (assumed) Meta-Kernel space, given 15 whitespace-separated tokens."""
     ops = tokens.split()
     if len(ops) != NUM_LAYERS:
-        raise ValueError(f"Meta-Kernel architecture needs {NUM_LAYERS} layer tokens, got {len(ops)}")
+        raise InputError(f"Meta-Kernel architecture needs {NUM_LAYERS} layer tokens, got {len(ops)}")
     it = iter(ops)
     stages = [(BlockSpec("ds", 16, 1, 3, act="swish", se=MK_SE),)]
     for chs, depth, stride in SPACE_STAGES:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from common.errors import InputError
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, PretrainedCfg
 from .registry import register_model
 from .spec import ArchSpec
@@ -76,7 +77,7 @@ def mobilenetv2_width_spec(channels: Sequence[int] = FULL_WIDTH, layout: str = "
         ValueError: wrong list length, non-positive widths, or tied widths that differ (the entry is named).
     """
     if layout not in ("imagenet", "cifar"):
-        raise ValueError(f"layout must be 'imagenet' or 'cifar', got {layout!r}")
+        raise InputError(f"layout must be 'imagenet' or 'cifar', got {layout!r}")
     cifar = layout == "cifar"
     return width_list_spec("mobilenetv2", channels, CIFAR_ROWS if cifar else IMAGENET_ROWS, full=FULL_WIDTH,
                            stem_stride=1 if cifar else 2, act="relu6", se=None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.errors import InputError
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, PretrainedCfg
 from .registry import register_model
 from .spec import ArchSpec, BlockSpec
@@ -36,7 +37,7 @@ TRAINED_SHA256: dict[str, str] = {"00000000": "937939a0280de615752826242cabfcd83
 def nbmacro_spec(arch: str) -> ArchSpec:
     """The spec of a NAS-Bench-Macro architecture string such as ``"22212220"``."""
     if len(arch) != NUM_LAYERS or any(c not in OPS for c in arch):
-        raise ValueError(f"NAS-Bench-Macro architecture must be {NUM_LAYERS} characters of 0/1/2, got {arch!r}")
+        raise InputError(f"NAS-Bench-Macro architecture must be {NUM_LAYERS} characters of 0/1/2, got {arch!r}")
     ops = iter(arch)
     stages = []
     for depth, chs in zip(STAGE_DEPTHS, STAGE_CHANNELS):
@@ -84,3 +85,15 @@ def nbmacro_00000000() -> ArchSpec:
 def nbmacro_00000100() -> ArchSpec:
     """NAS-Bench-Macro, one inverted residual (MB3 k3, stride 2) in an otherwise identity network."""
     return nbmacro_spec("00000100")
+
+
+@register_model(_cfg("MB3 k3 at stage 3's second layer, identity elsewhere: 64.22 %", "00000010"))
+def nbmacro_00000010() -> ArchSpec:
+    """NAS-Bench-Macro, one inverted residual (MB3 k3, stride 1) at stage 3's second layer, identity elsewhere."""
+    return nbmacro_spec("00000010")
+
+
+@register_model(_cfg("MB6 k5 at stage 3's first layer, identity elsewhere: 75.89 %", "00000200"))
+def nbmacro_00000200() -> ArchSpec:
+    """NAS-Bench-Macro, one inverted residual (MB6 k5, stride 2) at stage 3's first layer, identity elsewhere."""
+    return nbmacro_spec("00000200")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from common.errors import InputError
 from .spec import ArchSpec, BlockSpec, SESpec, make_divisible
 
 KERNELS = (3, 5, 7)
@@ -47,10 +48,10 @@ OFA_SE = SESpec(ratio=0.25, base="mid", divisor=8, act="relu", gate="hsigmoid")
 def _check(name: str, values: Sequence[int], length: int, allowed: tuple[int, ...]) -> tuple[int, ...]:
     values = tuple(values)
     if len(values) != length:
-        raise ValueError(f"ofa_mbv3_spec: {name} needs {length} values, got {len(values)}: {values}")
+        raise InputError(f"ofa_mbv3_spec: {name} needs {length} values, got {len(values)}: {values}")
     for v in values:
         if v not in allowed:
-            raise ValueError(f"ofa_mbv3_spec: {name} value {v!r} is not one of {allowed}")
+            raise InputError(f"ofa_mbv3_spec: {name} value {v!r} is not one of {allowed}")
     return values
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from common.errors import InputError
 from .blocks import BLOCK_KINDS, block_kind
 from .cells import FactorizedReduce, ReLUConvBN, create_cell_op
 from .costs import GLOBAL_POOL_KIND, PRE_LOGITS_KINDS, OpCost
@@ -24,7 +25,7 @@ from .layers import ConvBnAct, create_act
 def op_module(op: OpCost, batch_size: int = 1) -> tuple[nn.Module, tuple[int, ...]]:
     """``(module in eval mode, input shape)`` of ``op``; raises ``ValueError`` for a kind it cannot build."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     image = (batch_size, op.in_chs, *op.in_hw)
     if op.kind == "linear":
         return nn.Linear(op.in_chs, op.out_chs).eval(), (batch_size, op.in_chs)
@@ -46,5 +47,5 @@ def op_module(op: OpCost, batch_size: int = 1) -> tuple[nn.Module, tuple[int, ..
     try:
         return create_cell_op(op.kind, op.in_chs, op.stride).eval(), image
     except ValueError:
-        raise ValueError(f"op {op.name!r} has kind {op.kind!r}, which op_module cannot build "
+        raise InputError(f"op {op.name!r} has kind {op.kind!r}, which op_module cannot build "
                          f"(key {op.key})") from None

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.errors import InputError, MzooError
 from . import convert
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,7 +35,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 WEIGHTS_EXTRA = "mobile-zoo[weights]"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(MzooError, RuntimeError):
     """Base class of weight-loading failures."""
 
 
@@ -92,10 +93,10 @@ class PretrainedCfg:
 
     def __post_init__(self) -> None:
         if bool(self.package) != bool(self.package_file) or (self.package_sha256 and not self.package):
-            raise ValueError("pretrained_cfg: package and package_file go together (package_sha256 with them), got "
+            raise InputError("pretrained_cfg: package and package_file go together (package_sha256 with them), got "
                              f"package={self.package!r}, package_file={self.package_file!r}")
         if self.weights_format is not None and self.weights_format not in convert.WEIGHTS_FORMATS:
-            raise ValueError(f"pretrained_cfg: unknown weights_format {self.weights_format!r}; "
+            raise InputError(f"pretrained_cfg: unknown weights_format {self.weights_format!r}; "
                              f"known: {', '.join(convert.WEIGHTS_FORMATS)}")
 
     @property
@@ -105,7 +106,7 @@ class PretrainedCfg:
     def replace(self, **changes: Any) -> PretrainedCfg:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown pretrained_cfg fields: {sorted(unknown)}")
+            raise InputError(f"unknown pretrained_cfg fields: {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

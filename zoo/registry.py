@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from common.errors import InputError
 from .cells import CellNet, CellNetFeatures, build_cellnet
 from .contract import ZooModel
 from .costs import count
@@ -33,11 +34,11 @@ SPEC_KWARGS = ("drop_path_rate", "auxiliary")
 EntryPoint = Callable[..., nn.Module]
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(InputError):
     """The requested model name is not registered."""
 
 
-class DuplicateModelError(ValueError):
+class DuplicateModelError(InputError):
     """A model name is registered twice."""
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from common.errors import InputError
 from .pretrained import PretrainedCfg
 from .registry import register_model
 from .spec import ArchSpec, BlockSpec
@@ -66,7 +67,7 @@ def resnet50_width_spec(channels: Sequence[int] = FULL_WIDTH, num_classes: int =
     ch = list(channels)
     need = list_length()
     if len(ch) != need or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in ch):
-        raise ValueError(f"ResNet-50 width list needs {need} positive ints, got {len(ch)} entries")
+        raise InputError(f"ResNet-50 width list needs {need} positive ints, got {len(ch)} entries")
     stages, pos = [], 1
     for s, (n, stride) in enumerate(RESNET50_STAGES):
         out = ch[pos + 2]
@@ -74,12 +75,12 @@ def resnet50_width_spec(channels: Sequence[int] = FULL_WIDTH, num_classes: int =
         for i in range(n):
             w1, w2, w3 = ch[pos:pos + 3]
             if w3 != out:
-                raise ValueError(f"width entry {pos + 2} (stage {s + 1} block {i} conv3, {w3}) must equal the "
+                raise InputError(f"width entry {pos + 2} (stage {s + 1} block {i} conv3, {w3}) must equal the "
                                  f"stage's first conv3 width ({out}): the residual adds them")
             pos += 3
             if i == 0:
                 if ch[pos] != out:
-                    raise ValueError(f"width entry {pos} (stage {s + 1} downsample, {ch[pos]}) must equal "
+                    raise InputError(f"width entry {pos} (stage {s + 1} downsample, {ch[pos]}) must equal "
                                      f"its conv3 width ({out})")
                 pos += 1
             # The full network's first block of a stage has a projection shortcut; a searched one keeps it even

@@ -1,7 +1,7 @@
 """Searched models as data: a search's result directory registered into the zoo like a built-in model.
 
-Every search of this project (BCNet/CafeNet width search, DAGGER pruning, ...) writes its network as three files in
-one directory: ``spec.json`` (the architecture, :func:`zoo.spec_from_json` reads it), ``weights.pth`` (a state dict,
+Every search of this project (BCNet/CafeNet width search, DAGGER pruning, ...) writes its network with
+:func:`write_searched` as three files in one directory: ``spec.json`` (the architecture, :func:`zoo.spec_from_json` reads it), ``weights.pth`` (a state dict,
 the weights inherited from the supernet or fine-tuned) and ``report.json`` (what was searched, how, and the input
 the network expects). :func:`register_searched` makes such a directory a zoo model: ``zoo.create_model(name,
 pretrained=True)`` (and ``timm.create_model``) builds the spec and loads the weights, whose sha256 is pinned at
@@ -18,8 +18,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from common.errors import InputError
+from common.files import prepare_directory, publish, temporary_path, write_json_atomic, write_text_atomic
+
 from .pretrained import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg
-from .jsonfile import read_json_object
+from common.jsonfile import read_json_object
 from .registry import DuplicateModelError, get_pretrained_cfg, is_model, register_model
 from .spec import AnySpec, ArchSpec, CellNetSpec, spec_from_json
 
@@ -44,7 +49,7 @@ def is_valid_name(name: object) -> bool:
     return isinstance(name, str) and _NAME.match(name) is not None
 
 
-class SearchedModelError(ValueError):
+class SearchedModelError(InputError):
     """A search result directory is missing a file, holds a corrupt one, or cannot be registered under its name."""
 
 
@@ -83,6 +88,28 @@ def register_searched(path: str | os.PathLike[str], name: str | None = None) -> 
     spec_fn.__doc__ = cfg.description
     register_model(cfg)(spec_fn)
     return chosen
+
+
+def write_searched(directory: str | os.PathLike[str], spec: AnySpec, report: Mapping[str, Any],
+                   state_dict: Mapping[str, Any] | None = None,
+                   extra_files: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Write a search result where :func:`register_searched` reads it: ``spec.json``, ``weights.pth`` (when
+    ``state_dict`` is given; tensors saved on the CPU) and ``report.json`` with a ``files`` entry naming them (plus
+    ``extra_files``, other files the caller wrote there), each atomically. Returns the paths written."""
+    out = Path(directory)
+    prepare_directory(out)
+    paths = {"spec": out / SPEC_FILE, "report": out / REPORT_FILE}
+    if state_dict is not None:
+        paths["weights"] = out / WEIGHTS_FILE
+    write_text_atomic(paths["spec"], spec.to_json(indent=2) + "\n")
+    if state_dict is not None:
+        with temporary_path(paths["weights"]) as tmp:
+            torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state_dict.items()},
+                       tmp)
+            publish(tmp, paths["weights"])
+    files = {k: p.name for k, p in paths.items()} | dict(extra_files or {})
+    write_json_atomic(paths["report"], dict(report) | {"files": files})
+    return paths
 
 
 def register_searched_dir(root: str | os.PathLike[str]) -> list[str]:

@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from common.errors import InputError
+
 SCHEMA_VERSION = 4
 # Versions this code reads: 1 lacks BlockSpec.se / mid_chs and ArchSpec.feature_stages; 2 lacks
 # BlockSpec.inner_chs and ArchSpec.layout / stem_pool; 3 lacks ArchSpec.pre_logits_chs / pre_logits_act /
@@ -41,7 +43,7 @@ _OPTIONAL_ARCH_FIELDS = {"head_bn_eps": DEFAULT_BN_EPS}
 
 def _check_eps(owner: str, field: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{owner}: {field} must be a float in (0, 1), got {value!r}")
+        raise InputError(f"{owner}: {field} must be a float in (0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -68,15 +70,15 @@ class SESpec:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"SESpec: ratio must be in (0, 1], got {self.ratio}")
+            raise InputError(f"SESpec: ratio must be in (0, 1], got {self.ratio}")
         if self.base not in ("mid", "in"):
-            raise ValueError(f"SESpec: base must be 'mid' or 'in', got {self.base!r}")
+            raise InputError(f"SESpec: base must be 'mid' or 'in', got {self.base!r}")
         if self.divisor < 1:
-            raise ValueError(f"SESpec: divisor must be >= 1, got {self.divisor}")
+            raise InputError(f"SESpec: divisor must be >= 1, got {self.divisor}")
         if self.act is not None and self.act not in ACTIVATIONS:
-            raise ValueError(f"SESpec: unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}")
+            raise InputError(f"SESpec: unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}")
         if self.gate not in GATES:
-            raise ValueError(f"SESpec: unknown gate {self.gate!r}; known: {', '.join(GATES)}")
+            raise InputError(f"SESpec: unknown gate {self.gate!r}; known: {', '.join(GATES)}")
 
     def reduced_chs(self, in_chs: int, mid_chs: int) -> int:
         base = mid_chs if self.base == "mid" else in_chs
@@ -125,25 +127,25 @@ class BlockSpec:
 
     def __post_init__(self) -> None:
         if self.padding not in PADDINGS:
-            raise ValueError(f"BlockSpec({self.kind}): unknown padding {self.padding!r}; known: {', '.join(PADDINGS)}")
+            raise InputError(f"BlockSpec({self.kind}): unknown padding {self.padding!r}; known: {', '.join(PADDINGS)}")
         _check_eps(f"BlockSpec({self.kind})", "bn_eps", self.bn_eps)
         if self.inner_chs is not None and (not self.inner_chs or any(
                 not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.inner_chs)):
-            raise ValueError(f"BlockSpec({self.kind}): inner_chs must be positive ints, got {self.inner_chs}")
+            raise InputError(f"BlockSpec({self.kind}): inner_chs must be positive ints, got {self.inner_chs}")
         if self.mid_chs is not None and self.mid_chs < 1:
-            raise ValueError(f"BlockSpec({self.kind}): mid_chs must be >= 1, got {self.mid_chs}")
+            raise InputError(f"BlockSpec({self.kind}): mid_chs must be >= 1, got {self.mid_chs}")
         if self.out_chs < 1:
-            raise ValueError(f"BlockSpec({self.kind}): out_chs must be >= 1, got {self.out_chs}")
+            raise InputError(f"BlockSpec({self.kind}): out_chs must be >= 1, got {self.out_chs}")
         if self.stride not in (1, 2):
-            raise ValueError(f"BlockSpec({self.kind}): stride must be 1 or 2, got {self.stride}")
+            raise InputError(f"BlockSpec({self.kind}): stride must be 1 or 2, got {self.stride}")
         if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ValueError(f"BlockSpec({self.kind}): kernel must be odd and >= 1, got {self.kernel}")
+            raise InputError(f"BlockSpec({self.kind}): kernel must be odd and >= 1, got {self.kernel}")
         if self.expand <= 0:
-            raise ValueError(f"BlockSpec({self.kind}): expand must be > 0, got {self.expand}")
+            raise InputError(f"BlockSpec({self.kind}): expand must be > 0, got {self.expand}")
         if self.groups < 1:
-            raise ValueError(f"BlockSpec({self.kind}): groups must be >= 1, got {self.groups}")
+            raise InputError(f"BlockSpec({self.kind}): groups must be >= 1, got {self.groups}")
         if self.act not in ACTIVATIONS:
-            raise ValueError(f"BlockSpec({self.kind}): unknown activation {self.act!r}; "
+            raise InputError(f"BlockSpec({self.kind}): unknown activation {self.act!r}; "
                              f"known: {', '.join(ACTIVATIONS)}")
 
 
@@ -195,37 +197,37 @@ class ArchSpec:
     def __post_init__(self) -> None:
         _check_eps(f"ArchSpec({self.family})", "head_bn_eps", self.head_bn_eps)
         if self.layout not in LAYOUTS:
-            raise ValueError(f"ArchSpec({self.family}): unknown layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
+            raise InputError(f"ArchSpec({self.family}): unknown layout {self.layout!r}; known: {', '.join(LAYOUTS)}")
         if self.layout == "resnet" and (len(self.stages) != 4 or self.head_chs is not None):
-            raise ValueError(f"ArchSpec({self.family}): the resnet layout needs 4 stages and no head conv")
+            raise InputError(f"ArchSpec({self.family}): the resnet layout needs 4 stages and no head conv")
         if self.stem_pool not in ("", "max"):
-            raise ValueError(f"ArchSpec({self.family}): stem_pool must be '' or 'max', got {self.stem_pool!r}")
+            raise InputError(f"ArchSpec({self.family}): stem_pool must be '' or 'max', got {self.stem_pool!r}")
         if not self.stages or any(len(s) == 0 for s in self.stages):
-            raise ValueError(f"ArchSpec({self.family}): every stage needs at least one block")
+            raise InputError(f"ArchSpec({self.family}): every stage needs at least one block")
         if self.num_classes < 0 or self.in_chans < 1:
-            raise ValueError(f"ArchSpec({self.family}): bad num_classes={self.num_classes} "
+            raise InputError(f"ArchSpec({self.family}): bad num_classes={self.num_classes} "
                              f"or in_chans={self.in_chans}")
         if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"ArchSpec({self.family}): drop_rate must be in [0, 1), got {self.drop_rate}")
+            raise InputError(f"ArchSpec({self.family}): drop_rate must be in [0, 1), got {self.drop_rate}")
         if self.feature_stages is not None and (
                 not self.feature_stages or any(not 0 <= i < len(self.stages) for i in self.feature_stages)):
-            raise ValueError(f"ArchSpec({self.family}): feature_stages {self.feature_stages} must index the "
+            raise InputError(f"ArchSpec({self.family}): feature_stages {self.feature_stages} must index the "
                              f"{len(self.stages)} stages")
         self._check_pre_logits()
 
     def _check_pre_logits(self) -> None:
         if self.pre_logits_act not in ACTIVATIONS:
-            raise ValueError(f"ArchSpec({self.family}): unknown pre_logits_act {self.pre_logits_act!r}; "
+            raise InputError(f"ArchSpec({self.family}): unknown pre_logits_act {self.pre_logits_act!r}; "
                              f"known: {', '.join(ACTIVATIONS)}")
         if self.pre_logits_chs is None:
             return
         if isinstance(self.pre_logits_chs, bool) or not isinstance(self.pre_logits_chs, int) or self.pre_logits_chs < 1:
-            raise ValueError(f"ArchSpec({self.family}): pre_logits_chs must be a positive int, got {self.pre_logits_chs!r}")
+            raise InputError(f"ArchSpec({self.family}): pre_logits_chs must be a positive int, got {self.pre_logits_chs!r}")
         if self.head_chs is not None:
-            raise ValueError(f"ArchSpec({self.family}): head_chs={self.head_chs} and pre_logits_chs={self.pre_logits_chs} "
+            raise InputError(f"ArchSpec({self.family}): head_chs={self.head_chs} and pre_logits_chs={self.pre_logits_chs} "
                              "cannot both be set; put the pre-pool 1x1 conv in the last stage (as timm's MobileNetV3)")
         if self.layout != "mobile":
-            raise ValueError(f"ArchSpec({self.family}): pre_logits_chs needs the 'mobile' layout, got {self.layout!r}")
+            raise InputError(f"ArchSpec({self.family}): pre_logits_chs needs the 'mobile' layout, got {self.layout!r}")
 
     @property
     def blocks(self) -> tuple[BlockSpec, ...]:
@@ -272,15 +274,15 @@ class ArchSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
         if data.get("spec_type") == "cellnet":
-            raise ValueError("ArchSpec: the data holds a CellNetSpec; read it with zoo.spec_from_json / spec_from_dict")
+            raise InputError("ArchSpec: the data holds a CellNetSpec; read it with zoo.spec_from_json / spec_from_dict")
         version = data.get("schema_version")
         if version not in READABLE_SCHEMA_VERSIONS:
-            raise ValueError(f"ArchSpec schema_version {version!r} is not supported "
+            raise InputError(f"ArchSpec schema_version {version!r} is not supported "
                              f"(this version reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"ArchSpec: unknown fields {sorted(unknown)}")
+            raise InputError(f"ArchSpec: unknown fields {sorted(unknown)}")
         try:
             fields = dict(data) | {"schema_version": SCHEMA_VERSION}
             fields["stem"] = _block_from_dict(data["stem"])
@@ -288,7 +290,7 @@ class ArchSpec:
             if fields.get("feature_stages") is not None:
                 fields["feature_stages"] = tuple(fields["feature_stages"])
         except KeyError as err:
-            raise ValueError(f"ArchSpec: missing field {err}") from None
+            raise InputError(f"ArchSpec: missing field {err}") from None
         return cls(**fields)
 
     @classmethod
@@ -296,9 +298,9 @@ class ArchSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"ArchSpec: not valid JSON ({err})") from None
+            raise InputError(f"ArchSpec: not valid JSON ({err})") from None
         if not isinstance(data, dict):
-            raise ValueError("ArchSpec: JSON must be an object")
+            raise InputError("ArchSpec: JSON must be an object")
         return cls.from_dict(data)
 
 
@@ -314,12 +316,12 @@ def _block_from_dict(data: dict[str, Any]) -> BlockSpec:
     known = {f.name for f in dataclasses.fields(BlockSpec)}
     unknown = set(data) - known
     if unknown:
-        raise ValueError(f"BlockSpec: unknown fields {sorted(unknown)}")
+        raise InputError(f"BlockSpec: unknown fields {sorted(unknown)}")
     fields = dict(data)
     if fields.get("se") is not None:
         se_known = {f.name for f in dataclasses.fields(SESpec)}
         if not isinstance(fields["se"], dict) or set(fields["se"]) - se_known:
-            raise ValueError(f"SESpec: expected an object with fields {sorted(se_known)}, got {fields['se']!r}")
+            raise InputError(f"SESpec: expected an object with fields {sorted(se_known)}, got {fields['se']!r}")
         fields["se"] = SESpec(**fields["se"])
     if fields.get("inner_chs") is not None:
         fields["inner_chs"] = tuple(fields["inner_chs"])
@@ -350,15 +352,15 @@ class Genotype:
         for name, edges, concat in (("normal", self.normal, self.normal_concat),
                                     ("reduce", self.reduce, self.reduce_concat)):
             if not edges or len(edges) % 2:
-                raise ValueError(f"Genotype.{name}: needs two edges per node, got {len(edges)} edges")
+                raise InputError(f"Genotype.{name}: needs two edges per node, got {len(edges)} edges")
             for i, (op, src) in enumerate(edges):
                 if op not in CELL_OPS:
-                    raise ValueError(f"Genotype.{name}[{i}]: unknown operation {op!r}; known: {', '.join(CELL_OPS)}")
+                    raise InputError(f"Genotype.{name}[{i}]: unknown operation {op!r}; known: {', '.join(CELL_OPS)}")
                 if not 0 <= src < 2 + i // 2:
-                    raise ValueError(f"Genotype.{name}[{i}]: input state {src} does not exist yet "
+                    raise InputError(f"Genotype.{name}[{i}]: input state {src} does not exist yet "
                                      f"(node {i // 2} sees states 0..{1 + i // 2})")
             if not concat or any(not 0 <= c < 2 + len(edges) // 2 for c in concat):
-                raise ValueError(f"Genotype.{name}_concat {concat} must index the {2 + len(edges) // 2} states")
+                raise InputError(f"Genotype.{name}_concat {concat} must index the {2 + len(edges) // 2} states")
 
     def to_dict(self) -> dict[str, Any]:
         return {"normal": [list(e) for e in self.normal], "normal_concat": list(self.normal_concat),
@@ -374,7 +376,7 @@ class Genotype:
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, ValueError) and str(err).startswith("Genotype"):
                 raise
-            raise ValueError(f"Genotype: malformed ({err!r})") from None
+            raise InputError(f"Genotype: malformed ({err!r})") from None
 
 
 @dataclass(frozen=True)
@@ -413,16 +415,16 @@ class CellNetSpec:
 
     def __post_init__(self) -> None:
         if self.init_chs < 2 or self.init_chs % 2 or self.layers < 3:
-            raise ValueError(f"CellNetSpec({self.family}): need an even init_chs >= 2 and layers >= 3, "
+            raise InputError(f"CellNetSpec({self.family}): need an even init_chs >= 2 and layers >= 3, "
                              f"got init_chs={self.init_chs}, layers={self.layers}")
         if self.stem not in CELL_STEMS:
-            raise ValueError(f"CellNetSpec({self.family}): unknown stem {self.stem!r}; known: {', '.join(CELL_STEMS)}")
+            raise InputError(f"CellNetSpec({self.family}): unknown stem {self.stem!r}; known: {', '.join(CELL_STEMS)}")
         if self.num_classes < 0 or self.in_chans < 1 or self.stem_multiplier < 1:
-            raise ValueError(f"CellNetSpec({self.family}): bad num_classes={self.num_classes}, "
+            raise InputError(f"CellNetSpec({self.family}): bad num_classes={self.num_classes}, "
                              f"in_chans={self.in_chans} or stem_multiplier={self.stem_multiplier}")
         for field in ("drop_rate", "drop_path_rate"):
             if not 0.0 <= getattr(self, field) < 1.0:
-                raise ValueError(f"CellNetSpec({self.family}): {field} must be in [0, 1), got {getattr(self, field)}")
+                raise InputError(f"CellNetSpec({self.family}): {field} must be in [0, 1), got {getattr(self, field)}")
 
     @property
     def reduction_layers(self) -> tuple[int, int]:
@@ -451,25 +453,25 @@ class CellNetSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellNetSpec:
         if data.get("schema_version") not in CELLNET_READABLE_SCHEMA_VERSIONS:
-            raise ValueError(f"CellNetSpec schema_version {data.get('schema_version')!r} is not supported "
+            raise InputError(f"CellNetSpec schema_version {data.get('schema_version')!r} is not supported "
                              f"(this version reads {', '.join(map(str, CELLNET_READABLE_SCHEMA_VERSIONS))})")
         fields = {k: v for k, v in data.items() if k != "spec_type"} | {"schema_version": SCHEMA_VERSION}
         unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"CellNetSpec: unknown fields {sorted(unknown)}")
+            raise InputError(f"CellNetSpec: unknown fields {sorted(unknown)}")
         if "genotype" not in fields:
-            raise ValueError("CellNetSpec: missing field 'genotype'")
+            raise InputError("CellNetSpec: missing field 'genotype'")
         fields["genotype"] = Genotype.from_dict(fields["genotype"])
         try:
             return cls(**fields)
         except TypeError as err:
-            raise ValueError(f"CellNetSpec: {err}") from None
+            raise InputError(f"CellNetSpec: {err}") from None
 
     @classmethod
     def from_json(cls, text: str) -> CellNetSpec:
         spec = spec_from_json(text)
         if not isinstance(spec, cls):
-            raise ValueError("CellNetSpec: the JSON holds an ArchSpec")
+            raise InputError("CellNetSpec: the JSON holds an ArchSpec")
         return spec
 
 
@@ -479,11 +481,11 @@ AnySpec = ArchSpec | CellNetSpec
 def spec_from_dict(data: dict[str, Any]) -> AnySpec:
     """Read either spec type (``CellNetSpec`` dicts carry ``"spec_type": "cellnet"``)."""
     if not isinstance(data, dict):
-        raise ValueError(f"a spec must be a JSON object, got {type(data).__name__}")
+        raise InputError(f"a spec must be a JSON object, got {type(data).__name__}")
     if data.get("spec_type", "arch") == CellNetSpec.spec_type:
         return CellNetSpec.from_dict(data)
     if data.get("spec_type", "arch") != "arch":
-        raise ValueError(f"unknown spec_type {data.get('spec_type')!r}; known: arch, cellnet")
+        raise InputError(f"unknown spec_type {data.get('spec_type')!r}; known: arch, cellnet")
     return ArchSpec.from_dict({k: v for k, v in data.items() if k != "spec_type"})
 
 
@@ -492,7 +494,7 @@ def spec_from_json(text: str) -> AnySpec:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"spec: not valid JSON ({err})") from None
+        raise InputError(f"spec: not valid JSON ({err})") from None
     return spec_from_dict(data)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from common.errors import InputError
 from .blocks import block_kind
 from .contract import ZooModel, select_feature_info
 from .layers import create_act
@@ -60,10 +61,10 @@ def _stem(spec: ArchSpec, layout: str, cls: str) -> tuple[nn.Module, nn.Conv2d, 
     """(pad, conv, bn, act, pool) of the stem, after checking the spec is of ``layout``; ``pad`` is an identity
     unless the stem asks for TensorFlow's SAME padding where it differs from PyTorch's."""
     if spec.layout != layout:
-        raise ValueError(f"{cls} builds the {layout!r} layout, got {spec.layout!r}; use zoo.build_model")
+        raise InputError(f"{cls} builds the {layout!r} layout, got {spec.layout!r}; use zoo.build_model")
     stem = spec.stem
     if stem.kind != "conv":
-        raise ValueError(f"ArchSpec({spec.family}): the stem must be a 'conv' block, got {stem.kind!r}")
+        raise InputError(f"ArchSpec({spec.family}): the stem must be a 'conv' block, got {stem.kind!r}")
     pad, conv = padded_conv(spec.in_chans, stem.out_chs, stem.kernel, stem.stride, stem.groups, stem.padding)
     pool = nn.MaxPool2d(3, 2, 1) if spec.stem_pool else nn.Identity()
     return pad, conv, batch_norm(stem.out_chs, stem), create_act(stem.act), pool
@@ -182,7 +183,7 @@ class SpecResNet(ZooModel):
         super().__init__()
         pad, self.conv1, self.bn1, self.act1, self.maxpool = _stem(spec, "resnet", "SpecResNet")
         if not isinstance(pad, nn.Identity):
-            raise ValueError(f"ArchSpec({spec.family}): the resnet layout implements only PyTorch's padding, "
+            raise InputError(f"ArchSpec({spec.family}): the resnet layout implements only PyTorch's padding, "
                              f"got stem padding={spec.stem.padding!r}")
         self.setup_contract(spec, global_pool, _feature_info(spec, "layer"))
         self.layer1, self.layer2, self.layer3, self.layer4 = _stages(spec)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common.errors import InputError
 from .spec import ArchSpec, BlockSpec, SESpec
 
 
@@ -39,11 +40,11 @@ def width_list_spec(family: str, channels: Sequence[int], rows: Sequence[StageRo
     ch = list(channels)
     need = list_length(rows)
     if len(ch) != need or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in ch):
-        raise ValueError(f"{family} width list needs {need} positive ints, got {len(ch)} entries")
+        raise InputError(f"{family} width list needs {need} positive ints, got {len(ch)} entries")
     if len(full) != need:
-        raise ValueError(f"{family} full-width list needs {need} entries, got {len(full)}")
+        raise InputError(f"{family} full-width list needs {need} entries, got {len(full)}")
     if ch[1] != ch[0]:
-        raise ValueError(f"width entry 1 (block-0 depthwise, {ch[1]}) must equal the stem width ({ch[0]})")
+        raise InputError(f"width entry 1 (block-0 depthwise, {ch[1]}) must equal the stem width ({ch[0]})")
     stages = [(BlockSpec("ds", ch[2], rows[0].stride, rows[0].kernel, act=act, se=se,
                          residual=rows[0].stride == 1 and full[0] == full[2]),)]
     pos, prev = 3, 2
@@ -52,7 +53,7 @@ def width_list_spec(family: str, channels: Sequence[int], rows: Sequence[StageRo
         for i in range(row.n):
             expand, dw, out = ch[pos:pos + 3]
             if expand != dw:
-                raise ValueError(f"width entries {pos} and {pos + 1} (expand {expand}, depthwise {dw}) must be equal")
+                raise InputError(f"width entries {pos} and {pos + 1} (expand {expand}, depthwise {dw}) must be equal")
             stride = row.stride if i == 0 else 1
             blocks.append(BlockSpec("ir", out, stride, row.kernel, act=act, se=se, mid_chs=expand,
                                     residual=stride == 1 and full[prev] == full[pos + 2]))

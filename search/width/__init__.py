@@ -3,7 +3,7 @@
 One supernet per width space (:class:`WidthSupernet`: the space's full-width zoo model; a sub-network is
 a width arch plus a channel placement), BCNet's bilateral training step and loss records
 (:mod:`.bcnet`), its prior (:mod:`.prior`), CafeNet's bins, placements and min-min step (:mod:`.cafenet`),
-budgets on MACs and device latency (:mod:`.constraints`), the resumable evolutionary search
+budgets on MACs and device latency (:mod:`search.budget`, shared by every search), the resumable evolutionary search
 (:mod:`.evolution`) and the end-to-end searches with their saved result (:mod:`.search`).
 
 Typical use (BCNet, MobileNetV2 on CIFAR-10)::
@@ -20,7 +20,7 @@ Typical use (BCNet, MobileNetV2 on CIFAR-10)::
 
 from .bcnet import BCNetConfig, BCNetTrainer, LossRecords, complement
 from .cafenet import BinLayout, BinPlacement, CafeNetConfig, CafeNetTrainer, flops_sensitive_bins
-from .constraints import Budget, CostModel, Costs
+from search.budget import Budget, CostModel, Costs
 from .evolution import EvolutionConfig, EvolutionSearch, SearchOutcome, SearchState
 from .prior import Prior, PriorConfig, fit_prior
 from .search import (BCNetFitness, CafeNetFitness, RecalibratedScorer, WidthSearchResult, run_bcnet_search,

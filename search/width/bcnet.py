@@ -37,43 +37,20 @@ import heapq
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from torch import Tensor, nn
 
-from search.spaces import Arch
+from common.errors import InputError
+from zoo.spaces import Arch
 
+from search.steps import StepLike, global_mean, resolve_supernet
 from .supernet import LEFT, RIGHT, SidePlacement, WidthSupernet
 
-SupernetT = TypeVar("SupernetT", bound=nn.Module)
 
 SCHEDULES = ("complementary", "alternate")
 SIDES = (("left", "right"), ("left",))  # BCNet's bilateral coupling, and the unilateral baseline
 PHASES = ("random", "complement", "full")
-
-
-class StepLike(Protocol):
-    """What the training steps read from the engine's ``StepContext`` (tests pass a small stand-in)."""
-
-    step: int
-    rng: random.Random
-    criterion: Callable[[Tensor, Tensor], Tensor]
-
-
-def global_mean(ctx: Any, values: Mapping[str, float]) -> dict[str, float]:
-    """``ctx.global_mean(values)`` when the context averages over processes, else ``values`` as floats."""
-    reduce = getattr(ctx, "global_mean", None)
-    return dict(reduce(values)) if reduce is not None else {k: float(v) for k, v in values.items()}
-
-
-def resolve_supernet(model: nn.Module, supernet: SupernetT) -> SupernetT:
-    """The supernet a step was given: the trainer's own (possibly wrapped, e.g. ``model.module``). Any supernet
-    with a ``space`` (width supernets, MCT-NAS' one-shot supernet)."""
-    inner = getattr(model, "module", model)
-    if inner is not supernet:
-        raise ValueError(f"the step function was built for {supernet.space.name}'s supernet but got a "
-                         f"{type(inner).__name__}; pass the same {type(supernet).__name__} to the engine")
-    return supernet
 
 
 @dataclass(frozen=True)
@@ -93,11 +70,11 @@ class BCNetConfig:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"BCNetConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise InputError(f"BCNetConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if tuple(self.sides) not in SIDES:
-            raise ValueError(f"BCNetConfig.sides must be one of {SIDES}, got {self.sides!r}")
+            raise InputError(f"BCNetConfig.sides must be one of {SIDES}, got {self.sides!r}")
         if self.record_topk < 1:
-            raise ValueError(f"BCNetConfig.record_topk must be >= 1, got {self.record_topk}")
+            raise InputError(f"BCNetConfig.record_topk must be >= 1, got {self.record_topk}")
 
 
 class LossRecords:
@@ -108,7 +85,7 @@ class LossRecords:
 
     def __init__(self, choices: Sequence[Sequence[int]], k: int = 100) -> None:
         if k < 1:
-            raise ValueError(f"LossRecords.k must be >= 1, got {k}")
+            raise InputError(f"LossRecords.k must be >= 1, got {k}")
         self.choices = tuple(tuple(c) for c in choices)
         self.k = k
         # Max-heaps (negated) of the k smallest losses per (gene, choice index).
@@ -117,12 +94,12 @@ class LossRecords:
     def add(self, arch: Arch, loss: float) -> None:
         """Record ``loss`` for every (position, width) of ``arch``."""
         if len(arch) != len(self.choices):
-            raise ValueError(f"LossRecords: arch has {len(arch)} positions, the records {len(self.choices)}")
+            raise InputError(f"LossRecords: arch has {len(arch)} positions, the records {len(self.choices)}")
         for g, width in enumerate(arch):
             try:
                 j = self.choices[g].index(width)
             except ValueError:
-                raise ValueError(f"LossRecords: width {width!r} is not a choice of position {g} "
+                raise InputError(f"LossRecords: width {width!r} is not a choice of position {g} "
                                  f"({self.choices[g]})") from None
             heap = self._heaps[g][j]
             if len(heap) < self.k:
@@ -144,7 +121,7 @@ class LossRecords:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         choices = tuple(tuple(int(w) for w in c) for c in state["choices"])
         if choices != self.choices or int(state["k"]) != self.k:
-            raise ValueError(f"LossRecords: the saved records are for other widths or k (k={state['k']}); "
+            raise InputError(f"LossRecords: the saved records are for other widths or k (k={state['k']}); "
                              f"this run has k={self.k} and {len(self.choices)} positions")
         self._heaps = [[[-float(x) for x in h] for h in gene] for gene in state["losses"]]
         for gene in self._heaps:
@@ -228,7 +205,7 @@ class BCNetTrainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         saved = dict(state["config"])
         if saved != self._config_state():
-            raise ValueError(f"BCNetTrainer: the saved state was made with config {saved}, this run has "
+            raise InputError(f"BCNetTrainer: the saved state was made with config {saved}, this run has "
                              f"{self.config}")
         self.records.load_state_dict(state["records"])
         prev = state["previous"]
@@ -246,4 +223,4 @@ def bilateral_scores(supernet: WidthSupernet, arch: Arch, score: Callable[[nn.Mo
 
 
 __all__ = ["BCNetConfig", "BCNetTrainer", "LossRecords", "PHASES", "SCHEDULES", "SIDES", "StepLike",
-           "bilateral_scores", "complement", "global_mean", "placements_of", "resolve_supernet"]
+           "bilateral_scores", "complement", "placements_of"]

@@ -44,10 +44,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from common.errors import InputError
 import zoo
-from search.spaces import Arch, HGCNetWidthSpace
+from zoo.spaces import Arch, HGCNetWidthSpace
 
-from .bcnet import StepLike, global_mean, resolve_supernet
+from search.steps import StepLike, global_mean, resolve_supernet
 from .supernet import Interval, WidthSpace, WidthSupernet
 
 
@@ -77,10 +78,10 @@ class CafeNetConfig:
 
     def __post_init__(self) -> None:
         if self.offset < 1 or self.train_candidates < 1 or self.score_candidates < 1 or self.full_every < 0:
-            raise ValueError(f"CafeNetConfig: need offset, train_candidates, score_candidates >= 1 and "
+            raise InputError(f"CafeNetConfig: need offset, train_candidates, score_candidates >= 1 and "
                              f"full_every >= 0, got {self}")
         if not 1 <= self.min_bins <= self.max_bins or self.target_bins < 1:
-            raise ValueError(f"CafeNetConfig: need 1 <= min_bins <= max_bins and target_bins >= 1, got "
+            raise InputError(f"CafeNetConfig: need 1 <= min_bins <= max_bins and target_bins >= 1, got "
                              f"min_bins={self.min_bins}, max_bins={self.max_bins}, target_bins={self.target_bins}")
 
 
@@ -101,7 +102,7 @@ class BinLayout:
         try:
             return self.edges[gene].index(width)
         except ValueError:
-            raise ValueError(f"width {width} of position {gene} is not a bin edge {self.edges[gene][1:]}") from None
+            raise InputError(f"width {width} of position {gene} is not a bin edge {self.edges[gene][1:]}") from None
 
     def options(self, arch: Arch, offset: int = 1) -> list[list[tuple[int, ...]]]:
         """Per position, every bin selection of its width: base bins plus ``r`` free bins in the local zone."""
@@ -205,7 +206,7 @@ class CafeNetTrainer:
 
     def __init__(self, supernet: WidthSupernet, layout: BinLayout, config: CafeNetConfig = CafeNetConfig()) -> None:
         if supernet.space != layout.space:
-            raise ValueError("CafeNetTrainer: the supernet must be built on the bin layout's space (layout.space)")
+            raise InputError("CafeNetTrainer: the supernet must be built on the bin layout's space (layout.space)")
         self.supernet = supernet
         self.layout = layout
         self.config = config
@@ -243,7 +244,7 @@ class CafeNetTrainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if [list(e) for e in self.layout.edges] != [list(e) for e in state["edges"]]:
-            raise ValueError("CafeNetTrainer: the saved state was made with other bins; rebuild the layout "
+            raise InputError("CafeNetTrainer: the saved state was made with other bins; rebuild the layout "
                              "with the same space and bin settings")
 
 

@@ -27,12 +27,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm import tqdm
 
-from export.files import write_json_atomic
-from search.spaces import Arch
+from common.errors import InputError
+from common.files import write_json_atomic
+from search.budget import CostModel
+from zoo.spaces import Arch
 
 from .prior import Prior
 
@@ -69,19 +71,13 @@ class EvolutionConfig:
     def __post_init__(self) -> None:
         for name in ("population", "generations", "topk", "max_tries"):
             if getattr(self, name) < 1:
-                raise ValueError(f"EvolutionConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"EvolutionConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("mutations", "crossovers", "seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"EvolutionConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"EvolutionConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.mutation_prob <= 1.0 or not 0.0 <= self.lower < 1.0:
-            raise ValueError(f"EvolutionConfig: need 0 <= mutation_prob <= 1 and 0 <= lower < 1, got "
+            raise InputError(f"EvolutionConfig: need 0 <= mutation_prob <= 1 and 0 <= lower < 1, got "
                              f"mutation_prob={self.mutation_prob}, lower={self.lower}")
-
-
-class Feasibility(Protocol):
-    """What the search asks of the budget (a :class:`~search.width.constraints.CostModel`)."""
-
-    def feasible(self, arch: Arch, lower: float = 0.0) -> bool: ...
 
 
 @dataclass
@@ -107,7 +103,7 @@ class SearchState:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "search state") -> SearchState:
         if data.get("format") != STATE_FORMAT or data.get("version") != STATE_VERSION:
-            raise ValueError(f"{where} is not a width-evolution state of version {STATE_VERSION} "
+            raise InputError(f"{where} is not a width-evolution state of version {STATE_VERSION} "
                              f"(format {data.get('format')!r}, version {data.get('version')!r})")
         pop = data["population"]
         return cls(fingerprint=data["fingerprint"], generation=int(data["generation"]),
@@ -156,7 +152,7 @@ class EvolutionSearch:
         progress: show a progress bar on stderr.
     """
 
-    def __init__(self, choices: Sequence[Sequence[Any]], fitness: Callable[[Arch], float], constraint: Feasibility,
+    def __init__(self, choices: Sequence[Sequence[Any]], fitness: Callable[[Arch], float], constraint: CostModel,
                  config: EvolutionConfig = EvolutionConfig(), *, prior: Prior | None = None,
                  state_path: str | Path | None = None, identity: Mapping[str, Any] | None = None,
                  progress: bool = True) -> None:
@@ -167,7 +163,7 @@ class EvolutionSearch:
         self.prior = prior if prior is not None else Prior.uniform(self.choices)
         if len(self.prior.probs) != len(self.choices) or any(
                 len(p) != len(c) for p, c in zip(self.prior.probs, self.choices)):
-            raise ValueError("EvolutionSearch: the prior's positions and choices do not match the space's")
+            raise InputError("EvolutionSearch: the prior's positions and choices do not match the space's")
         self.state_path = Path(state_path) if state_path is not None else None
         self.progress = progress
         ident = {"choices": [list(c) for c in self.choices], "config": asdict(config),
@@ -182,10 +178,10 @@ class EvolutionSearch:
         try:
             data = json.loads(self.state_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{where} cannot be read: {err}") from None
+            raise InputError(f"{where} cannot be read: {err}") from None
         state = SearchState.from_dict(data, where)
         if state.fingerprint != self.fingerprint:
-            raise ValueError(f"{where} was written by a different search (space, config, prior or budget differ: "
+            raise InputError(f"{where} was written by a different search (space, config, prior or budget differ: "
                              f"fingerprint {state.fingerprint} != {self.fingerprint}); remove it or use another path")
         return state
 
@@ -219,7 +215,7 @@ class EvolutionSearch:
         if len(pop) < n:  # the (lower·budget, budget] window is too narrow for the prior: relax it
             pop += self._collect(n - len(pop), lambda: self._draw(rng), taken)
         if not pop:
-            raise ValueError(f"no architecture within the budget was found in {n * self.config.max_tries * 2} "
+            raise InputError(f"no architecture within the budget was found in {n * self.config.max_tries * 2} "
                              f"draws; the budget is below what this space can reach")
         return pop
 
@@ -281,4 +277,4 @@ class EvolutionSearch:
         return SearchOutcome(st.topk[0][0], st.topk[0][1], tuple(st.topk), tuple(st.history), len(st.scores))
 
 
-__all__ = ["EvolutionConfig", "EvolutionSearch", "Feasibility", "SearchOutcome", "SearchState"]
+__all__ = ["EvolutionConfig", "EvolutionSearch", "SearchOutcome", "SearchState"]

@@ -22,7 +22,6 @@ Steps 3-5 run on rank 0 alone after a distributed supernet phase.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,16 +31,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from common.errors import InputError
 import zoo
 from zoo.searched import is_valid_name
-from search.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
+from zoo.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
                            SearchSpace)
-from search.spaces.widths import BCNET_FRACTIONS, scaled_width
+from zoo.spaces.widths import BCNET_FRACTIONS, scaled_width
+from search.budget import parse_latency, parse_macs  # noqa: F401 (re-exported: the width CLI's parsers)
 from search.timings import PhaseTimings
 
 from .bcnet import BCNetConfig, BCNetTrainer
 from .cafenet import CafeNetConfig, CafeNetTrainer, flops_sensitive_bins
-from .constraints import Budget, CostModel
+from search.budget import Budget, CostModel
 from .evolution import EvolutionConfig
 from .search import RecalibratedScorer, WidthSearchResult, run_bcnet_search, run_cafenet_search
 from .supernet import WidthSupernet
@@ -106,28 +107,28 @@ class WidthSearchConfig:
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
-            raise ValueError(f"unknown width-search model {self.model!r}; known: {', '.join(MODELS)}")
+            raise InputError(f"unknown width-search model {self.model!r}; known: {', '.join(MODELS)}")
         if self.method not in METHODS:
-            raise ValueError(f"unknown width-search method {self.method!r}; known: {', '.join(METHODS)}")
+            raise InputError(f"unknown width-search method {self.method!r}; known: {', '.join(METHODS)}")
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+            raise InputError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if not 0.0 < self.search_fraction < 1.0:
-            raise ValueError(f"search_fraction must be in (0, 1), got {self.search_fraction!r}")
+            raise InputError(f"search_fraction must be in (0, 1), got {self.search_fraction!r}")
         if not 0.0 < self.width_multiplier <= 1.0:
-            raise ValueError(f"width_multiplier must be in (0, 1], got {self.width_multiplier!r}")
+            raise InputError(f"width_multiplier must be in (0, 1], got {self.width_multiplier!r}")
         if self.width_multiplier != 1.0 and MODELS[self.model][0] is HGCNetWidthSpace:
-            raise ValueError("width_multiplier: HGCNet's width space has its own multipliers (widths are multiples "
+            raise InputError("width_multiplier: HGCNet's width space has its own multipliers (widths are multiples "
                              "of 8 so its groups divide them); use 1")
         if self.name is not None and not is_valid_name(self.name):
-            raise ValueError(f"name {self.name!r} must be lowercase letters, digits and '_' starting with a letter "
+            raise InputError(f"name {self.name!r} must be lowercase letters, digits and '_' starting with a letter "
                              "(the zoo registers the result under it)")
         if self.recalibration_batches < 1:
-            raise ValueError(f"recalibration_batches must be >= 1, got {self.recalibration_batches!r}")
+            raise InputError(f"recalibration_batches must be >= 1, got {self.recalibration_batches!r}")
         if self.macs_share is not None:
             if self.max_macs is not None:
-                raise ValueError("give max_macs or macs_share, not both")
+                raise InputError("give max_macs or macs_share, not both")
             if isinstance(self.macs_share, bool) or not 0.0 < self.macs_share <= 1.0:
-                raise ValueError(f"macs_share must be in (0, 1], got {self.macs_share!r}")
+                raise InputError(f"macs_share must be in (0, 1], got {self.macs_share!r}")
         placeholder = 1 if self.macs_share is not None else self.max_macs  # the share is resolved with the data
         Budget(placeholder, self.max_latency_ms, self.device, self.interpolate)  # validates the budget
         if self.supernet is None:
@@ -257,7 +258,7 @@ def budget_cost_model(config: WidthSearchConfig, space: SearchSpace) -> CostMode
     smallest = tuple(min(c) for c in space.choices())  # type: ignore[attr-defined]
     too_big = cost_model.violations(smallest)
     if too_big:
-        raise ValueError(f"no network of the {config.model} width space meets the budget: the smallest one costs "
+        raise InputError(f"no network of the {config.model} width space meets the budget: the smallest one costs "
                          f"{'; '.join(too_big)}; raise the budget")
     return cost_model
 
@@ -311,39 +312,6 @@ def _config_dict(config: WidthSearchConfig) -> dict[str, Any]:
         out[f.name] = value.to_dict() if hasattr(value, "to_dict") else (
             dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
     return out
-
-
-def parse_macs(text: str, full_macs: int | None = None) -> int:
-    """``"200M"``, ``"1.5G"``, ``"300000"`` or ``"50%"`` (of ``full_macs``) as MACs; errors name the text."""
-    value = text.strip().lower()
-    scale = {"k": 1e3, "m": 1e6, "g": 1e9}
-    try:
-        if value.endswith("%"):
-            if full_macs is None:
-                raise ValueError
-            macs = float(value[:-1]) / 100 * full_macs
-        elif value and value[-1] in scale:
-            macs = float(value[:-1]) * scale[value[-1]]
-        else:
-            macs = float(value)
-    except ValueError:
-        raise ValueError(f"--macs {text!r}: give MACs like 200M, 1.5G, 300000 or a share like 50%") from None
-    if not math.isfinite(macs) or macs <= 0:
-        raise ValueError(f"--macs {text!r} must be positive")
-    return int(round(macs))
-
-
-def parse_latency(text: str) -> float:
-    """``"5ms"``, ``"5"`` (ms) or ``"0.005s"`` as milliseconds; errors name the text."""
-    value = text.strip().lower()
-    try:
-        ms = float(value[:-2]) if value.endswith("ms") else float(value[:-1]) * 1e3 if value.endswith("s") \
-            else float(value)
-    except ValueError:
-        raise ValueError(f"--latency {text!r}: give a latency like 5ms, 5 or 0.005s") from None
-    if not math.isfinite(ms) or ms <= 0:
-        raise ValueError(f"--latency {text!r} must be positive")
-    return ms
 
 
 __all__ = ["GRANULARITIES", "METHODS", "MODELS", "WidthRun", "WidthSearchConfig", "load_data", "make_space",

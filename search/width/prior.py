@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from search.spaces import Arch
+from common.errors import InputError
+from zoo.spaces import Arch
 
 from .supernet import PairwiseCost
 
@@ -47,10 +48,10 @@ class PriorConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0 or self.lambda_init <= 0 or self.lambda_growth <= 1 or self.max_rounds < 1:
-            raise ValueError(f"PriorConfig: need steps >= 1, lr > 0, lambda_init > 0, lambda_growth > 1 and "
+            raise InputError(f"PriorConfig: need steps >= 1, lr > 0, lambda_init > 0, lambda_growth > 1 and "
                              f"max_rounds >= 1, got {self}")
         if self.tolerance <= 0:
-            raise ValueError(f"PriorConfig.tolerance must be > 0, got {self.tolerance}")
+            raise InputError(f"PriorConfig.tolerance must be > 0, got {self.tolerance}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Prior:
     def sample(self, choices: Sequence[Sequence[Any]], rng: random.Random) -> Arch:
         """An architecture with every position drawn independently from the prior."""
         if len(choices) != len(self.probs):
-            raise ValueError(f"Prior has {len(self.probs)} positions, the space {len(choices)}")
+            raise InputError(f"Prior has {len(self.probs)} positions, the space {len(choices)}")
         return tuple(choices[g][self.sample_index(g, rng)] for g in range(len(choices)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,10 +120,10 @@ def fit_prior(losses: Sequence[Sequence[float | None]], cost: PairwiseCost, targ
               config: PriorConfig = PriorConfig()) -> Prior:
     """Fit BCNet's prior to the loss records ``losses[l][j]`` under ``target_macs`` (see the module docstring)."""
     if target_macs <= 0:
-        raise ValueError(f"fit_prior: target_macs must be positive, got {target_macs}")
+        raise InputError(f"fit_prior: target_macs must be positive, got {target_macs}")
     table = fill_losses(losses)
     if not table or any(not row for row in table):
-        raise ValueError("fit_prior: every position needs at least one width choice")
+        raise InputError("fit_prior: every position needs at least one width choice")
     sizes = [len(row) for row in table]
     width = max(sizes)
     # Positions padded to one width; padded logits are -inf, so their probability is exactly 0.

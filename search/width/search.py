@@ -20,20 +20,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from export.files import prepare_directory, publish, temporary_path, write_json_atomic, write_text_atomic
-from search.spaces import Arch, InputSize
-from zoo.spec import ArchSpec
+from common.errors import InputError
+from zoo.spaces import Arch
+
+from search.result import SearchResult
 
 from .bcnet import LossRecords, placements_of
 from .cafenet import BinLayout, BinPlacement, CafeNetConfig, score_placements
-from .constraints import CostModel
+from search.budget import CostModel
 from .evolution import EvolutionConfig, EvolutionSearch, SearchOutcome
 from .prior import Prior, PriorConfig, fit_prior
 from .supernet import LEFT, RIGHT, WidthSupernet
@@ -108,44 +108,8 @@ class CafeNetFitness:
         return max(s for _, s in self.placement_scores(arch))
 
 
-@dataclass
-class WidthSearchResult:
-    """The outcome of a width search: the best network, what it costs, and the weights it inherits."""
-
-    method: str
-    space: str
-    arch: Arch
-    spec: ArchSpec
-    input_size: InputSize
-    macs: int
-    params: int
-    latency_ms: float | None
-    device: str | None
-    score: float
-    placement: dict[str, Any]
-    model: nn.Module
-    budget: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def report(self) -> dict[str, Any]:
-        """The JSON report: everything but the model (the spec's JSON is the ``spec`` field)."""
-        return {"method": self.method, "space": self.space, "arch": list(self.arch), "family": self.spec.family,
-                "input_size": list(self.input_size), "macs": self.macs, "params": self.params,
-                "latency_ms": self.latency_ms, "device": self.device, "score": self.score,
-                "placement": self.placement, "budget": self.budget, "history": self.history, **self.extra}
-
-    def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``spec.json``, ``weights.pth`` and ``report.json`` into ``directory`` (each atomically)."""
-        out = Path(directory)
-        prepare_directory(out)
-        paths = {"spec": out / "spec.json", "weights": out / "weights.pth", "report": out / "report.json"}
-        write_text_atomic(paths["spec"], self.spec.to_json(indent=2) + "\n")
-        with temporary_path(paths["weights"]) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, tmp)
-            publish(tmp, paths["weights"])
-        write_json_atomic(paths["report"], self.report() | {"files": {k: p.name for k, p in paths.items()}})
-        return paths
+# A width search's result is the project's search result (search.result); the old name stays for its callers.
+WidthSearchResult = SearchResult
 
 
 def save_result(result: WidthSearchResult, directory: str | Path) -> dict[str, Path]:
@@ -188,7 +152,7 @@ def run_bcnet_search(supernet: WidthSupernet, records: LossRecords, scorer: Scor
     ``sides=("left",)`` is the unilateral baseline (method ``"unilateral"``): scored and inherited from the left.
     """
     if cost_model.space != supernet.space:
-        raise ValueError("run_bcnet_search: the cost model and the supernet are for different spaces")
+        raise InputError("run_bcnet_search: the cost model and the supernet are for different spaces")
     if isinstance(prior, PriorConfig):
         fitted = fit_prior(records.means(), supernet.macs_model(), prior_target_macs(cost_model), prior)
     else:
@@ -210,7 +174,7 @@ def run_cafenet_search(supernet: WidthSupernet, layout: BinLayout, scorer: Score
                        state_path: str | Path | None = None, progress: bool = True) -> WidthSearchResult:
     """CafeNet's search: evolution with uniform sampling, a width scored by its best placement."""
     if supernet.space != layout.space:
-        raise ValueError("run_cafenet_search: the supernet must be built on layout.space")
+        raise InputError("run_cafenet_search: the supernet must be built on layout.space")
     fitness = CafeNetFitness(supernet, layout, scorer, cafenet)
     identity = {"method": "cafenet", "space": repr(supernet.space), "budget": cost_model.budget.to_dict(),
                 "cafenet": dataclasses.asdict(cafenet)}

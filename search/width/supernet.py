@@ -35,8 +35,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from common.errors import InputError
 import zoo
-from search.spaces import (Arch, EfficientNetB0WidthSpace, HGCNetWidthSpace, InputSize, MobileNetV2WidthSpace,
+from zoo.spaces import (Arch, EfficientNetB0WidthSpace, HGCNetWidthSpace, InputSize, MobileNetV2WidthSpace,
                            ResNet50WidthSpace)
 from zoo.mbconv import hidden_chs
 from zoo.mobilenetv2 import MBV2_SETTINGS
@@ -74,7 +75,7 @@ class SidePlacement:
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
-            raise ValueError(f"SidePlacement.side must be 'left' or 'right', got {self.side!r}")
+            raise InputError(f"SidePlacement.side must be 'left' or 'right', got {self.side!r}")
 
     @property
     def derived_side(self) -> str:
@@ -90,7 +91,7 @@ RIGHT = SidePlacement("right")
 
 def side_intervals(side: str, full: int, width: int) -> tuple[Interval, ...]:
     if not 0 < width <= full:
-        raise ValueError(f"a width must be in 1..{full}, got {width}")
+        raise InputError(f"a width must be in 1..{full}, got {width}")
     return ((0, width),) if side == "left" else ((full - width, full),)
 
 
@@ -150,10 +151,10 @@ class _Planner:
         if groups == 1 or current == groups:
             return
         if current != 1:
-            raise ValueError(f"width supernet: {where} splits a tensor into {groups} groups that another layer "
+            raise InputError(f"width supernet: {where} splits a tensor into {groups} groups that another layer "
                              f"splits into {current}; one channel layout cannot serve both")
         if self.slots[slot].full % groups:
-            raise ValueError(f"width supernet: {where}: full width {self.slots[slot].full} is not divisible by "
+            raise InputError(f"width supernet: {where}: full width {self.slots[slot].full} is not divisible by "
                              f"groups={groups}")
         self.slots[slot] = dataclasses.replace(self.slots[slot], groups=groups)
 
@@ -199,7 +200,7 @@ class _Planner:
 def _plan_mobile(p: _Planner, spec: ArchSpec, stem: int, blocks: Sequence[tuple[int | None, int]], head: int) -> None:
     """Slots and rules of a :class:`zoo.specnet.SpecNet` (timm MobileNet names)."""
     if spec.pre_logits_chs is not None:
-        raise ValueError(f"width supernet: post-pool pre-logits convs ({spec.family}) are not supported")
+        raise InputError(f"width supernet: post-pool pre-logits convs ({spec.family}) are not supported")
     p.conv("conv_stem", stem, None)
     p.bn("bn1", stem)
     cur, k = stem, 0
@@ -234,7 +235,7 @@ def _plan_mobile(p: _Planner, spec: ArchSpec, stem: int, blocks: Sequence[tuple[
                 p.pointwise(f"{pre}.conv_pwl", out, mid, b.kind, groups)
                 p.bn(f"{pre}.bn3", out)
             else:
-                raise ValueError(f"width supernet: block kind {b.kind!r} at {pre} is not supported")
+                raise InputError(f"width supernet: block kind {b.kind!r} at {pre} is not supported")
             cur = out
     if spec.head_chs is not None:
         p.conv("conv_head", head, cur)
@@ -254,7 +255,7 @@ def _plan_resnet(p: _Planner, spec: ArchSpec, stem: int, blocks: Sequence[tuple[
             pre, (c1, c2, out) = f"layer{s + 1}.{i}", blocks[k]
             k += 1
             if b.kind != "bottleneck" or b.groups != 1:
-                raise ValueError(f"width supernet: {pre} is a {b.kind!r} block with groups={b.groups}; only "
+                raise InputError(f"width supernet: {pre} is a {b.kind!r} block with groups={b.groups}; only "
                                  f"plain bottlenecks are supported in the resnet layout")
             p.conv(f"{pre}.conv1", c1, cur)
             p.bn(f"{pre}.bn1", c1)
@@ -379,7 +380,7 @@ class WidthSupernet(nn.Module):
         self.rules: dict[str, Rule] = {k: r for k, r in plan.rules.items() if k in names}
         missing = sorted(names - set(self.rules))
         if missing:
-            raise ValueError(f"width supernet for {space.name}: no slicing rule for {missing[:3]}")
+            raise InputError(f"width supernet for {space.name}: no slicing rule for {missing[:3]}")
         self._cache_size = max(1, cache_size)
         self._skeletons: OrderedDict[Arch, nn.Module] = OrderedDict()
         self._plans: OrderedDict[tuple, dict[str, list[tuple[int, Tensor]]]] = OrderedDict()
@@ -412,7 +413,7 @@ class WidthSupernet(nn.Module):
         out: list[Tensor] = []
         for i, s in enumerate(self.slots):
             if widths[i] % s.groups:
-                raise ValueError(f"{self.space.name}: width {widths[i]} (arch position {s.gene}) is not divisible "
+                raise InputError(f"{self.space.name}: width {widths[i]} (arch position {s.gene}) is not divisible "
                                  f"by the {s.groups} groups of its layer")
             full, width = s.full // s.groups, widths[i] // s.groups
             if s.gene is not None:
@@ -500,7 +501,7 @@ class WidthSupernet(nn.Module):
         expected = dict(skeleton.named_parameters()) | dict(skeleton.named_buffers())
         for name, ref in expected.items():
             if name not in plan:
-                raise ValueError(f"{self.space.name}: sub-network {arch} has tensor {name!r} that the supernet "
+                raise InputError(f"{self.space.name}: sub-network {arch} has tensor {name!r} that the supernet "
                                  f"cannot provide")
             t = full[name].detach() if detach else full[name]
             gathered = None
@@ -512,7 +513,7 @@ class WidthSupernet(nn.Module):
                     t = t.index_select(d, idx)
                     gathered = idx
             if tuple(t.shape) != tuple(ref.shape):
-                raise ValueError(f"{self.space.name}: slicing {name!r} for arch {arch} gave shape {tuple(t.shape)}, "
+                raise InputError(f"{self.space.name}: slicing {name!r} for arch {arch} gave shape {tuple(t.shape)}, "
                                  f"the sub-network needs {tuple(ref.shape)}")
             if gathered is not None and name in buffers:
                 writeback.append((full[name], gathered, name))
@@ -562,10 +563,10 @@ def _check_intervals(ivs: tuple[Interval, ...], full: int, width: int, where: st
     last, total = 0, 0
     for a, z in ivs:
         if a < last or z <= a or z > full:
-            raise ValueError(f"{where}: placement {placement!r} gave intervals {ivs} outside 0..{full} or unsorted")
+            raise InputError(f"{where}: placement {placement!r} gave intervals {ivs} outside 0..{full} or unsorted")
         last, total = z, total + z - a
     if total != width:
-        raise ValueError(f"{where}: placement {placement!r} keeps {total} channels per group, the width needs {width}")
+        raise InputError(f"{where}: placement {placement!r} keeps {total} channels per group, the width needs {width}")
 
 
 def _output_hw(net: nn.Module, input_size: InputSize) -> dict[str, int]:

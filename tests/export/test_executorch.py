@@ -22,10 +22,10 @@ from export.executorch import (
     PteExportReport,
     export_pte,
     load_pte,
-    measure_pte,
     pte_metadata,
 )
-from export.latency import BenchConfig, LatencyResult
+from latency_tables.measure import BenchConfig, LatencyResult
+from latency_tables.measure_pte import measure_pte
 from export.pipeline import resolve_model
 
 TINY_SIZE = (3, 16, 16)

@@ -15,9 +15,9 @@ import zoo
 from export.errors import ExportError, UnsupportedFormatError
 from export.formats import (FORMATS, KNOWN_UNSUPPORTED, ExportOptions, artefact_path, export_all, export_formats,
                             parse_formats)
-from export.images import RandomImagesWarning, default_image_source
+from common.images import RandomImagesWarning, default_image_source
 from export.pipeline import resolve_model, resolve_spec
-from zoo.cli import main
+from mzoo.cli import main
 
 SMALL = "nbmacro_11111111"
 NEEDS_IMAGES = pytest.mark.skipif(default_image_source() is None,

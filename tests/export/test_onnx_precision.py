@@ -18,7 +18,7 @@ from torch import nn
 
 import export.onnx_precision as precision
 from export.errors import AgreementError, CalibrationDataError, ExportError, OnnxLoadError
-from export.images import (
+from common.images import (
     RANDOM_CALIBRATION_SOURCE,
     RANDOM_VERIFICATION_SOURCE,
     RandomImagesWarning,
@@ -468,7 +468,7 @@ def test_zoo_model_variants_pass_defaults_and_bad_calibration_fails(name: str, b
 
     def images(split: str, count: int) -> np.ndarray:
         return load_images(CIFAR, resolved.input_size, resolved.mean, resolved.std, count=count, split=split,
-                           crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
+                           crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"])
 
     verify, calibration = images("test", 64), images("train", 128)
     reference = eager_reference(resolved.model)

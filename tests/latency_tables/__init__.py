@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 import zoo
-from export.environment import Environment
-from export.latency import BenchConfig, LatencyResult
+from common.environment import Environment
+from latency_tables.measure import BenchConfig, LatencyResult
 from zoo.spec import ArchSpec, BlockSpec
 
 ENVIRONMENT = Environment(cpu_model="Fake CPU", logical_cores=2, machine="x86_64", os="Linux", python="3.11",

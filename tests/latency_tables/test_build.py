@@ -11,7 +11,7 @@ import pytest
 import zoo
 from latency_tables import Entry, LatencyTable, Overhead
 from latency_tables.build import TableMismatchError, build_table, fit_overhead
-from search.spaces import op_keys
+from zoo.spaces import op_keys
 from tests.latency_tables import ENVIRONMENT, FAST, FakeDevice, TinySpace
 from zoo.ops import op_module
 

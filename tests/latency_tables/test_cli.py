@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 import zoo
-from export.devices import local_device_name
-from export.images import shared_data_dir
+from latency_tables.devices import local_device_name
+from common.images import shared_data_dir
 from latency_tables.predict import Predictor
 from latency_tables.table import LatencyTable, list_devices, load_tables, tables_root
-from search.spaces import get_space, list_spaces, op_keys
-from zoo.cli import main
+from zoo.spaces import get_space, list_spaces, op_keys
+from mzoo.cli import main
 from zoo.ofa import ofa_mbv3_uniform_spec
 
 SHIPPED_DEVICE = "amd-epyc-f23m1-ort-t1"  # the 2-core Zen 1 EPYC VM the shipped tables were measured on

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import zoo
-from export.images import shared_data_dir
+from common.images import shared_data_dir
 from latency_tables.ofa import (OFA_DATA_DIR, OFA_DEVICE, OFA_SOURCE, OFA_SPACE, OfaImport, OfaImportError,
                                 convert_ofa_tables, covering_specs, import_ofa_tables, ofa_key)
 from latency_tables.predict import Predictor

@@ -10,7 +10,7 @@ import pytest
 import zoo
 from latency_tables import (Entry, LatencyTable, MissingKeysError, NoTablesError, Overhead, Predictor, op_signature,
                             table_path)
-from search.spaces import op_keys
+from zoo.spaces import op_keys
 from tests.latency_tables import ENVIRONMENT, FAST, FakeDevice, TinySpace
 from zoo.ops import op_module
 

@@ -68,7 +68,7 @@ def test_scatter_plot_writes_a_png_atomically(tmp_path) -> None:
 
 
 def _info(**env_changes):
-    from export.devices import DeviceInfo
+    from latency_tables.devices import DeviceInfo
 
     env = replace(ENVIRONMENT, **env_changes)
     return DeviceInfo("fake-cpu-t1", "fake-runtime", "1.0", env.fingerprint, env)

@@ -15,7 +15,7 @@ from search.differentiable import ArchConfig
 from search.diff_cli import add_commands
 from search.diffsearch import CostTarget, EoiNASStep, EvalNetConfig, run_eoinas, search_recipe, train_recipe
 from search.eoinas import EoiNASConfig
-from search.spaces import DartsSpace
+from zoo.spaces import DartsSpace
 from tests.search.cli_runner import search_runner
 from tests.search.ddp_worker import make_image_folder, run_torchrun
 from zoo.searched import register_searched
@@ -140,7 +140,7 @@ def test_cli_eoinas_end_to_end(folder: Path, tmp_path: Path, capsys: pytest.Capt
     assert report["name"] == "eoinas_cli" and report["config"]["cost"]["target"] == 40e6
     assert {p.name for p in out.iterdir()} >= {"spec.json", "weights.pth", "report.json", "supernet.pth"}
     # Exportable as any zoo model: ONNX, verified against eager PyTorch.
-    from zoo.cli import main as mzoo
+    from mzoo.cli import main as mzoo
 
     assert mzoo(["export", "--spec", str(out / "spec.json"), "--checkpoint", str(out / "weights.pth"),
                  "--format", "onnx", "-o", str(tmp_path / "onnx")]) == 0
@@ -173,14 +173,14 @@ def test_cli_metakernel_end_to_end(folder: Path, tmp_path: Path, capsys: pytest.
     text = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert "metakernel_cifar: Meta-Kernel search (meta supernet)" in text and report["tokens"] in text
-    from search.metakernel import CostModel
-    from search.spaces import MetaKernelSpace
+    from search.metakernel import MetaKernelCostModel
+    from zoo.spaces import MetaKernelSpace
 
     space = MetaKernelSpace()
     tokens = tuple(report["arch"])
     assert report["space_costs"]["macs"] == zoo.count(*space.to_spec(tokens)).macs
     assert report["space_costs"]["latency_ms"] == pytest.approx(
-        CostModel.latency(space, "amd-epyc-f23m1-ort-t1").exact(tokens))
+        MetaKernelCostModel.latency(space, "amd-epyc-f23m1-ort-t1").exact(tokens))
     assert report["history"][-1]["train_arch_cost"] > 0 and 0 <= report["test_top1"] <= 100
     spec = zoo.spec_from_json((out / "spec.json").read_text())
     assert spec == space.to_spec(tokens)[0].replace(num_classes=3)

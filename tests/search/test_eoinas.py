@@ -16,7 +16,7 @@ from latency_tables.predict import Predictor
 from search.differentiable import ArchConfig, BilevelStep, weight_parameters
 from search.eoinas import (CellCostModel, DartsSupernet, EoiNASConfig, derive_genotype, edge_index, edge_sources,
                            iter_live_counts, removal_importance)
-from search.spaces import DartsSpace
+from zoo.spaces import DartsSpace
 from zoo.darts import DARTS_V2, cifar_cellnet_spec
 from zoo.spec import CELL_OPS
 

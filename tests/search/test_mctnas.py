@@ -17,8 +17,8 @@ from search.mcts import Draw, MCTSConfig
 from search.mctnas import (MCTNASConfig, MCTNASTrainer, SearchConfig, SubnetScorer, engine_steps, kendall_tau,
                            search_result, search_stage, spearman_rho, train_supernet)
 from search.oneshot import OneShotSupernet
-from search.oracle import CostWindow, Feasibility
-from search.spaces import NBMacroSpace
+from search.budget import CostModel, CostWindow
+from zoo.spaces import NBMacroSpace
 
 QUIET = dict(progress=False)
 
@@ -78,7 +78,7 @@ def _record(mct: MCTNASTrainer) -> list[Draw]:
 
 
 def _run(base: OneShotSupernet, data: TensorDataset, sampling: str, steps: int = 10,
-         feasibility: Feasibility | None = None, **kwargs: object) -> tuple[MCTNASTrainer, Trainer, list[Draw]]:
+         feasibility: CostModel | None = None, **kwargs: object) -> tuple[MCTNASTrainer, Trainer, list[Draw]]:
     sup = copy.deepcopy(base)
     config = TrainConfig(steps=steps, batch_size=4, lr=0.05, **QUIET)
     mct = MCTNASTrainer(sup, steps, MCTNASConfig(sampling=sampling), feasibility)
@@ -139,7 +139,7 @@ def test_mcts_draws_inside_the_macs_window_and_the_search_keeps_to_it(base: OneS
                                                                      data: TensorDataset) -> None:
     space = base.space
     limit = 40e6
-    feasibility = Feasibility(space, [CostWindow("macs", high=limit)])
+    feasibility = CostModel.of_windows(space, [CostWindow("macs", high=limit)])
     mct, _, draws = _run(base, data, "mcts", steps=12, feasibility=feasibility)
 
     def macs(draw: Draw) -> int:

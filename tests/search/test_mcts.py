@@ -14,8 +14,9 @@ import pytest
 
 from search.mcts import (ORACLE_CONFIG, MCTree, MCTSampler, MCTSConfig, RewardTracker, arch_to_path, mcts_search,
                          path_to_arch, space_choices, uct)
-from search.oracle import Feasibility, OracleSession
-from search.spaces import MCTNASSpace
+from search.budget import CostModel
+from search.oracle import OracleSession
+from zoo.spaces import MCTNASSpace
 
 from .test_nasbench import fake_benchmark
 
@@ -249,15 +250,15 @@ def test_config_validation_names_the_field(bad: dict) -> None:
 
 # ----- oracle mode --------------------------------------------------------------------------------------------
 
-def _session(budget: int, feasibility: Feasibility | None = None) -> OracleSession:
+def _session(budget: int, feasibility: CostModel | None = None) -> OracleSession:
     bench = fake_benchmark()
-    return OracleSession(bench, budget, feasibility or Feasibility(bench.space))
+    return OracleSession(bench, budget, feasibility or CostModel.of_windows(bench.space))
 
 
 @pytest.mark.parametrize("selection", ["prioritized", "hierarchical"])
 def test_oracle_mcts_queries_every_feasible_arch_once(selection: str) -> None:
     bench = fake_benchmark()
-    window = Feasibility(bench.space)
+    window = CostModel.of_windows(bench.space)
     window._verdicts.update({bench.arch(k): k[0] != "0" for k in bench.keys()})  # a cheap known window
     session = _session(10_000, window)
     mcts_search(session, random.Random(12), MCTSConfig(mct_start_iter=50), selection)  # the session refuses repeats

@@ -15,10 +15,10 @@ from torch import nn
 import zoo
 from latency_tables.predict import Predictor
 from search.differentiable import cost_penalty
-from search.metakernel import (GUMBEL_DECAY, GUMBEL_T0, CostModel, MetaDepthwise, MetaKernelLayer, MetaKernelSupernet,
+from search.metakernel import (GUMBEL_DECAY, GUMBEL_T0, MetaKernelCostModel, MetaDepthwise, MetaKernelLayer, MetaKernelSupernet,
                                MixedLayer, centre_pad, meta_kernel)
 from search.oneshot import batch_statistics
-from search.spaces import MetaKernelSpace, NBMacroSpace
+from zoo.spaces import MetaKernelSpace, NBMacroSpace
 
 DEVICE = "amd-epyc-f23m1-ort-t1"
 SPACE = MetaKernelSpace()
@@ -251,7 +251,7 @@ def predictor() -> Predictor:
 
 @pytest.mark.parametrize("metric", ["macs", "latency"])
 def test_expected_cost_is_exact_on_one_hot_and_linear_on_soft_probabilities(metric: str, predictor: Predictor) -> None:
-    model = CostModel.macs(SPACE) if metric == "macs" else CostModel.latency(SPACE, DEVICE)
+    model = MetaKernelCostModel.macs(SPACE) if metric == "macs" else MetaKernelCostModel.latency(SPACE, DEVICE)
 
     def truth(arch: tuple[str, ...]) -> float:
         if metric == "macs":
@@ -281,16 +281,16 @@ def test_expected_cost_is_exact_on_one_hot_and_linear_on_soft_probabilities(metr
 
 
 def test_identity_space_costs_and_missing_latency_keys() -> None:
-    model = CostModel.macs(SPACE_ID)
+    model = MetaKernelCostModel.macs(SPACE_ID)
     net = MetaKernelSupernet(SPACE_ID, 10)
     for arch in (ARCH_ID, ("id",) * 15):
         assert model.exact(arch) == zoo.count(*SPACE_ID.to_spec(arch)).macs
         assert float(model.expected(*net.one_hot(arch))) == zoo.count(*SPACE_ID.to_spec(arch)).macs
     # The shipped metakernel table was built without the id candidate.
     with pytest.raises(ValueError, match=rf"space 'metakernel' on device '{DEVICE}'.*skip-in16x112x112"):
-        CostModel.latency(SPACE_ID, DEVICE)
+        MetaKernelCostModel.latency(SPACE_ID, DEVICE)
     with pytest.raises(ValueError, match="space 'metakernel' on device 'no-such-device'"):
-        CostModel.latency(SPACE, "no-such-device")
+        MetaKernelCostModel.latency(SPACE, "no-such-device")
 
 
 def test_missing_space_table_names_device_and_space(tmp_path, predictor: Predictor) -> None:  # noqa: ANN001
@@ -298,11 +298,11 @@ def test_missing_space_table_names_device_and_space(tmp_path, predictor: Predict
     (tmp_path / DEVICE).mkdir()
     other.save(tmp_path / DEVICE / f"{other.space}.json")
     with pytest.raises(ValueError, match=rf"device '{DEVICE}' has no latency table for space 'metakernel'"):
-        CostModel.latency(SPACE, DEVICE, root=tmp_path)
+        MetaKernelCostModel.latency(SPACE, DEVICE, root=tmp_path)
 
 
 def test_cost_penalty_is_differentiable_and_drives_the_expectation_to_the_target() -> None:
-    model = CostModel.macs(SPACE)
+    model = MetaKernelCostModel.macs(SPACE)
     cheapest, dearest = model.exact(("e3k3",) * 15), model.exact(("e6k7",) * 15)
     assert float(cost_penalty(torch.tensor(150.0), 100.0, 2.0)) == 1.0
     assert float(cost_penalty(torch.tensor(50.0), 100.0, 2.0)) == 1.0
@@ -366,8 +366,8 @@ def test_errors_name_the_input(supernets: dict) -> None:
     with pytest.raises(ValueError, match=r"expects input \(N, 3, H, W\), got \(2, 1, 32, 32\)"):
         net(torch.zeros(2, 1, 32, 32))
     with pytest.raises(ValueError, match="prices space"):
-        net.set_cost_objective(CostModel.macs(SPACE_ID), 3e8)
+        net.set_cost_objective(MetaKernelCostModel.macs(SPACE_ID), 3e8)
     with pytest.raises(ValueError, match="target"):
-        net.set_cost_objective(CostModel.macs(SPACE), -1.0)
+        net.set_cost_objective(MetaKernelCostModel.macs(SPACE), -1.0)
     with pytest.raises(ValueError, match=r"shape \(15, 3\).*\(15, 2\)"):
-        CostModel.macs(SPACE).expected(torch.ones(15, 3), torch.ones(15, 3))
+        MetaKernelCostModel.macs(SPACE).expected(torch.ones(15, 3), torch.ones(15, 3))

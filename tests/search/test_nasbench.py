@@ -15,7 +15,7 @@ import pytest
 
 import zoo
 from search.nasbench import NUM_ARCHS, NUM_NETWORKS, MacroRecord, NASBenchError, NASBenchMacro, network_of
-from search.spaces import NBMacroSpace
+from zoo.spaces import NBMacroSpace
 
 ALL_KEYS = ["".join(p) for p in itertools.product("012", repeat=8)]
 

@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from search.oneshot import ChoiceLayer, OneShotSupernet, batch_statistics
-from search.spaces import MCTNASSpace, NBMacroSpace
+from zoo.spaces import MCTNASSpace, NBMacroSpace
 from zoo.mctnas import MCTNAS_A, mctnas_spec
 from zoo.nbmacro import nbmacro_spec
 

@@ -16,11 +16,12 @@ import zoo
 from latency_tables import Entry, LatencyTable, Predictor
 from search.mcts import MCTSConfig
 from search.nasbench import NASBenchMacro
-from search.oracle import (SEARCHERS, BudgetReached, CostWindow, Feasibility, OracleSession, SearchTrace,
+from search.budget import CostModel, CostWindow
+from search.oracle import (SEARCHERS, BudgetReached, OracleSession, SearchTrace,
                            queries_to_reach, run_oracle_search, target_sets)
 from search.random_search import random_order, random_search
 from search.regularized_evolution import EvolutionConfig, mutate_one_layer, regularized_evolution
-from search.spaces import MCTNASSpace, NBMacroSpace, op_keys
+from zoo.spaces import MCTNASSpace, NBMacroSpace, op_keys
 
 from .test_nasbench import fake_benchmark
 
@@ -37,9 +38,9 @@ def _neighbours(arch: tuple) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def macs_window() -> Feasibility:
+def macs_window() -> CostModel:
     """MACs ≤ 40M from the walker, computed once for the module (about half of the space)."""
-    feasibility = Feasibility(SPACE, [CostWindow("macs", high=40e6)])
+    feasibility = CostModel.of_windows(SPACE, [CostWindow("macs", high=40e6)])
     for arch in itertools.product((0, 1, 2), repeat=8):
         feasibility(arch)
     return feasibility
@@ -60,7 +61,7 @@ def _fake_tables(root: Path) -> None:
 
 def test_session_refuses_repeats_infeasible_archs_and_a_spent_budget() -> None:
     bench = fake_benchmark()
-    feasibility = Feasibility(SPACE)
+    feasibility = CostModel.of_windows(SPACE)
     feasibility._verdicts[(0,) * 8] = False  # a known-infeasible arch without computing a cost
     session = OracleSession(bench, 2, feasibility)
     assert session.query((2,) * 8) == bench.accuracy("22222222")
@@ -117,7 +118,7 @@ def test_every_searcher_makes_distinct_queries_up_to_the_budget(searcher: str) -
 
 
 @pytest.mark.parametrize("searcher", SEARCHERS)
-def test_macs_window_is_respected_and_defines_the_best(searcher: str, macs_window: Feasibility) -> None:
+def test_macs_window_is_respected_and_defines_the_best(searcher: str, macs_window: CostModel) -> None:
     bench = fake_benchmark()
     inside = [k for k in bench.keys() if macs_window(bench.arch(k))]
     best_inside = max(inside, key=bench.accuracy)
@@ -131,7 +132,7 @@ def test_macs_window_is_respected_and_defines_the_best(searcher: str, macs_windo
 
 
 @pytest.mark.parametrize("searcher", SEARCHERS)
-def test_a_search_that_runs_out_of_feasible_archs_says_so(searcher: str, macs_window: Feasibility) -> None:
+def test_a_search_that_runs_out_of_feasible_archs_says_so(searcher: str, macs_window: CostModel) -> None:
     trace = run_oracle_search(searcher, 6561, 2, oracle=fake_benchmark(), constraints=macs_window)
     assert trace.stopped == "exhausted" and len(trace.queries) == trace.feasible
 
@@ -143,7 +144,7 @@ def test_latency_window_from_a_table(tmp_path: Path) -> None:
     latency = {a: predictor.predict_arch(SPACE, a).total_ms for a in archs}
     median = statistics.median(latency.values())
     window = CostWindow("latency", high=median, device=FAKE_DEVICE, tables=str(tmp_path))
-    feasibility = Feasibility(SPACE, [window])
+    feasibility = CostModel.of_windows(SPACE, [window])
     assert [feasibility(a) for a in archs] == [ms <= median for ms in latency.values()]
     assert [feasibility.cost(0, a) for a in archs[:20]] == [latency[a] for a in archs[:20]]
     assert window.describe() == f"latency on fake-cpu-t1 (ms) ≤ {median:g}"
@@ -175,7 +176,7 @@ def test_bad_arguments_are_named() -> None:
         run_oracle_search("random", 0, 0, oracle=bench)
     with pytest.raises(ValueError, match="'evolution' takes a EvolutionConfig config, got MCTSConfig"):
         run_oracle_search("evolution", 10, 0, oracle=bench, config=MCTSConfig())
-    nothing = Feasibility(SPACE)
+    nothing = CostModel.of_windows(SPACE)
     nothing._verdicts.update({a: False for a in itertools.product((0, 1, 2), repeat=8)})
     with pytest.raises(ValueError, match="no architecture.*unconstrained"):
         run_oracle_search("random", 10, 0, oracle=bench, constraints=nothing)
@@ -200,7 +201,7 @@ def test_random_order_is_a_uniform_permutation() -> None:
 
 
 def test_random_search_covers_the_space_once() -> None:
-    session = OracleSession(fake_benchmark(), 10_000, Feasibility(SPACE))
+    session = OracleSession(fake_benchmark(), 10_000, CostModel.of_windows(SPACE))
     random_search(session, random.Random(0))
     assert len(session.history) == 6561 == len({k for k, _ in session.history})
 
@@ -216,7 +217,7 @@ def test_aging_evolution_mutates_a_recent_tournament_winner() -> None:
     """Parents are members of the last P queries (aging), children are one layer away (or a fallback)."""
     config = EvolutionConfig(population=10, sample=200)  # S ≫ P: the tournament winner is the population's best
     bench = fake_benchmark()
-    session = OracleSession(bench, 400, Feasibility(SPACE))
+    session = OracleSession(bench, 400, CostModel.of_windows(SPACE))
     regularized_evolution(session, random.Random(3), config)
     archs = [bench.arch(k) for k, _ in session.history]
     seen: set[tuple] = set(archs[:10])
@@ -234,7 +235,7 @@ def test_aging_evolution_mutates_a_recent_tournament_winner() -> None:
 
 
 def test_evolution_with_the_spaces_mutate() -> None:
-    session = OracleSession(fake_benchmark(), 100, Feasibility(SPACE))
+    session = OracleSession(fake_benchmark(), 100, CostModel.of_windows(SPACE))
     regularized_evolution(session, random.Random(4), EvolutionConfig(mutation_prob=0.3))
     assert len(session.history) == 100 == len({k for k, _ in session.history})
     with pytest.raises(ValueError, match="EvolutionConfig.sample"):

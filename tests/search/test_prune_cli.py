@@ -17,7 +17,7 @@ import zoo
 from export.pipeline import resolve_spec
 from search.prune_cli import add_commands
 from tests.search.ddp_worker import make_image_folder
-from zoo.cli import main as mzoo
+from mzoo.cli import main as mzoo
 from zoo.mobilenetv2 import FULL_WIDTH, mobilenetv2_width_spec
 
 

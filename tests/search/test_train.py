@@ -21,7 +21,7 @@ from search.data import (ImageFolder, SeededDataset, balanced_subset, cifar_eval
                          mix_seed)
 from search.train import CACHE_FORMAT, TensorImages, image_cache, score_top1
 from tests.search.ddp_worker import make_image_folder
-from zoo.cli import main as mzoo
+from mzoo.cli import main as mzoo
 from zoo.nbmacro import nbmacro_spec
 from zoo.pretrained import sha256_of, weight_candidates
 from zoo.searched import register_searched

@@ -296,7 +296,7 @@ MAPPED_TOP1_FLOOR = 0.20
 def test_pretrained_lite0_classifies_cifar10_photos_far_above_chance() -> None:
     """Proof (b): 200 CIFAR-10 test photos, ImageNet top-1 mapped to CIFAR-10 (bench/lite_mapped_cifar.py)."""
     from bench.lite_mapped_cifar import cifar10_batch, logits_of
-    from export.images import default_image_source
+    from common.images import default_image_source
 
     if default_image_source() is None:
         pytest.skip("the CIFAR-10 JPEGs are not there (../shared/data or $MZOO_SHARED_DATA)")

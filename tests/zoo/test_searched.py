@@ -60,7 +60,7 @@ print("ok", name)
 
 def test_the_cli_registers_results_and_refuses_changed_weights(tmp_path: Path) -> None:
     result = make_result(tmp_path / "found", name="nbmacro_found_2")
-    mzoo = [sys.executable, "-m", "zoo.cli"]
+    mzoo = [sys.executable, "-m", "mzoo"]
     info = subprocess.run(mzoo + ["--searched", str(tmp_path), "info", "nbmacro_found_2"], capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
     assert info.returncode == 0 and "zoo.searched" in info.stdout and "(3, 32, 32)" in info.stdout, info.stderr

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from latency_tables.table import Entry, LatencyTable, Overhead
-from search.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
+from zoo.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
                            SearchSpace, op_keys)
 from search.width import WidthSupernet
 

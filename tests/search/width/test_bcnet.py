@@ -8,8 +8,8 @@ import random
 import pytest
 import torch
 
-from search.spaces import MobileNetV2WidthSpace
-from search.spaces.widths import BCNET_FRACTIONS
+from zoo.spaces import MobileNetV2WidthSpace
+from zoo.spaces.widths import BCNET_FRACTIONS
 from search.width import LEFT, RIGHT, BCNetConfig, BCNetTrainer, LossRecords, complement
 
 from .conftest import Ctx, batch, fresh

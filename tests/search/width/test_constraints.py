@@ -10,7 +10,7 @@ import pytest
 
 import zoo
 from latency_tables.table import LatencyTable, NoTablesError
-from search.spaces import MobileNetV2WidthSpace
+from zoo.spaces import MobileNetV2WidthSpace
 from search.width import Budget, CostModel
 
 from .conftest import MS_PER_MAC, SHIPPED_TABLE, toy_table

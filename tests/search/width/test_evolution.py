@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from search.spaces import MobileNetV2WidthSpace
+from zoo.spaces import MobileNetV2WidthSpace
 from search.width import Budget, CostModel, EvolutionConfig, EvolutionSearch, Prior
 
 SPACE = MobileNetV2WidthSpace(layout="cifar")

@@ -11,7 +11,7 @@ import torch
 import zoo
 from search.width.pipeline import WidthSearchConfig, make_space, parse_latency, parse_macs
 from tests.search.ddp_worker import make_image_folder
-from zoo.cli import main
+from mzoo.cli import main
 
 TINY = ["--width-multiplier", "0.25", "--per-class", "12", "--epochs", "1", "--batch-size", "8", "--population", "4",
         "--generations", "2", "--finetune-epochs", "1", "--no-progress"]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import zoo
-from search.spaces import MobileNetV2WidthSpace, NBMacroSpace, ResNet50WidthSpace
-from search.spaces.widths import BCNET_FRACTIONS
+from zoo.spaces import MobileNetV2WidthSpace, NBMacroSpace, ResNet50WidthSpace
+from zoo.spaces.widths import BCNET_FRACTIONS
 from search.width import LEFT, RIGHT, SidePlacement, WidthSupernet
 from search.width.cafenet import BinPlacement
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from export.devices import (Device, DeviceInfo, OrtCpuDevice, RemoteDevice, XnnpackDevice, cpu_slug, export_onnx_fast,
+from latency_tables.devices import (Device, DeviceInfo, OrtCpuDevice, RemoteDevice, XnnpackDevice, cpu_slug, export_onnx_fast,
                             get_device, local_device_name)
-from export.environment import current_environment
-from export.latency import BenchConfig, LatencyResult
+from common.environment import current_environment
+from latency_tables.measure import BenchConfig, LatencyResult
 
 FAST = BenchConfig(runs=5, warmup_runs=1, warmup_min_seconds=0, min_seconds=0, max_seconds=2.0)
 TINY = [

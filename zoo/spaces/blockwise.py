@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from common.errors import InputError
 from zoo.mctnas import SPACE_STAGES as MCTNAS_STAGES
 from zoo.mctnas import mctnas_spec
 from zoo.metakernel import EXPANSIONS as MK_EXPANSIONS
@@ -117,9 +118,9 @@ class OFAMobileNetV3Space(GeneSpace):
         for attr in ("resolutions", "kernels", "expands", "depths"):
             values = getattr(self, attr)
             if not values or len(set(values)) != len(values) or any(not isinstance(v, int) or v < 1 for v in values):
-                raise ValueError(f"OFAMobileNetV3Space.{attr} must be distinct positive ints, got {values!r}")
+                raise InputError(f"OFAMobileNetV3Space.{attr} must be distinct positive ints, got {values!r}")
         if max(self.depths) > OFA_MAX_DEPTH:
-            raise ValueError(f"OFAMobileNetV3Space.depths {self.depths} exceed the {OFA_MAX_DEPTH} slots of a stage")
+            raise InputError(f"OFAMobileNetV3Space.depths {self.depths} exceed the {OFA_MAX_DEPTH} slots of a stage")
 
     def choices(self) -> tuple[tuple[int, ...], ...]:
         slots = OFA_STAGES * OFA_MAX_DEPTH

@@ -1,4 +1,4 @@
-"""``export.files.save_figure``: a PNG published atomically, the figure closed whatever happens."""
+"""``common.files.save_figure``: a PNG published atomically, the figure closed whatever happens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from export.files import save_figure
+from common.files import save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

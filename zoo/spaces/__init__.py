@@ -14,6 +14,8 @@ registry (:func:`get_space`, :func:`list_spaces`).
 
 from __future__ import annotations
 
+from common.errors import InputError
+
 from zoo.costs import OpCost, iter_ops
 
 from .base import Arch, GeneSpace, InputSize, SearchSpace, covering_rows, sample_distinct
@@ -36,7 +38,7 @@ def get_space(name: str) -> SearchSpace:
     for cls in _SPACES:
         if cls.name == name:
             return cls()
-    raise ValueError(f"unknown search space {name!r}; known: {', '.join(list_spaces())}")
+    raise InputError(f"unknown search space {name!r}; known: {', '.join(list_spaces())}")
 
 
 def op_keys(space: SearchSpace) -> dict[str, OpCost]:

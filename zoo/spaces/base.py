@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import product
 from typing import Any, Protocol, runtime_checkable
 
+from common.errors import InputError
 from zoo.spec import AnySpec
 
 Arch = tuple
@@ -45,14 +46,14 @@ def covering_rows(sizes: Sequence[int], scopes: Iterable[Sequence[int]],
     ``fill[g]`` (default: the last choice).
     """
     if any(s < 1 for s in sizes):
-        raise ValueError(f"every gene needs at least one choice, got sizes {tuple(sizes)}")
+        raise InputError(f"every gene needs at least one choice, got sizes {tuple(sizes)}")
     fill = tuple(fill) if fill is not None else tuple(s - 1 for s in sizes)
     if len(fill) != len(sizes) or any(not 0 <= f < s for f, s in zip(fill, sizes)):
-        raise ValueError(f"fill {fill} must hold one valid choice index per gene (sizes {tuple(sizes)})")
+        raise InputError(f"fill {fill} must hold one valid choice index per gene (sizes {tuple(sizes)})")
     unique = {tuple(sorted(set(scope))) for scope in scopes}
     for scope in unique:
         if any(not 0 <= g < len(sizes) for g in scope):
-            raise ValueError(f"scope {scope} names a gene outside 0..{len(sizes) - 1}")
+            raise InputError(f"scope {scope} names a gene outside 0..{len(sizes) - 1}")
     ordered = sorted(unique, key=lambda s: (-math.prod(sizes[g] for g in s), s))
     rows: list[list[int | None]] = []
     for scope in ordered:
@@ -93,7 +94,7 @@ def sample_distinct(space: SearchSpace, rng: random.Random, wanted: int, tries_p
 
 def check_prob(prob: float) -> None:
     if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"mutation probability must be in [0, 1], got {prob!r}")
+        raise InputError(f"mutation probability must be in [0, 1], got {prob!r}")
 
 
 def _same(value: Any, choice: Any) -> bool:
@@ -128,10 +129,10 @@ class GeneSpace:
         """``arch`` as a tuple; raises ``ValueError`` naming the space and the first bad position."""
         choices = self.choices()
         if isinstance(arch, (str, bytes)) or not isinstance(arch, Sequence) or len(arch) != len(choices):
-            raise ValueError(f"{self.name}: an arch is a sequence of {len(choices)} values, got {arch!r}")
+            raise InputError(f"{self.name}: an arch is a sequence of {len(choices)} values, got {arch!r}")
         for i, (value, allowed) in enumerate(zip(arch, choices)):
             if not any(_same(value, c) for c in allowed):
-                raise ValueError(f"{self.name}: arch position {i} is {value!r}; allowed: "
+                raise InputError(f"{self.name}: arch position {i} is {value!r}; allowed: "
                                  f"{', '.join(map(repr, allowed))}")
         return tuple(arch)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.errors import InputError
 from zoo.darts import cifar_cellnet_spec
 from zoo.spec import CELL_OPS, AnySpec, Genotype
 
@@ -36,10 +37,10 @@ class DartsSpace:
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in CELL_OPS or op == "none"]
         if len(self.ops) < 2 or unknown or len(set(self.ops)) != len(self.ops):
-            raise ValueError(f"DartsSpace.ops must be at least two distinct non-'none' DARTS primitives, "
+            raise InputError(f"DartsSpace.ops must be at least two distinct non-'none' DARTS primitives, "
                              f"got {self.ops!r}")
         if self.nodes < 1:
-            raise ValueError(f"DartsSpace.nodes must be >= 1, got {self.nodes}")
+            raise InputError(f"DartsSpace.nodes must be >= 1, got {self.nodes}")
 
     def genotype(self, arch: Arch) -> Genotype:
         """The DARTS genotype of ``arch`` (checked)."""
@@ -57,18 +58,18 @@ class DartsSpace:
         """``arch`` as a tuple; raises ``ValueError`` naming the first bad position."""
         need = 2 * 4 * self.nodes
         if isinstance(arch, (str, bytes)) or not isinstance(arch, Sequence) or len(arch) != need:
-            raise ValueError(f"darts: an arch is a sequence of {need} values (op, src per edge), got {arch!r}")
+            raise InputError(f"darts: an arch is a sequence of {need} values (op, src per edge), got {arch!r}")
         for pos in range(0, need, 4):
             node = (pos // 4) % self.nodes
             op_a, src_a, op_b, src_b = arch[pos:pos + 4]
             for i, op in ((pos, op_a), (pos + 2, op_b)):
                 if not isinstance(op, str) or op not in self.ops:
-                    raise ValueError(f"darts: arch position {i} is {op!r}; allowed: {', '.join(self.ops)}")
+                    raise InputError(f"darts: arch position {i} is {op!r}; allowed: {', '.join(self.ops)}")
             for i, src in ((pos + 1, src_a), (pos + 3, src_b)):
                 if type(src) is not int or not 0 <= src < 2 + node:
-                    raise ValueError(f"darts: arch position {i} is {src!r}; node {node} reads states 0..{1 + node}")
+                    raise InputError(f"darts: arch position {i} is {src!r}; node {node} reads states 0..{1 + node}")
             if src_a >= src_b:
-                raise ValueError(f"darts: arch positions {pos + 1} and {pos + 3} (sources {src_a}, {src_b}) must "
+                raise InputError(f"darts: arch positions {pos + 1} and {pos + 3} (sources {src_a}, {src_b}) must "
                                  f"be distinct and increasing")
         return tuple(arch)
 

@@ -5,7 +5,7 @@ one, the seeded, class-balanced choice of which images to use, timm's evaluation
 resize to ``size / crop_pct``, centre crop, scale to [0, 1], normalise with the model's mean/std) done with
 PIL, the shared CIFAR-10 JPEGs as the default source, and the random-data fallback that is used only when no
 source is given and always says so loudly. Anything wrong with a source (missing, empty, corrupt or not an
-image) raises ``CalibrationDataError`` naming the path or the file inside the archive.
+image) raises ``ImageDataError`` naming the path or the file inside the archive.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from export.errors import CalibrationDataError
-from export.parity import check_input_size
+from common.errors import ImageDataError, InputError
 
 # torchvision's ImageFolder extensions (IMG_EXTENSIONS), lower-cased comparison.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -42,6 +41,25 @@ _INTERPOLATIONS = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+
+
+def check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``input_size`` as a (channels, height, width) tuple of positive ints; ``InputError`` otherwise."""
+    size = tuple(input_size)
+    if len(size) != 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in size):
+        raise InputError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
+# Larger than any mobile network's input; one 4096×4096 RGB fp32 image is already 200 MB before the first conv.
+MAX_IMAGE_SIDE = 4096
+
+
+def check_image_side(side: object, flag: str = "--input-size") -> int:
+    """An image side a user typed, as an int in [1, MAX_IMAGE_SIDE]; ``InputError`` naming ``flag`` otherwise."""
+    if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_IMAGE_SIDE:
+        raise InputError(f"{flag} must be an image side between 1 and {MAX_IMAGE_SIDE} pixels, got {side!r}")
+    return side
 
 
 class RandomImagesWarning(UserWarning):
@@ -73,7 +91,7 @@ def list_images(source: str | os.PathLike[str], split: str | None = None) -> lis
 
     As in torchvision's ImageFolder, the classes are the folders directly below the root, images may sit at
     any depth inside them, and only files with an image extension count (files at the root, such as a
-    README, are ignored). Raises ``CalibrationDataError`` if the source is missing, not a directory or zip,
+    README, are ignored). Raises ``ImageDataError`` if the source is missing, not a directory or zip,
     unreadable, lacks ``split``, or holds no image.
     """
     path = Path(source)
@@ -83,9 +101,9 @@ def list_images(source: str | os.PathLike[str], split: str | None = None) -> lis
     elif path.is_file():
         names = _zip_names(path, split_parts)
     elif not path.exists():
-        raise CalibrationDataError(f"image source {str(path)!r} does not exist")
+        raise ImageDataError(f"image source {str(path)!r} does not exist")
     else:
-        raise CalibrationDataError(f"image source {str(path)!r} is neither a directory nor a zip file")
+        raise ImageDataError(f"image source {str(path)!r} is neither a directory nor a zip file")
     prefix = len(split_parts)
     files = []
     for name in sorted(names):
@@ -95,7 +113,7 @@ def list_images(source: str | os.PathLike[str], split: str | None = None) -> lis
             files.append(ImageFile(name, parts[0]))
     if not files:
         where = f"{str(path)!r}" + (f" under split {split!r}" if split else "")
-        raise CalibrationDataError(
+        raise ImageDataError(
             f"image source {where} holds no images in ImageFolder layout (<class>/<image> with one of "
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
@@ -107,21 +125,21 @@ def _split_parts(split: str | None) -> tuple[str, ...]:
         return ()
     parts = PurePosixPath(split.replace("\\", "/")).parts
     if not parts or any(p in ("..", "/") for p in parts):
-        raise ValueError(f"split must be a relative folder inside the image source, got {split!r}")
+        raise InputError(f"split must be a relative folder inside the image source, got {split!r}")
     return parts
 
 
 def _directory_names(root: Path, split_parts: tuple[str, ...]) -> list[str]:
     base = root.joinpath(*split_parts)
     if not base.is_dir():
-        raise CalibrationDataError(f"image source {str(root)!r} has no split folder {'/'.join(split_parts)!r}")
+        raise ImageDataError(f"image source {str(root)!r} has no split folder {'/'.join(split_parts)!r}")
     names = []
     errors: list[OSError] = []
     for dirpath, _, filenames in os.walk(base, onerror=errors.append, followlinks=True):
         rel = Path(dirpath).relative_to(root)
         names += [(rel / f).as_posix() for f in filenames]
     if errors:
-        raise CalibrationDataError(f"cannot read image folder {str(errors[0].filename)!r}: "
+        raise ImageDataError(f"cannot read image folder {str(errors[0].filename)!r}: "
                                    f"{errors[0].strerror or errors[0]}")
     return names
 
@@ -131,13 +149,13 @@ def _zip_names(path: Path, split_parts: tuple[str, ...]) -> list[str]:
         with zipfile.ZipFile(path) as archive:
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
     except zipfile.BadZipFile as err:
-        raise CalibrationDataError(f"image source {str(path)!r} is neither a directory nor a zip file") from err
+        raise ImageDataError(f"image source {str(path)!r} is neither a directory nor a zip file") from err
     except OSError as err:
-        raise CalibrationDataError(f"cannot read image source {str(path)!r}: {err.strerror or err}") from err
+        raise ImageDataError(f"cannot read image source {str(path)!r}: {err.strerror or err}") from err
     prefix = "/".join(split_parts) + "/" if split_parts else ""
     inside = [n for n in names if n.startswith(prefix)]
     if prefix and not inside:
-        raise CalibrationDataError(f"image source {str(path)!r} has no split folder {prefix[:-1]!r}")
+        raise ImageDataError(f"image source {str(path)!r} has no split folder {prefix[:-1]!r}")
     return inside
 
 
@@ -147,13 +165,13 @@ def select_images(files: Sequence[ImageFile], count: int, *, seed: int = 0, offs
     The order deals one image of each class in turn (classes sorted by name, each class shuffled with
     ``seed``), so any ``count`` is as balanced as the classes allow, and slices at different offsets of the
     same seed never share an image (how a verification batch is kept apart from a calibration set drawn from
-    the same source). Raises ``CalibrationDataError`` when the source has too few images.
+    the same source). Raises ``ImageDataError`` when the source has too few images.
     """
     _check_count(count, "count")
     if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset!r}")
+        raise InputError(f"offset must be >= 0, got {offset!r}")
     if offset + count > len(files):
-        raise CalibrationDataError(
+        raise ImageDataError(
             f"asked for {count} images from position {offset}, but the source has only {len(files)}"
         )
     by_class: dict[str, list[ImageFile]] = {}
@@ -187,7 +205,7 @@ def load_images(
     ``source`` is an ImageFolder directory or a .zip of one, ``split`` an optional subfolder (``"test"``);
     the images are chosen by :func:`select_images`. Each is decoded with PIL and converted to RGB (or L for
     one-channel models), so grayscale and palette images are fine; a file that cannot be decoded raises
-    ``CalibrationDataError`` naming it.
+    ``ImageDataError`` naming it.
     """
     channels, height, width = _check_input_size(input_size)
     mean_arr, std_arr = _check_stats(mean, std, channels)
@@ -195,7 +213,7 @@ def load_images(
     chosen = select_images(list_images(source, split), count, seed=seed, offset=offset)
     mode = "RGB" if channels == 3 else "L"
     batch = np.empty((count, channels, height, width), dtype=np.float32)
-    with _Reader(Path(source)) as reader:
+    with ImageReader(Path(source)) as reader:
         for i, file in enumerate(chosen):
             image = reader.open(file.name, mode)
             pixels = eval_transform(image, (height, width), crop_pct, interpolation)
@@ -254,14 +272,14 @@ def random_images(count: int, input_size: tuple[int, int, int], *, seed: int = 0
     return rng.standard_normal((count, channels, height, width), dtype=np.float32)
 
 
-class _Reader:
+class ImageReader:
     """Opens image files of a directory or a zip by their source-relative name."""
 
     def __init__(self, source: Path) -> None:
         self.source = source
         self.archive: zipfile.ZipFile | None = None
 
-    def __enter__(self) -> _Reader:
+    def __enter__(self) -> ImageReader:
         if self.source.is_file():
             self.archive = zipfile.ZipFile(self.source)
         return self
@@ -278,25 +296,25 @@ class _Reader:
             else:
                 data = (self.source / name).read_bytes()
         except (OSError, zipfile.BadZipFile) as err:
-            raise CalibrationDataError(f"cannot read image {where}: {getattr(err, 'strerror', None) or err}") from err
+            raise ImageDataError(f"cannot read image {where}: {getattr(err, 'strerror', None) or err}") from err
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()  # decode now: a truncated file fails here, not later in resize
                 # "P" and "LA"/"RGBA" images go through RGBA so palette transparency is handled by PIL.
                 return image.convert(mode)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise CalibrationDataError(f"image {where} is corrupt or not an image: {err}") from err
+            raise ImageDataError(f"image {where} is corrupt or not an image: {err}") from err
 
 
 def _check_count(count: int, name: str) -> None:
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ValueError(f"{name} must be a positive int, got {count!r}")
+        raise InputError(f"{name} must be a positive int, got {count!r}")
 
 
 def _check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     size = check_input_size(input_size)
     if size[0] not in (1, 3):
-        raise ValueError(f"images can be loaded for 1 or 3 input channels, got input_size {input_size!r}")
+        raise InputError(f"images can be loaded for 1 or 3 input channels, got input_size {input_size!r}")
     return size  # type: ignore[return-value]
 
 
@@ -304,14 +322,14 @@ def _check_stats(mean: Sequence[float], std: Sequence[float], channels: int) -> 
     mean_arr = np.asarray(mean, dtype=np.float32).reshape(-1)
     std_arr = np.asarray(std, dtype=np.float32).reshape(-1)
     if mean_arr.size != channels or std_arr.size != channels:
-        raise ValueError(f"mean {tuple(mean)!r} and std {tuple(std)!r} need {channels} values each")
+        raise InputError(f"mean {tuple(mean)!r} and std {tuple(std)!r} need {channels} values each")
     if not (np.all(np.isfinite(mean_arr)) and np.all(np.isfinite(std_arr)) and np.all(std_arr > 0)):
-        raise ValueError(f"mean must be finite and std finite and positive, got {tuple(mean)!r}, {tuple(std)!r}")
+        raise InputError(f"mean must be finite and std finite and positive, got {tuple(mean)!r}, {tuple(std)!r}")
     return mean_arr, std_arr
 
 
 def _check_crop(crop_pct: float, interpolation: str) -> None:
     if not (isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1):
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+        raise InputError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     if interpolation not in _INTERPOLATIONS:
-        raise ValueError(f"interpolation {interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}")
+        raise InputError(f"interpolation {interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}")

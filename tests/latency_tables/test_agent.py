@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 import pytest
 from torch import nn
 
-from export.agent import FINISHED_HEADER, STARTED_HEADER, AgentConfig, AgentServer, agent_config_from_args, start_agent
-from export.devices import CONFIG_HEADER, DeviceError, RemoteDevice, export_onnx_fast
-from export.latency import BenchConfig
+from latency_tables.agent import FINISHED_HEADER, STARTED_HEADER, AgentConfig, AgentServer, agent_config_from_args, start_agent
+from latency_tables.devices import CONFIG_HEADER, DeviceError, RemoteDevice, export_onnx_fast
+from latency_tables.measure import BenchConfig
 
 TOKEN = "s3cret-token"
 FAST = BenchConfig(runs=5, warmup_runs=1, warmup_min_seconds=0, min_seconds=0, max_seconds=1.0)
@@ -153,7 +153,7 @@ def test_agent_refuses_an_empty_token(monkeypatch: pytest.MonkeyPatch) -> None:
         AgentConfig(token="  ")
     import argparse
 
-    from export.agent import add_agent_arguments
+    from latency_tables.agent import add_agent_arguments
 
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)

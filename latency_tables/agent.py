@@ -1,5 +1,5 @@
 """The remote device agent: a small token-protected HTTP server (``mzoo agent``) that a user starts on the
-machine to be measured (a phone under Termux, a Raspberry Pi, a Mac) so that :class:`export.devices.RemoteDevice`
+machine to be measured (a phone under Termux, a Raspberry Pi, a Mac) so that :class:`latency_tables.devices.RemoteDevice`
 can time artefacts there.
 
 Owns the wire protocol (``GET /v1/info``; ``POST /v1/measure?runtime=ort|xnnpack`` with the artefact as the body
@@ -40,11 +40,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from export.devices import API_PREFIX, ARTEFACT_SUFFIX, CONFIG_HEADER, RUNTIMES, TOKEN_ENV
-from export.environment import current_environment
+from common.errors import InputError, MzooError
+from latency_tables.devices import API_PREFIX, ARTEFACT_SUFFIX, CONFIG_HEADER, RUNTIMES, TOKEN_ENV
+from common.environment import current_environment
 from export.errors import ExportError, one_line
-from export.files import write_json_atomic
-from export.latency import BenchConfig, LatencyResult
+from common.files import write_json_atomic
+from latency_tables.measure import BenchConfig, LatencyResult
 
 API_VERSION = 1
 DEFAULT_PORT = 8765
@@ -58,7 +59,7 @@ _STDERR_TAIL_LINES = 3
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 64 * 2**20
 # The measuring subprocess imports the runtime before timing: seconds for ONNX Runtime, much more for ExecuTorch.
-_CHILD_COMMAND = "import sys; from export.agent import _child_main; sys.exit(_child_main(sys.argv[1:]))"
+_CHILD_COMMAND = "import sys; from latency_tables.agent import _child_main; sys.exit(_child_main(sys.argv[1:]))"
 
 
 MAX_UPLOAD_MB = 4096  # larger than any mobile model; the body is written to disk before it is measured
@@ -79,20 +80,20 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or not self.token.strip():
-            raise ValueError(f"the agent needs a non-empty token (--token or ${TOKEN_ENV}); refusing to start")
+            raise InputError(f"the agent needs a non-empty token (--token or ${TOKEN_ENV}); refusing to start")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ValueError(f"agent port must be in 0..65535, got {self.port!r}")
+            raise InputError(f"agent port must be in 0..65535, got {self.port!r}")
         if not isinstance(self.max_upload_bytes, int) or self.max_upload_bytes < 1:
-            raise ValueError(f"max_upload_bytes must be a positive int, got {self.max_upload_bytes!r}")
+            raise InputError(f"max_upload_bytes must be a positive int, got {self.max_upload_bytes!r}")
         for name in ("read_timeout_s", "measure_timeout_s", "queue_timeout_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"agent {name} must be a finite number > 0, got {value!r}")
+                raise InputError(f"agent {name} must be a finite number > 0, got {value!r}")
         if not isinstance(self.max_queue, int) or self.max_queue < 0:
-            raise ValueError(f"agent max_queue must be an int >= 0, got {self.max_queue!r}")
+            raise InputError(f"agent max_queue must be an int >= 0, got {self.max_queue!r}")
 
 
-class AgentError(Exception):
+class AgentError(MzooError):
     """A request the agent refuses or could not serve: the HTTP status and a one-line message for the client."""
 
     def __init__(self, status: HTTPStatus, message: str) -> None:
@@ -501,11 +502,11 @@ def _child_main(argv: Sequence[str]) -> int:
 
 def _measure_here(runtime: str, artefact: str, cfg: BenchConfig) -> LatencyResult:
     if runtime == "ort":
-        from export.latency import measure_onnx
+        from latency_tables.measure import measure_onnx
 
         return measure_onnx(artefact, cfg)
     # This process is already fresh, so time the program here rather than through measure_pte's own subprocess.
-    from export.executorch import measure_pte_in_process as measure_pte_here
+    from latency_tables.measure_pte import measure_pte_in_process as measure_pte_here
 
     return measure_pte_here(artefact, cfg)
 
@@ -534,7 +535,7 @@ def agent_config_from_args(args: argparse.Namespace) -> AgentConfig:
     """The ``AgentConfig`` of parsed ``mzoo agent`` options; ``ValueError`` for an empty token or bad values."""
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
     if not (math.isfinite(args.max_upload_mb) and 0 < args.max_upload_mb <= MAX_UPLOAD_MB):
-        raise ValueError(f"--max-upload-mb must be more than 0 and at most {MAX_UPLOAD_MB} (an upload is held on "
+        raise InputError(f"--max-upload-mb must be more than 0 and at most {MAX_UPLOAD_MB} (an upload is held on "
                          f"disk while it is measured), got {args.max_upload_mb:g}")
     return AgentConfig(token=token, host=args.host, port=args.port,
                        max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),

@@ -14,7 +14,7 @@ from PIL import Image
 from timm.data import create_transform
 
 from export.errors import CalibrationDataError
-from export.images import (
+from common.images import (
     RANDOM_CALIBRATION_SOURCE,
     RandomImagesWarning,
     default_image_source,
@@ -200,7 +200,7 @@ def test_unreadable_folder_is_named_even_for_root(folder: Path, monkeypatch: pyt
         onerror(PermissionError(13, "Permission denied", str(folder / "dog")))  # type: ignore[operator]
         return real_walk(top, followlinks=followlinks)
 
-    monkeypatch.setattr("export.images.os.walk", walk)
+    monkeypatch.setattr("common.images.os.walk", walk)
     with pytest.raises(CalibrationDataError, match="cannot read image folder '.*dog': Permission denied"):
         load_images(folder, (3, 8, 8), MEAN, STD, count=1)
 

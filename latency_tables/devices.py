@@ -1,5 +1,5 @@
 """Where latency is measured: the ``Device`` protocol and its backends (ONNX Runtime CPU and ExecuTorch/XNNPACK
-on this machine, either of them on a remote machine through the device agent of :mod:`export.agent`).
+on this machine, either of them on a remote machine through the device agent of :mod:`latency_tables.agent`).
 
 Owns turning one ``nn.Module`` plus its input shape into a ``LatencyResult``: a fast, unverified export (the
 TorchScript ONNX exporter takes milliseconds where the verified dynamo path takes seconds, which matters for
@@ -29,9 +29,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from export.environment import Environment, current_environment
+from common.errors import InputError
+from common.environment import Environment, current_environment
 from export.errors import ExportError, one_line
-from export.latency import ONNX_RUNTIME, BenchConfig, LatencyResult, measure_onnx
+from latency_tables.measure import ONNX_RUNTIME, BenchConfig, LatencyResult, measure_onnx
 from export.parity import eval_mode
 
 XNNPACK_RUNTIME = "executorch-xnnpack"  # same value as export.executorch.XNNPACK_RUNTIME (not imported: slow)
@@ -72,7 +73,7 @@ class DeviceInfo:
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceInfo:
         missing = {f.name for f in dataclasses.fields(cls)} - set(data)
         if missing:
-            raise ValueError(f"device info is missing fields {sorted(missing)}")
+            raise InputError(f"device info is missing fields {sorted(missing)}")
         return cls(name=str(data["name"]), runtime=str(data["runtime"]), runtime_version=data["runtime_version"],
                    fingerprint=str(data["fingerprint"]), environment=Environment.from_dict(data["environment"]))
 
@@ -127,17 +128,17 @@ def local_device_name(runtime: str, threads: int, cpu_model: str | None = None, 
 
 def _check_runtime(runtime: str) -> None:
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime {runtime!r} is not supported; choose one of {sorted(RUNTIMES)}")
+        raise InputError(f"runtime {runtime!r} is not supported; choose one of {sorted(RUNTIMES)}")
 
 
 def _check_threads(threads: int) -> None:
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+        raise InputError(f"threads must be a positive int, got {threads!r}")
 
 
 def _check_name(name: str) -> None:
     if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", name):
-        raise ValueError(f"device name {name!r} must be lowercase [a-z0-9] words joined by '-'")
+        raise InputError(f"device name {name!r} must be lowercase [a-z0-9] words joined by '-'")
 
 
 # --------------------------------------------------------------------------------------------- exporting
@@ -147,9 +148,9 @@ def check_input_shape(input_shape: tuple[int, ...], cfg: BenchConfig) -> tuple[i
     """``input_shape`` (batch first, e.g. (1, C, H, W) or (1, C)) as a tuple; its batch must be ``cfg.batch_size``."""
     shape = tuple(input_shape)
     if len(shape) < 2 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape):
-        raise ValueError(f"input_shape must be (batch, channels, ...) of positive ints, got {input_shape!r}")
+        raise InputError(f"input_shape must be (batch, channels, ...) of positive ints, got {input_shape!r}")
     if shape[0] != cfg.batch_size:
-        raise ValueError(f"input_shape {shape} has batch {shape[0]}, but BenchConfig.batch_size is {cfg.batch_size}")
+        raise InputError(f"input_shape {shape} has batch {shape[0]}, but BenchConfig.batch_size is {cfg.batch_size}")
     return shape
 
 
@@ -270,7 +271,7 @@ class OrtCpuDevice(_LocalDevice):
 @dataclass(frozen=True)
 class XnnpackDevice(_LocalDevice):
     """ExecuTorch with the XNNPACK delegate on this machine; every measurement runs in a fresh process (see
-    :func:`export.executorch.measure_pte`)."""
+    :func:`latency_tables.measure_pte.measure_pte`)."""
 
     runtime: ClassVar[str] = XNNPACK_RUNTIME
     short_runtime: ClassVar[str] = "xnnpack"
@@ -283,7 +284,7 @@ class XnnpackDevice(_LocalDevice):
         return export_pte_fast(model, shape, path)
 
     def _time(self, path: Path, cfg: BenchConfig) -> LatencyResult:
-        from export.executorch import measure_pte
+        from latency_tables.measure_pte import measure_pte
 
         return measure_pte(path, cfg)
 
@@ -303,13 +304,13 @@ class RemoteDevice:
                  *, threads: int = 1, name: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
-            raise ValueError(f"agent URL {url!r} must be http(s)://HOST:PORT")
+            raise InputError(f"agent URL {url!r} must be http(s)://HOST:PORT")
         if not token:
-            raise ValueError(f"remote device {url!r} needs a token (pass token= or set {TOKEN_ENV})")
+            raise InputError(f"remote device {url!r} needs a token (pass token= or set {TOKEN_ENV})")
         _check_runtime(runtime)
         _check_threads(threads)
         if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+            raise InputError(f"timeout_s must be > 0, got {timeout_s!r}")
         if name is not None:
             _check_name(name)
         self.url = url.rstrip("/")
@@ -424,7 +425,7 @@ def get_device(spec: str, *, threads: int = 1, token: str | None = None) -> Devi
         parsed = urllib.parse.urlsplit(spec)
         runtime = parsed.path.strip("/") or "ort"
         if runtime not in RUNTIMES:
-            raise ValueError(f"device {spec!r}: runtime {runtime!r} in the URL path is not one of {sorted(RUNTIMES)}")
+            raise InputError(f"device {spec!r}: runtime {runtime!r} in the URL path is not one of {sorted(RUNTIMES)}")
         base = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, "", "", ""))
         return RemoteDevice(base, token or os.environ.get(TOKEN_ENV, ""), runtime, threads=threads)
-    raise ValueError(f"unknown device {spec!r}; use 'ort', 'xnnpack' or 'http://HOST:PORT[/ort|/xnnpack]'")
+    raise InputError(f"unknown device {spec!r}; use 'ort', 'xnnpack' or 'http://HOST:PORT[/ort|/xnnpack]'")

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import zoo
-from search.spaces import (DartsSpace, GeneSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, NBMacroSpace,
+from zoo.spaces import (DartsSpace, GeneSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, NBMacroSpace,
                            OFAMobileNetV3Space, ResNet50WidthSpace, SearchSpace, covering_rows, get_space,
                            list_spaces, op_keys, scaled_width)
-from search.spaces.widths import BCNET_FRACTIONS
+from zoo.spaces.widths import BCNET_FRACTIONS
 from zoo.costs import iter_ops
 from zoo.darts import DARTS_V2, cifar_cellnet_spec
 from zoo.hgcnet import hgcnet_spec

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from export.errors import ExportError
+from common.errors import OutputError
 
 # Files at mkstemp's default 0600 would be unreadable to other users once published.
 PUBLISHED_FILE_MODE = 0o644
@@ -23,38 +23,38 @@ PUBLISHED_DIR_MODE = 0o755
 
 
 def prepare_directory(directory: Path) -> None:
-    """Create ``directory`` (and parents) and check it is writable; raises ``ExportError`` naming it."""
+    """Create ``directory`` (and parents) and check it is writable; raises ``OutputError`` naming it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ExportError(f"cannot create output directory {str(directory)!r}: {err.strerror or err}") from err
+        raise OutputError(f"cannot create output directory {str(directory)!r}: {err.strerror or err}") from err
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise ExportError(f"output directory {str(directory)!r} is not writable")
+        raise OutputError(f"output directory {str(directory)!r} is not writable")
 
 
 def check_writable(target: str | os.PathLike[str], flag: str) -> Path:
     """Check, before any expensive work, that a file can be written at ``target`` (its folder is created); raises
-    ``ExportError`` naming ``flag`` otherwise. Writes and removes a probe file, which ``os.access`` cannot replace
+    ``OutputError`` naming ``flag`` otherwise. Writes and removes a probe file, which ``os.access`` cannot replace
     (it answers yes to root on read-only or virtual file systems such as /proc)."""
     path = Path(target)
     if path.is_dir():
-        raise ExportError(f"{flag} {str(path)!r} is a directory; give a file name")
+        raise OutputError(f"{flag} {str(path)!r} is a directory; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ExportError(f"{flag} {str(path)!r} cannot be written: {err.strerror or err}") from err
+        raise OutputError(f"{flag} {str(path)!r} cannot be written: {err.strerror or err}") from err
     return path
 
 
 def check_target(target: Path, kind: str, is_package: bool = False) -> None:
     """Refuse a target that is an existing entry of the wrong kind, then prepare its directory."""
     if target.is_dir() and not is_package:
-        raise ExportError(f"{kind} output path {str(target)!r} is a directory")
+        raise OutputError(f"{kind} output path {str(target)!r} is a directory")
     if target.is_file() and is_package:
-        raise ExportError(f"{kind} output path {str(target)!r} is a file; a {kind} package is a directory")
+        raise OutputError(f"{kind} output path {str(target)!r} is a file; a {kind} package is a directory")
     prepare_directory(target.parent)
 
 
@@ -74,7 +74,7 @@ def temporary_path(target: Path, suffix: str = ".tmp", directory: bool = False) 
             os.close(fd)
             tmp = Path(name)
     except OSError as err:
-        raise ExportError(f"output directory {str(target.parent)!r} is not writable: {err.strerror or err}") from err
+        raise OutputError(f"output directory {str(target.parent)!r} is not writable: {err.strerror or err}") from err
     try:
         yield tmp
     finally:

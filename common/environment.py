@@ -19,6 +19,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from common.errors import InputError
+
 _CPUINFO = Path("/proc/cpuinfo")
 # /proc/cpuinfo keys that name the CPU or board, best first: x86 has "model name"; ARM boards (Raspberry Pi)
 # often only "Model", older Android kernels "Hardware".
@@ -78,7 +80,7 @@ class Environment:
         optional = {f.name for f in fields(cls) if f.default is not MISSING}
         missing = names - set(data) - optional
         if missing:
-            raise ValueError(f"environment record is missing fields {sorted(missing)}")
+            raise InputError(f"environment record is missing fields {sorted(missing)}")
         return cls(**{name: data[name] for name in names if name in data})
 
 

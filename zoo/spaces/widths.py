@@ -2,7 +2,7 @@
 
 Widths tied by the network (expand = depthwise, residual additions: BCNet's ``skip_list``) are one arch
 position. A layer's op key depends on its own widths and its input's, so the covering specs hold every
-combination of each layer's width and its input layer's (:func:`~search.spaces.base.covering_rows`).
+combination of each layer's width and its input layer's (:func:`~zoo.spaces.base.covering_rows`).
 Every width space can also take explicit per-position choices (``widths``, e.g. CafeNet's FLOPs-sensitive
 bins, :mod:`search.width.cafenet`) and a ``num_classes``; MobileNetV2 has BCNet's CIFAR ``layout`` too.
 """
@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from common.errors import InputError
 from zoo.efficientnet import B0_FULL_WIDTH, B0_ROWS, efficientnet_b0_width_spec
 from zoo.hgcnet import hgcnet_spec
 from zoo.mobilenetv2 import FULL_WIDTH as MBV2_FULL_WIDTH
@@ -38,7 +39,7 @@ def scaled_width(full: int, fraction: float, divisor: int = 1) -> int:
     ``divisor``), for devices that prefer aligned channels.
     """
     if full < 1 or not 0.0 < fraction <= 1.0 or divisor < 1:
-        raise ValueError(f"scaled_width: need full >= 1, 0 < fraction <= 1 and divisor >= 1, "
+        raise InputError(f"scaled_width: need full >= 1, 0 < fraction <= 1 and divisor >= 1, "
                          f"got full={full}, fraction={fraction}, divisor={divisor}")
     width = max(1, math.floor(full * fraction + 1e-9))
     if divisor > 1 and full % divisor == 0:
@@ -112,7 +113,7 @@ def _explicit_widths(cls: str, widths: Sequence[Sequence[int]], full: Sequence[i
                      multiple: int) -> tuple[tuple[int, ...], ...]:
     """Explicit per-position choices, sorted and deduplicated; ``ValueError`` names the first bad position."""
     if len(widths) != len(full):
-        raise ValueError(f"{cls}.widths needs one tuple of widths per arch position ({len(full)}), got {len(widths)}")
+        raise InputError(f"{cls}.widths needs one tuple of widths per arch position ({len(full)}), got {len(widths)}")
     out = []
     for i, (allowed, top) in enumerate(zip(widths, full)):
         values = tuple(sorted(set(allowed)))
@@ -120,7 +121,7 @@ def _explicit_widths(cls: str, widths: Sequence[Sequence[int]], full: Sequence[i
                or (top is not None and w > top) or w % multiple]
         if not values or bad:
             limit = f" and at most the full width {top}" if top is not None else ""
-            raise ValueError(f"{cls}.widths[{i}] = {tuple(allowed)!r}: widths must be positive ints{limit}, "
+            raise InputError(f"{cls}.widths[{i}] = {tuple(allowed)!r}: widths must be positive ints{limit}, "
                              f"multiples of {multiple}")
         out.append(values)
     return tuple(out)
@@ -151,19 +152,19 @@ class _WidthSpace(GeneSpace):
     def __post_init__(self) -> None:
         cls = type(self).__name__
         if not self.fractions or any(not 0.0 < f <= 1.0 for f in self.fractions):
-            raise ValueError(f"{cls}.fractions must be in (0, 1], got {self.fractions!r}")
+            raise InputError(f"{cls}.fractions must be in (0, 1], got {self.fractions!r}")
         if self.layout not in self._layouts():
-            raise ValueError(f"{cls}.layout must be one of {', '.join(map(repr, self._layouts()))}, got {self.layout!r}")
+            raise InputError(f"{cls}.layout must be one of {', '.join(map(repr, self._layouts()))}, got {self.layout!r}")
         if self.divisor < 1 or (self.resolution is not None and self.resolution < 32):
-            raise ValueError(f"{cls}: need divisor >= 1 and resolution >= 32, "
+            raise InputError(f"{cls}: need divisor >= 1 and resolution >= 32, "
                              f"got divisor={self.divisor}, resolution={self.resolution}")
         if self.num_classes is not None and self.num_classes < 0:
-            raise ValueError(f"{cls}.num_classes must be >= 0, got {self.num_classes}")
+            raise InputError(f"{cls}.num_classes must be >= 0, got {self.num_classes}")
         full = self._full()
         groups = _tie_groups(len(full), self._layout()[0])
         for g in groups:
             if len({full[e] for e in g}) != 1:
-                raise ValueError(f"{self.name}: tied entries {g} have different full widths {[full[e] for e in g]}")
+                raise InputError(f"{self.name}: tied entries {g} have different full widths {[full[e] for e in g]}")
         if self.widths is None:
             choices = tuple(tuple(sorted({scaled_width(full[g[0]], f, self.divisor) for f in self.fractions}))
                             for g in groups)
@@ -303,14 +304,14 @@ class HGCNetWidthSpace(GeneSpace):
 
     def __post_init__(self) -> None:
         if not self.multipliers or any(m <= 0 for m in self.multipliers):
-            raise ValueError(f"HGCNetWidthSpace.multipliers must be positive, got {self.multipliers!r}")
+            raise InputError(f"HGCNetWidthSpace.multipliers must be positive, got {self.multipliers!r}")
         if self.groups < 1 or 8 % self.groups:
-            raise ValueError(f"HGCNetWidthSpace.groups={self.groups}: widths are multiples of 8, so groups "
+            raise InputError(f"HGCNetWidthSpace.groups={self.groups}: widths are multiples of 8, so groups "
                              f"must divide 8 (1, 2, 4 or 8)")
         if self.layout not in ("imagenet", "cifar"):
-            raise ValueError(f"HGCNetWidthSpace.layout must be 'imagenet' or 'cifar', got {self.layout!r}")
+            raise InputError(f"HGCNetWidthSpace.layout must be 'imagenet' or 'cifar', got {self.layout!r}")
         if self.num_classes is not None and self.num_classes < 0:
-            raise ValueError(f"HGCNetWidthSpace.num_classes must be >= 0, got {self.num_classes}")
+            raise InputError(f"HGCNetWidthSpace.num_classes must be >= 0, got {self.num_classes}")
         if self.widths is not None:
             _explicit_widths("HGCNetWidthSpace", self.widths, [None] * (len(MBV2_SETTINGS) + 2), self.groups)
 

@@ -21,9 +21,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from export.environment import Environment, _cpu_id, _version, current_environment
+from common.environment import Environment, _cpu_id, _version, current_environment
 from export.errors import OnnxLoadError
-from export.latency import (BenchConfig, LatencyResult, is_stable, make_result, measure_onnx, measure_torch,
+from latency_tables.measure import (BenchConfig, LatencyResult, is_stable, make_result, measure_onnx, measure_torch,
                             pinned_cpus, summarize, time_runs)
 
 FAST = BenchConfig(runs=5, warmup_runs=1, warmup_min_seconds=0, min_seconds=0)

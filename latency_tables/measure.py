@@ -24,7 +24,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from export.environment import Environment, current_environment
+from common.errors import InputError
+from common.environment import Environment, current_environment
 from export.onnx import load_onnx
 
 ONNX_RUNTIME = "onnxruntime-cpu"
@@ -106,11 +107,11 @@ class BenchConfig:
         """Read a config written by ``asdict`` (any version: absent fields take their defaults); unknown keys are
         an error naming them."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"BenchConfig must be a JSON object, got {type(data).__name__}")
+            raise InputError(f"BenchConfig must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"BenchConfig has no fields {sorted(unknown)}")
+            raise InputError(f"BenchConfig has no fields {sorted(unknown)}")
         return cls(**dict(data))
 
 
@@ -124,7 +125,7 @@ def _is_real(value: object) -> bool:
 
 def _require(ok: bool, name: str, value: object, rule: str) -> None:
     if not ok:
-        raise ValueError(f"BenchConfig.{name} must be {rule}, got {value!r}")
+        raise InputError(f"BenchConfig.{name} must be {rule}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class LatencyResult:
         optional = {f.name for f in fields(cls) if f.default is not MISSING}
         missing = names - set(data) - optional
         if missing:
-            raise ValueError(f"latency result is missing fields {sorted(missing)}")
+            raise InputError(f"latency result is missing fields {sorted(missing)}")
         values = {name: data[name] for name in names if name in data}
         values["input_shape"] = tuple(int(d) for d in data["input_shape"])
         values["environment"] = Environment.from_dict(data["environment"])
@@ -181,9 +182,9 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
     """Median, mean, population std, min, p10 and p90 (linear interpolation) of latency samples in ms."""
     samples = np.asarray(samples_ms, dtype=np.float64)
     if samples.ndim != 1 or samples.size == 0:
-        raise ValueError(f"samples_ms must be a non-empty 1-D sequence, got shape {samples.shape}")
+        raise InputError(f"samples_ms must be a non-empty 1-D sequence, got shape {samples.shape}")
     if not np.all(np.isfinite(samples)):
-        raise ValueError("samples_ms contains non-finite values")
+        raise InputError("samples_ms contains non-finite values")
     p10, median, p90 = np.percentile(samples, [10, 50, 90], method="linear")
     return {
         "median_ms": float(median),
@@ -237,7 +238,7 @@ def measure_torch(
     Inter-op threads are left alone: torch allows setting them only once per process.
     """
     if len(input_size) != 3 or any(d < 1 for d in input_size):
-        raise ValueError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
+        raise InputError(f"input_size must be (channels, height, width) of positive ints, got {input_size!r}")
     x = torch.randn(cfg.batch_size, *input_size, generator=torch.Generator().manual_seed(cfg.seed))
     previous_threads, was_training = torch.get_num_threads(), model.training
     torch.set_num_threads(cfg.threads)
@@ -264,11 +265,11 @@ def _session_options(threads: int) -> ort.SessionOptions:
 def _random_feed(session: ort.InferenceSession, cfg: BenchConfig, label: str) -> dict[str, np.ndarray]:
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise ValueError(f"{label}: expected one model input, found {[i.name for i in inputs]}")
+        raise InputError(f"{label}: expected one model input, found {[i.name for i in inputs]}")
     (spec,) = inputs
     dtype = _ORT_DTYPES.get(spec.type)
     if dtype is None:
-        raise ValueError(f"{label}: input {spec.name!r} has unsupported type {spec.type}")
+        raise InputError(f"{label}: input {spec.name!r} has unsupported type {spec.type}")
     shape = _concrete_shape(spec.shape, cfg.batch_size, f"{label}: input {spec.name!r}")
     data = np.random.default_rng(cfg.seed).standard_normal(shape).astype(dtype)
     return {spec.name: data}
@@ -283,7 +284,7 @@ def _concrete_shape(shape: Sequence[int | str | None], batch_size: int, label: s
         elif axis == 0:
             concrete.append(batch_size)
         else:
-            raise ValueError(f"{label} has dynamic dim {dim!r} at axis {axis}; only the batch axis may be dynamic")
+            raise InputError(f"{label} has dynamic dim {dim!r} at axis {axis}; only the batch axis may be dynamic")
     return tuple(concrete)
 
 
@@ -367,12 +368,12 @@ def pinned_cpus(cpus: Sequence[int] | None) -> Iterator[None]:
         yield
         return
     if not hasattr(os, "sched_setaffinity"):
-        raise ValueError(f"BenchConfig.cpus {tuple(cpus)} cannot be applied: this platform has no CPU affinity control")
+        raise InputError(f"BenchConfig.cpus {tuple(cpus)} cannot be applied: this platform has no CPU affinity control")
     wanted = set(cpus)
     allowed = os.sched_getaffinity(0)
     absent = sorted(wanted - allowed)
     if absent:
-        raise ValueError(f"BenchConfig.cpus {tuple(cpus)}: CPUs {absent} do not exist on this machine or are not "
+        raise InputError(f"BenchConfig.cpus {tuple(cpus)}: CPUs {absent} do not exist on this machine or are not "
                          f"available to this process (available: {sorted(allowed)})")
     previous = {tid: _get_affinity(tid) for tid in _thread_ids()}
     for tid in previous:
