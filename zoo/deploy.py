@@ -1,0 +1,175 @@
+"""Deploy-time structural re-parameterisation: exact rewrites of a trained network into a faster graph.
+
+A rewrite changes how a network computes, never what: its output equals the original's up to fp32 rounding
+(tests hold it to 1e-5 max abs diff), and the training-time model is left untouched (the deployed one is a new
+module). Two rewrites live here:
+
+* **HGC fusion** (:func:`reparameterize`). A hierarchical group convolution (:mod:`zoo.hgc`) is linear:
+  ``y_1 = K_1 x_1``, ``y_i = K_i [x_i; y_{i-1}]``. Writing ``K_i = [A_i | B_i]`` (``A_i`` reads the group's input,
+  ``B_i`` the previous group's output), row block ``i`` of the equivalent dense 1×1 weight is
+  ``R_i = place_i(A_i) + B_i R_{i-1}`` (block-lower-triangular), so each HGC inverted residual equals
+  MobileNetV2's inverted residual (kind ``ir``) with that dense weight: one GEMM instead of ``g`` convs, slices
+  and concatenations, at more MACs on paper. Which form is faster depends on the device and the layer's shape,
+  so a **plan** says, per HGC block, which form to deploy: ``"none"``, ``"all"``, or a mapping
+  ``{block name: "fused" | "hgc"}``; ``latency_tables.deploy.auto_plan`` builds the mapping from a device's
+  latency tables (``"auto"``). The deployed network is itself a spec (:func:`deploy_spec`): the one cost walker
+  prices it and its op keys are the fused form's, so latency tables can hold both forms.
+* **BatchNorm folding** (:func:`fold_batchnorm`), for runtimes that do not fold it themselves: each eval-mode
+  BatchNorm that directly follows a convolution is folded into that convolution's weight and a bias.
+
+Plain group convs (kind ``gc_ir``, the paper's baseline) are left alone: a grouped pointwise conv is already
+one op in every runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from common.errors import InputError
+
+from .contract import ZooModel
+from .hgc import HierarchicalGroupConv
+from .registry import build_model
+from .spec import AnySpec, ArchSpec
+
+PLANS = ("none", "all", "auto")
+FUSED, UNFUSED = "fused", "hgc"
+FUSABLE_KIND, FUSED_KIND = "hgc_ir", "ir"
+Plan = str | Mapping[str, str]
+
+
+def fusable_blocks(spec: AnySpec) -> list[str]:
+    """Names (``blocks.<stage>.<index>``, as the walker names them) of the blocks HGC fusion can rewrite."""
+    if not isinstance(spec, ArchSpec):
+        return []
+    return [f"blocks.{i}.{j}" for i, stage in enumerate(spec.stages) for j, block in enumerate(stage)
+            if block.kind == FUSABLE_KIND and block.groups > 1]
+
+
+def resolve_plan(spec: AnySpec, plan: Plan) -> dict[str, str]:
+    """``plan`` as ``{block name: "fused" | "hgc"}`` for every fusable block of ``spec``.
+
+    ``"none"`` and ``"all"`` are the same for every block; a mapping must name only fusable blocks (the others
+    keep their HGC form). ``"auto"`` needs a device's tables: resolve it with ``latency_tables.deploy.auto_plan``.
+    """
+    blocks = fusable_blocks(spec)
+    if isinstance(plan, str):
+        if plan == "auto":
+            raise InputError("deploy plan 'auto' is chosen per layer from a device's latency tables: resolve it "
+                             "with latency_tables.deploy.auto_plan (the CLI's --deploy auto --device D does)")
+        if plan not in ("none", "all"):
+            raise InputError(f"deploy plan must be one of {', '.join(PLANS)} or a per-block mapping, got {plan!r}")
+        return {name: FUSED if plan == "all" else UNFUSED for name in blocks}
+    unknown = sorted(set(plan) - set(blocks))
+    if unknown:
+        raise InputError(f"deploy plan names blocks that are not HGC blocks of {spec.family}: {', '.join(unknown)} "
+                         f"(fusable: {', '.join(blocks) or 'none'})")
+    bad = {k: v for k, v in plan.items() if v not in (FUSED, UNFUSED)}
+    if bad:
+        raise InputError(f"deploy plan entries must be {FUSED!r} or {UNFUSED!r}, got {bad}")
+    return {name: plan.get(name, UNFUSED) for name in blocks}
+
+
+def deploy_spec(spec: AnySpec, plan: Plan) -> AnySpec:
+    """The spec of the deployed network: each fused HGC block becomes MobileNetV2's ``ir`` block (one group)."""
+    fused = {name for name, form in resolve_plan(spec, plan).items() if form == FUSED}
+    if not fused:
+        return spec
+    assert isinstance(spec, ArchSpec)
+    stages = tuple(tuple(replace(block, kind=FUSED_KIND, groups=1) if f"blocks.{i}.{j}" in fused else block
+                         for j, block in enumerate(stage)) for i, stage in enumerate(spec.stages))
+    return replace(spec, stages=stages)
+
+
+def fused_hgc_weight(conv: HierarchicalGroupConv) -> Tensor:
+    """The dense ``[out, in, 1, 1]`` weight that equals ``conv`` (a hierarchical or plain group conv)."""
+    convs = list(conv.convs)
+    gin, gout, groups = conv.in_split, conv.out_split, len(convs)
+    weights = [c.weight.detach().to(torch.float64)[:, :, 0, 0] for c in convs]
+    dense = torch.zeros(gout * groups, gin * groups, dtype=torch.float64, device=weights[0].device)
+    previous: Tensor | None = None
+    for i, w in enumerate(weights):
+        row = torch.zeros(gout, gin * groups, dtype=torch.float64, device=w.device)
+        row[:, i * gin:(i + 1) * gin] = w[:, :gin]
+        if conv.hierarchical and i > 0:
+            assert previous is not None
+            row += w[:, gin:] @ previous
+        dense[i * gout:(i + 1) * gout] = row
+        previous = row
+    return dense.to(convs[0].weight.dtype)[:, :, None, None]
+
+
+def reparameterize(model: ZooModel, plan: Plan = "all") -> ZooModel:
+    """A new model computing what ``model`` computes, with the HGC blocks ``plan`` fuses as dense convolutions.
+
+    ``model`` is untouched. The result is built from :func:`deploy_spec` (so it has the zoo's model contract, the
+    same head and ``pretrained_cfg``), in ``model``'s training mode, with ``deploy_plan`` set to the resolved plan.
+    """
+    spec = getattr(model, "arch_spec", None)
+    if spec is None:
+        raise InputError(f"{type(model).__name__} is not a zoo model (no arch_spec): only zoo models are rewritten")
+    resolved = resolve_plan(spec, plan)
+    target = deploy_spec(spec, resolved)
+    deployed = build_model(target, global_pool=model.global_pool)
+    state = dict(model.state_dict())
+    modules = dict(model.named_modules())
+    for name, form in resolved.items():
+        if form != FUSED:
+            continue
+        for part in ("conv_pw", "conv_pwl"):
+            hgc = modules.get(f"{name}.{part}")
+            if not isinstance(hgc, HierarchicalGroupConv):
+                continue
+            for key in [k for k in state if k.startswith(f"{name}.{part}.convs.")]:
+                del state[key]
+            state[f"{name}.{part}.weight"] = fused_hgc_weight(hgc)
+    deployed.load_state_dict(state, strict=True)
+    deployed.pretrained_cfg = copy.deepcopy(model.pretrained_cfg)
+    deployed.default_cfg = deployed.pretrained_cfg
+    deployed.deploy_plan = dict(resolved)
+    deployed.train(model.training)
+    return deployed.to(next(model.parameters()).device)
+
+
+def _conv_bn_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
+    """(parent, conv attribute, bn attribute) for each BatchNorm that directly follows a conv in a zoo module."""
+    pairs = (("conv", "bn"), ("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"), ("conv_stem", "bn1"),
+             ("conv_head", "bn2"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+    for module in model.modules():
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                yield module, conv_name, bn_name
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (in eval mode) with each BatchNorm that directly follows a conv folded into it.
+
+    ``y = γ (conv(x) − μ) / √(σ² + ε) + β`` becomes one conv with weight ``W·γ/√(σ²+ε)`` and bias
+    ``β + (b − μ)·γ/√(σ²+ε)``; the BatchNorm becomes an identity. Only running statistics are used, so the
+    result equals the eval-mode model, not the training-mode one.
+    """
+    folded = copy.deepcopy(model).eval()
+    for parent, conv_name, bn_name in list(_conv_bn_pairs(folded)):
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+            1.0 / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+        with torch.no_grad():
+            fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+            fused.bias.copy_(shift + (bias - bn.running_mean) * scale)
+        setattr(parent, conv_name, fused.to(conv.weight.device))
+        setattr(parent, bn_name, nn.Identity())
+    return folded
+
+
+__all__ = ["FUSED", "PLANS", "UNFUSED", "deploy_spec", "fold_batchnorm", "fusable_blocks", "fused_hgc_weight",
+           "reparameterize", "resolve_plan"]
