@@ -4,12 +4,18 @@ can time artefacts there.
 
 Owns the wire protocol (``GET /v1/info``; ``POST /v1/measure?runtime=ort|xnnpack`` with the artefact as the body
 and the ``BenchConfig`` as JSON in the ``X-Mzoo-Bench-Config`` header, answered with ``LatencyResult`` JSON) and the
-agent's defences: bearer-token auth compared in constant time, the upload size checked from Content-Length before
-anything is read, socket and per-measurement timeouts, one measurement at a time with a bounded queue, uploads
-checked for their format before a runtime sees them, artefacts stored under names the agent chooses in a private
-temporary directory and deleted afterwards, and every measurement in a fresh subprocess so that a runtime that
-aborts takes only that process down. Errors are JSON ``{"error": "..."}``; each request logs one line to stderr.
-Only ONNX Runtime and ExecuTorch/XNNPACK are served (a Core ML runtime would need macOS and is not implemented).
+agent's defences, each a limit of :class:`AgentConfig` with its ``mzoo agent`` option: bearer-token auth compared in
+constant time; at most ``max_connections`` open connections (more get 503 at once); a whole-request deadline for
+the headers and another for headers plus body, on top of a per-read silence timeout; the upload size checked from
+Content-Length before anything is read; admission to the bounded measurement queue before the body is read (a
+full queue is a 503, never a buffered upload); bodies streamed to disk, never held while queued; uploads checked
+for their format, one at a time and in a directory of their own, before a runtime sees them; one measurement at a
+time, each in a fresh subprocess with an address-space cap and a timeout, so that a runtime that aborts or runs
+out of memory takes only that process down; a request whose client disconnects is cancelled, its subprocess
+killed. Artefacts are stored under names the agent chooses in a private temporary directory that is deleted after
+each request and when the agent stops (Ctrl-C or SIGTERM). Errors are JSON ``{"error": "..."}``; each request logs
+one line to stderr, with secrets in a query string redacted. Only ONNX Runtime and ExecuTorch/XNNPACK are served
+(a Core ML runtime would need macOS and is not implemented).
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import dataclasses
 import hmac
 import importlib.metadata
 import importlib.util
+import io
 import json
 import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,11 +41,12 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from common.errors import InputError, MzooError
@@ -52,12 +61,21 @@ DEFAULT_PORT = 8765
 STARTED_HEADER = "X-Mzoo-Measure-Started"  # wall-clock seconds (time.time) around the measuring subprocess
 FINISHED_HEADER = "X-Mzoo-Measure-Finished"
 _LABEL = re.compile(r"[A-Za-z0-9_.@:+=,-]{1,200}")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+_QUERY = re.compile(r"\?[^\s\"]*")
+_LOGGED_PARAMETERS = frozenset({"runtime", "label"})  # any other query value may be a secret: it is never logged
 _PTE_MAGIC_OFFSET = 4
+_PTE_HEADER_BYTES = 40
 _MIN_PTE_BYTES = 32
 _STDERR_TAIL_LINES = 3
+_MAX_CONFIG_CHARS = 4096  # a BenchConfig is a flat object of a dozen fields
 # A refused upload is discarded for at most this long / this much so that the client can read the refusal.
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 64 * 2**20
+_CHUNK_BYTES = 1 << 20  # an upload is streamed to disk in pieces of this size
+_POLL_SECONDS = 0.1  # how often a queued or measuring request checks that its client is still connected
+_CLOSE_WAIT_SECONDS = 2.0  # how long close() waits for the connections it cut to end before deleting files
+_ALLOCATION_FAILURE = re.compile(r"bad_alloc|failed to allocate|cannot allocate|out of memory", re.IGNORECASE)
 # The measuring subprocess imports the runtime before timing: seconds for ONNX Runtime, much more for ExecuTorch.
 _CHILD_COMMAND = "import sys; from latency_tables.agent import _child_main; sys.exit(_child_main(sys.argv[1:]))"
 
@@ -67,16 +85,21 @@ MAX_UPLOAD_MB = 4096  # larger than any mobile model; the body is written to dis
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """How the agent listens and what it accepts. ``port`` 0 picks a free port (tests)."""
+    """How the agent listens and what it accepts. ``port`` 0 picks a free port (tests). Each limit has an
+    ``mzoo agent`` option (see ``_LIMITS``); the README's reliability section explains them."""
 
     token: str
     host: str = "127.0.0.1"  # this machine only; listening on a network is the user's explicit choice (--host)
     port: int = DEFAULT_PORT
     max_upload_bytes: int = 256 * 2**20
-    read_timeout_s: float = 30.0  # per socket operation while a request is read or a response written
+    header_timeout_s: float = 10.0  # request line and headers, from the start of the request
+    upload_timeout_s: float = 300.0  # request line, headers and body together, from the start of the request
+    read_timeout_s: float = 30.0  # longest silence of a client while a request is read or a response written
     measure_timeout_s: float = 600.0  # one measuring subprocess, from start to its result
     queue_timeout_s: float = 600.0  # how long a request waits for the measurement in progress
-    max_queue: int = 8  # requests waiting for the measurement lock; more are refused with 503 at once
+    max_queue: int = 8  # admitted requests waiting behind the one measured; more are refused with 503 at once
+    max_connections: int = 32  # open connections (one thread each); more are answered 503 and closed at once
+    child_memory_mb: int = 2048  # address space a measurement may add to its process once the runtime is loaded
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or not self.token.strip():
@@ -85,12 +108,36 @@ class AgentConfig:
             raise InputError(f"agent port must be in 0..65535, got {self.port!r}")
         if not isinstance(self.max_upload_bytes, int) or self.max_upload_bytes < 1:
             raise InputError(f"max_upload_bytes must be a positive int, got {self.max_upload_bytes!r}")
-        for name in ("read_timeout_s", "measure_timeout_s", "queue_timeout_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise InputError(f"agent {name} must be a finite number > 0, got {value!r}")
-        if not isinstance(self.max_queue, int) or self.max_queue < 0:
-            raise InputError(f"agent max_queue must be an int >= 0, got {self.max_queue!r}")
+        for name, (flag, kind, highest) in _LIMITS.items():
+            _check_limit(name, flag, kind, highest, getattr(self, name))
+        if self.upload_timeout_s < self.header_timeout_s:
+            raise InputError(f"agent --upload-timeout ({self.upload_timeout_s:g} s: headers and body) must be at "
+                             f"least --header-timeout ({self.header_timeout_s:g} s: headers alone)")
+
+
+# field -> (its `mzoo agent` option, int or float, the largest value): floats must be > 0, ints >= the lowest below.
+_LIMITS: dict[str, tuple[str, type, float]] = {
+    "header_timeout_s": ("--header-timeout", float, 3600),
+    "upload_timeout_s": ("--upload-timeout", float, 86400),
+    "read_timeout_s": ("--read-timeout", float, 3600),
+    "measure_timeout_s": ("--measure-timeout", float, 86400),
+    "queue_timeout_s": ("--queue-timeout", float, 86400),
+    "max_queue": ("--max-queue", int, 1024),
+    "max_connections": ("--max-connections", int, 4096),
+    "child_memory_mb": ("--child-memory-mb", int, 2**20),
+}
+_LOWEST_INT = {"max_queue": 0, "max_connections": 1, "child_memory_mb": 64}
+
+
+def _check_limit(name: str, flag: str, kind: type, highest: float, value: object) -> None:
+    if kind is int:
+        lowest = _LOWEST_INT[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value <= highest:
+            raise InputError(f"agent {flag} ({name}) must be an integer in {lowest}..{highest:g}, got {value!r}")
+    elif not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and 0 < value <= highest):
+        raise InputError(f"agent {flag} ({name}) must be a number of seconds more than 0 and at most {highest:g}, "
+                         f"got {value!r}")
 
 
 class AgentError(MzooError):
@@ -99,6 +146,10 @@ class AgentError(MzooError):
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _Cancelled(ConnectionAbortedError):
+    """A queued or running measurement abandoned because its client left or the agent is stopping."""
 
 
 def available_runtimes() -> dict[str, dict[str, str | None]]:
@@ -120,18 +171,25 @@ def _version(distribution: str) -> str | None:
 class AgentServer(ThreadingHTTPServer):
     """The agent: a threading HTTP server whose measurements run one at a time in subprocesses.
 
-    Use as a context manager, or call ``close()``: it stops serving and deletes the private upload directory.
+    Use as a context manager, or call ``close()``: it stops serving, cancels what is queued or measured, and deletes
+    the private upload directory.
     """
 
     daemon_threads = True
+    block_on_close = False  # close() cancels and waits for connections itself, for a bounded time
+    request_queue_size = 64  # the listen backlog; beyond max_connections a connection is accepted and refused
 
     def __init__(self, config: AgentConfig) -> None:
         super().__init__((config.host, config.port), _Handler)
         self.config = config
         self.workdir = Path(tempfile.mkdtemp(prefix="mzoo-agent-"))  # mode 0700: private to this user
         self._measure_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._waiting = 0
+        self._check_lock = threading.Lock()  # one upload at a time is loaded into memory to be checked
+        self._state = threading.Condition()  # guards the counters and sets below
+        self._admitted = 0
+        self._connections: set[socket.socket] = set()
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self._closing = threading.Event()
         self._serving: threading.Thread | None = None
 
     @property
@@ -140,18 +198,32 @@ class AgentServer(ThreadingHTTPServer):
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         return f"http://{host}:{port}"
 
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
     def start(self) -> AgentServer:
         """Serve in a background thread (tests, embedding); ``run_agent`` serves in the foreground instead."""
-        self._serving = threading.Thread(target=self.serve_forever, name="mzoo-agent", daemon=True)
+        self._serving = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": _POLL_SECONDS},
+                                         name="mzoo-agent", daemon=True)
         self._serving.start()
         return self
 
     def close(self) -> None:
+        """Stop accepting, kill running measurements, cut open connections, and delete the upload directory."""
+        self._closing.set()
         if self._serving is not None:
             self.shutdown()
             self._serving.join()
             self._serving = None
-        self.server_close()
+        self.server_close()  # no new connections
+        with self._state:
+            for child in self._children:
+                child.kill()
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once
+            self._state.wait_for(lambda: not self._connections, timeout=_CLOSE_WAIT_SECONDS)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> AgentServer:
@@ -169,28 +241,161 @@ class AgentServer(ThreadingHTTPServer):
             "runtimes": available_runtimes(),
             "max_upload_bytes": self.config.max_upload_bytes,
             "measure_timeout_s": self.config.measure_timeout_s,
+            "max_queue": self.config.max_queue,
+            "child_memory_mb": self.config.child_memory_mb,
         }
 
-    @contextlib.contextmanager
-    def measurement_slot(self) -> Iterator[None]:
-        """Hold the one measurement slot; ``AgentError`` 503 when the queue is full or the wait times out."""
-        with self._queue_lock:
-            if self._waiting >= self.config.max_queue and self._measure_lock.locked():
-                raise AgentError(HTTPStatus.SERVICE_UNAVAILABLE,
-                                 f"agent busy: {self._waiting} requests already wait for the measurement in progress")
-            self._waiting += 1
+    def activity(self) -> dict[str, Any]:
+        """What the agent holds now: open connections, admitted measurement requests, whether one is measured."""
+        with self._state:
+            return {"connections": len(self._connections), "admitted": self._admitted,
+                    "measuring": self._measure_lock.locked(), "children": len(self._children)}
+
+    # --------------------------------------------------------------------------------------- connections
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a thread for this connection, or answer 503 and close it when ``max_connections`` are open."""
+        with self._state:
+            refused = len(self._connections) >= self.config.max_connections or self.closing
+            if not refused:
+                self._connections.add(request)
+        if refused:
+            _refuse_connection(request, self.config.max_connections, self.closing)
+            sys.stderr.write(f"mzoo-agent {client_address[0]} refused: {self.config.max_connections} connections "
+                             "are open (--max-connections)\n")
+            self.shutdown_request(request)
+            return
         try:
-            acquired = self._measure_lock.acquire(timeout=self.config.queue_timeout_s)
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
         finally:
-            with self._queue_lock:
-                self._waiting -= 1
-        if not acquired:
-            raise AgentError(HTTPStatus.SERVICE_UNAVAILABLE,
-                             f"agent busy: waited {self.config.queue_timeout_s:g} s for the measurement in progress")
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._state:
+            self._connections.discard(request)
+            self._state.notify_all()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not a traceback: a connection that failed outside a request's own error handling."""
+        err = sys.exc_info()[1]
+        sys.stderr.write(f"mzoo-agent {client_address[0]} connection ended: "
+                         f"{one_line(err) if err is not None else 'unknown error'}\n")
+
+    # ------------------------------------------------------------------------------------------- queueing
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """Admit one measurement request before its body is read; ``AgentError`` 503 when one is measured and
+        ``max_queue`` more are already admitted (uploading, checked or waiting)."""
+        with self._state:
+            if self._admitted > self.config.max_queue:
+                raise AgentError(HTTPStatus.SERVICE_UNAVAILABLE,
+                                 f"agent busy: {self._admitted} measurement requests are in progress or queued "
+                                 f"(this agent queues {self.config.max_queue} behind the one it measures: "
+                                 "--max-queue); retry later")
+            self._admitted += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._admitted -= 1
+
+    @contextlib.contextmanager
+    def measurement_slot(self, cancelled: Callable[[], str | None] = lambda: None) -> Iterator[None]:
+        """Hold the one measurement slot; ``AgentError`` 503 when the wait exceeds ``queue_timeout_s``, and
+        ``_Cancelled`` as soon as ``cancelled()`` gives a reason (checked every ``_POLL_SECONDS``)."""
+        deadline = time.monotonic() + self.config.queue_timeout_s
+        while not self._measure_lock.acquire(timeout=max(0.0, min(_POLL_SECONDS, deadline - time.monotonic()))):
+            reason = cancelled()
+            if reason:
+                raise _Cancelled(f"{reason} while queued")
+            if time.monotonic() >= deadline:
+                raise AgentError(HTTPStatus.SERVICE_UNAVAILABLE, f"agent busy: waited {self.config.queue_timeout_s:g}"
+                                                                 " s for the measurement in progress (--queue-timeout)")
         try:
             yield
         finally:
             self._measure_lock.release()
+
+    @contextlib.contextmanager
+    def upload_directory(self) -> Iterator[Path]:
+        """A new empty directory of its own for one upload and its subprocess's files, deleted afterwards."""
+        path = self.workdir / uuid.uuid4().hex
+        path.mkdir(mode=0o700)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def check_artefact(self, runtime: str, path: Path) -> None:
+        """``_check_artefact``, one upload at a time (an ONNX check holds the whole file in memory)."""
+        with self._check_lock:
+            _check_artefact(runtime, path)
+
+    def measure(self, runtime: str, artefact: Path, cfg: BenchConfig,
+                cancelled: Callable[[], str | None]) -> LatencyResult:
+        """Time ``artefact`` in a fresh, memory-capped subprocess; ``_Cancelled`` (the subprocess killed) as soon as
+        ``cancelled()`` gives a reason; a crash, a timeout or an exhausted cap become an ``AgentError``."""
+        request = artefact.with_name("request.json")
+        answer = artefact.with_name("answer.json")
+        stderr_path = artefact.with_name("stderr.txt")
+        write_json_atomic(request, {"runtime": runtime, "artefact": str(artefact), "config": dataclasses.asdict(cfg),
+                                    "memory_mb": self.config.child_memory_mb})
+        timeout_s = self.config.measure_timeout_s
+        with stderr_path.open("wb") as stderr, self._child([sys.executable, "-c", _CHILD_COMMAND, str(request),
+                                                             str(answer)], stderr) as child:
+            deadline = time.monotonic() + timeout_s
+            while child.poll() is None and time.monotonic() < deadline and not cancelled():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=_POLL_SECONDS)
+            reason = cancelled()  # also when close() killed the child
+            if reason:
+                raise _Cancelled(f"{reason}; the measurement was stopped")
+            if child.poll() is None:
+                raise AgentError(HTTPStatus.GATEWAY_TIMEOUT, f"measurement did not finish within {timeout_s:g} s "
+                                                             "and was stopped (--measure-timeout)")
+        return _read_answer(answer, stderr_path, child.returncode, self.config.child_memory_mb)
+
+    @contextlib.contextmanager
+    def _child(self, command: list[str], stderr: Any) -> Iterator[subprocess.Popen[bytes]]:
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        with self._state:  # under the lock: close() either sees this child or has set `closing` before it starts
+            if self.closing:
+                raise _Cancelled("the agent is shutting down")
+            # Its own session: Ctrl-C in the agent's terminal reaches the agent, which stops the child itself.
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                     env=env, start_new_session=True)
+            self._children.add(child)
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            with self._state:
+                self._children.discard(child)
+
+
+def _refuse_connection(request: socket.socket, limit: int, closing: bool) -> None:
+    """Answer 503 on a connection the agent will not serve, without blocking the accepting thread."""
+    message = "agent is shutting down" if closing else f"agent busy: {limit} connections are open (--max-connections)"
+    payload = (json.dumps({"error": message}) + "\n").encode()
+    head = (f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}"
+            "\r\nConnection: close\r\n\r\n").encode()
+    with contextlib.suppress(OSError):
+        request.setblocking(False)
+        request.send(head + payload)
+        with contextlib.suppress(BlockingIOError):
+            request.recv(1 << 16)  # what already arrived: unread bytes at close would reset the connection
 
 
 def start_agent(token: str, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> AgentServer:
@@ -201,15 +406,61 @@ def start_agent(token: str, *, host: str = "127.0.0.1", port: int = 0, **options
 # ---------------------------------------------------------------------------------------------- handler
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The client socket as a raw stream whose every read waits at most ``wait()`` seconds: the handler's whole-
+    request deadline (or its silence timeout, if sooner) rather than a timeout that each arriving byte renews."""
+
+    def __init__(self, connection: socket.socket, wait: Callable[[], tuple[float, str]]) -> None:
+        super().__init__()
+        self._connection = connection
+        self._wait = wait
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        seconds, why = self._wait()
+        self._connection.settimeout(seconds)
+        try:
+            return self._connection.recv_into(buffer)
+        except TimeoutError:
+            raise TimeoutError(why) from None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: AgentServer
     server_version = f"mzoo-agent/{API_VERSION}"
 
     def setup(self) -> None:
         super().setup()
-        # Every blocking read and write on this connection gives up after this long (slow or stalled clients).
-        self.connection.settimeout(self.server.config.read_timeout_s)
+        self.rfile.close()  # the plain socket file; reads go through the deadline instead
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self._next_read), 1 << 16)
+
+    def handle_one_request(self) -> None:
+        # Each request on a connection gets its own deadlines, counted from when the agent starts waiting for it.
         self._started = time.perf_counter()
+        self._request_started = time.monotonic()
+        self._deadline = self._request_started + self.server.config.header_timeout_s
+        self._deadline_flag = "--header-timeout"
+        super().handle_one_request()
+
+    def _next_read(self) -> tuple[float, str]:
+        """(seconds the next socket read may wait, why it timed out if it does)."""
+        if self.server.closing:
+            raise _Cancelled("the agent is shutting down")
+        remaining = self._deadline - time.monotonic()
+        limit = self._deadline - self._request_started
+        overdue = f"the request was not received within {limit:g} s ({self._deadline_flag})"
+        if remaining <= 0:
+            raise TimeoutError(overdue)
+        silence = self.server.config.read_timeout_s
+        if remaining <= silence:
+            return remaining, overdue
+        return silence, f"the client sent nothing for {silence:g} s (--read-timeout)"
+
+    def flush_headers(self) -> None:
+        self.connection.settimeout(self.server.config.read_timeout_s)  # a response is written at a client's pace
+        super().flush_headers()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._serve(self._get)
@@ -224,11 +475,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(err.status, {"error": str(err)})
             if self.close_connection:
                 self._linger()
-        except TimeoutError:
+        except TimeoutError as err:
             self.close_connection = True
             with contextlib.suppress(OSError):  # the client may be gone as well as stalled
-                self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"error": "the request was not received within "
-                                                             f"{self.server.config.read_timeout_s:g} s"})
+                self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"error": str(err) or "request timed out"})
+                self._linger()  # a trickling client may still be sending
+        except _Cancelled as err:
+            self.close_connection = True  # the client is gone, or the agent stops: nothing is sent
+            self.log_message('"%s" cancelled: %s', self.requestline, err)
         except ConnectionError:
             self.close_connection = True  # the client is gone; nothing can be sent
             self.log_message('"%s" dropped: client disconnected', self.requestline)
@@ -250,28 +504,47 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path != f"{API_PREFIX}/measure":
             raise AgentError(HTTPStatus.NOT_FOUND, f"no endpoint POST {parts.path}")
         length = self._content_length()
+        self._deadline = self._request_started + self.server.config.upload_timeout_s
+        self._deadline_flag = "--upload-timeout"
         try:
             runtime, label, cfg = self._parse_request(parts.query)
         except AgentError:
             self._drain(length)  # a well-sized body is read so that the client can read the answer
             raise
-        body = self._read_body(length)
-        suffix = ARTEFACT_SUFFIX[runtime]
-        _check_artefact(runtime, body)
-        path = self.server.workdir / f"{uuid.uuid4().hex}{suffix}"
-        try:
-            path.write_bytes(body)
-            del body
-            with self.server.measurement_slot():
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.server.admission())
+            except AgentError:
+                self.close_connection = True  # refused before the body is read: it is discarded, never buffered
+                raise
+            directory = stack.enter_context(self.server.upload_directory())
+            path = directory / f"model{ARTEFACT_SUFFIX[runtime]}"
+            self._receive_body(length, path)
+            try:
+                self.server.check_artefact(runtime, path)
+            except AgentError as err:  # messages never show where the agent keeps uploads
+                raise AgentError(err.status, str(err).replace(str(directory), "<upload>")) from None
+            with self.server.measurement_slot(self._cancel_reason):
                 started = time.time()
-                result = _measure_in_subprocess(runtime, path, cfg, self.server.config.measure_timeout_s)
+                result = self.server.measure(runtime, path, cfg, self._cancel_reason)
                 finished = time.time()
-        finally:
-            for leftover in self.server.workdir.glob(f"{path.stem}*"):
-                leftover.unlink(missing_ok=True)
-        result = dataclasses.replace(result, model=label or f"upload{suffix}")
+        result = dataclasses.replace(result, model=label or f"upload{ARTEFACT_SUFFIX[runtime]}")
         self._send_json(HTTPStatus.OK, result.to_dict(),
                         {STARTED_HEADER: f"{started:.6f}", FINISHED_HEADER: f"{finished:.6f}"})
+
+    def _cancel_reason(self) -> str | None:
+        """Why a queued or running measurement should stop now, or None: the agent stops, or the client left
+        (its end of the connection reads as closed: an HTTP client sends nothing more while it waits)."""
+        if self.server.closing:
+            return "the agent is shutting down"
+        try:
+            self.connection.settimeout(0.0)
+            gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            gone = False  # nothing to read: still connected
+        except OSError:
+            gone = True  # reset
+        return "the client disconnected" if gone else None
 
     # ------------------------------------------------------------------------------------------- checks
 
@@ -283,14 +556,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise AgentError(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
 
     def _content_length(self) -> int:
-        value = self.headers.get("Content-Length")
-        if value is None:
+        values = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.close_connection = True
+            raise AgentError(HTTPStatus.BAD_REQUEST, "Transfer-Encoding is not supported; send Content-Length")
+        if not values:
             self.close_connection = True
             raise AgentError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
-        if not value.isdigit():
+        if len(values) > 1 or not _CONTENT_LENGTH.fullmatch(values[0].strip()):
             self.close_connection = True
-            raise AgentError(HTTPStatus.BAD_REQUEST, f"Content-Length {value[:40]!r} is not a byte count")
-        length = int(value)
+            raise AgentError(HTTPStatus.BAD_REQUEST, f"Content-Length {', '.join(values)[:40]!r} is not a byte count")
+        length = int(values[0])
         if length > self.server.config.max_upload_bytes:
             self.close_connection = True  # checked before reading: the oversized body is never read
             raise AgentError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -326,9 +602,14 @@ class _Handler(BaseHTTPRequestHandler):
         text = self.headers.get(CONFIG_HEADER)
         if text is None:
             return BenchConfig()
+        if len(text) > _MAX_CONFIG_CHARS:
+            raise AgentError(HTTPStatus.BAD_REQUEST, f"bad {CONFIG_HEADER}: {len(text)} characters, more than the "
+                                                     f"{_MAX_CONFIG_CHARS} a BenchConfig needs")
         try:
             cfg = BenchConfig.from_dict(json.loads(text))
-        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+        except RecursionError:  # e.g. [[[[...]]]]: a BenchConfig is a flat object
+            raise AgentError(HTTPStatus.BAD_REQUEST, f"bad {CONFIG_HEADER}: JSON nested too deeply") from None
+        except (ValueError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
             raise AgentError(HTTPStatus.BAD_REQUEST, f"bad {CONFIG_HEADER}: {one_line(err)}") from None
         cores = os.cpu_count() or 1
         if cfg.threads > cores:
@@ -341,15 +622,21 @@ class _Handler(BaseHTTPRequestHandler):
                              f"a measurement after {self.server.config.measure_timeout_s:g} s")
         return cfg
 
-    def _read_body(self, length: int) -> bytes:
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            raise AgentError(HTTPStatus.BAD_REQUEST, f"upload ended after {len(body)} of {length} bytes")
-        return body
+    def _receive_body(self, length: int, path: Path) -> None:
+        """Stream the body to ``path`` (a new file): an upload is never held in memory while it arrives or waits."""
+        remaining = length
+        with path.open("xb") as file:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, _CHUNK_BYTES))
+                if not chunk:
+                    self.close_connection = True
+                    raise AgentError(HTTPStatus.BAD_REQUEST, f"upload ended after {length - remaining} of {length} "
+                                                             "bytes")
+                file.write(chunk)
+                remaining -= len(chunk)
 
     def _drain(self, length: int) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, TimeoutError):
             remaining = length
             while remaining > 0:
                 chunk = self.rfile.read(min(remaining, 1 << 16))
@@ -390,7 +677,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.log_message('"%s" %s %.2fs', self.requestline, int(code) if isinstance(code, int) else code, elapsed)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
-        sys.stderr.write(f"mzoo-agent {self.address_string()} {format % args}\n")
+        sys.stderr.write(f"mzoo-agent {self.address_string()} {redact(format % args, self.server.config.token)}\n")
+
+
+def redact(line: str, token: str) -> str:
+    """``line`` with the token and every query value other than ``runtime`` and ``label`` replaced by ``[redacted]``:
+    a client that puts its token in the URL must not leave it in the agent's log."""
+    def query(match: re.Match[str]) -> str:
+        pairs = [pair.partition("=") for pair in match.group(0)[1:].split("&")]
+        return "?" + "&".join(name + eq + (value if name in _LOGGED_PARAMETERS or not eq else "[redacted]")
+                              for name, eq, value in pairs)
+
+    line = _QUERY.sub(query, line)
+    return line.replace(token, "[redacted]") if len(token) >= 4 else line
 
 
 def _single(params: dict[str, list[str]], name: str, default: str) -> str:
@@ -400,104 +699,171 @@ def _single(params: dict[str, list[str]], name: str, default: str) -> str:
     return values[0]
 
 
-def _check_artefact(runtime: str, body: bytes) -> None:
+def _check_artefact(runtime: str, path: Path) -> None:
     """Refuse what is not an artefact of ``runtime`` before any runtime parses it: 415 for the wrong kind of
     file, 400 for a broken one. ONNX files must carry their weights inside (external data could name any path)."""
     if runtime == "xnnpack":
-        ident = body[_PTE_MAGIC_OFFSET:_PTE_MAGIC_OFFSET + 4]
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            head = file.read(_PTE_HEADER_BYTES)
+        ident = head[_PTE_MAGIC_OFFSET:_PTE_MAGIC_OFFSET + 4]
         if not (ident[:2] == b"ET" and ident[2:].isdigit()):
             raise AgentError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                              f"upload is not an ExecuTorch program: no 'ET..' identifier at byte 4 (found {ident!r})")
-        if len(body) < _MIN_PTE_BYTES:
-            raise AgentError(HTTPStatus.BAD_REQUEST, f"upload is a truncated ExecuTorch program ({len(body)} bytes)")
-        _check_pte_sizes(body)
+        if size < _MIN_PTE_BYTES:
+            raise AgentError(HTTPStatus.BAD_REQUEST, f"upload is a truncated ExecuTorch program ({size} bytes)")
+        _check_pte_sizes(head, size)
         return
-    _check_onnx(body)
+    _check_onnx(path)
 
 
-def _check_pte_sizes(body: bytes) -> None:
-    header = body[8:40]
+def _check_pte_sizes(head: bytes, size: int) -> None:
+    header = head[8:40]
     if header[:4] != b"eh00":
         return
     program_size = int.from_bytes(header[8:16], "little")
     segment_base = int.from_bytes(header[16:24], "little")
     segment_size = int.from_bytes(header[24:32], "little")
     expected = max(program_size, segment_base + segment_size if segment_base else 0)
-    if len(body) < expected:
+    if size < expected:
         raise AgentError(HTTPStatus.BAD_REQUEST,
-                         f"upload is a truncated ExecuTorch program: its header promises {expected} bytes, got {len(body)}")
+                         f"upload is a truncated ExecuTorch program: its header promises {expected} bytes, got {size}")
 
 
-def _check_onnx(body: bytes) -> None:
+def _check_onnx(path: Path) -> None:
+    """External data is refused before the checker runs, with one message whatever it names: the checker looks
+    the names up on disk, and different answers would tell a client which files exist there. The checker then
+    reads the upload from its own directory, so that any name it still resolves is looked up there, not in the
+    agent's working directory."""
     import onnx
 
     try:
-        model = onnx.load_model_from_string(body)
-        onnx.checker.check_model(model)
+        model = onnx.load_model_from_string(path.read_bytes())
     except Exception as err:
         raise AgentError(HTTPStatus.BAD_REQUEST, f"upload is not a valid ONNX model: {one_line(err)}") from None
-    if not model.graph.node:
-        raise AgentError(HTTPStatus.BAD_REQUEST, "upload is not a valid ONNX model: its graph has no nodes")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in _onnx_tensors(model.graph)):
+    if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in _onnx_tensors(model)):
         raise AgentError(HTTPStatus.BAD_REQUEST, "upload refers to external tensor data; send a self-contained "
                                                  "ONNX file (weights inside)")
+    if not model.graph.node:
+        raise AgentError(HTTPStatus.BAD_REQUEST, "upload is not a valid ONNX model: its graph has no nodes")
+    del model
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as err:
+        raise AgentError(HTTPStatus.BAD_REQUEST, f"upload is not a valid ONNX model: {one_line(err)}") from None
 
 
-def _onnx_tensors(graph: Any) -> Iterator[Any]:
+def _onnx_tensors(model: Any) -> Iterator[Any]:
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+    for info in model.training_info:
+        yield from _graph_tensors(info.initialization)
+        yield from _graph_tensors(info.algorithm)
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
     yield from graph.initializer
     yield from (sparse.values for sparse in graph.sparse_initializer)
-    for node in graph.node:
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Any) -> Iterator[Any]:
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+            yield from (sparse.values for sparse in attr.sparse_tensors)
             if attr.HasField("g"):
-                yield from _onnx_tensors(attr.g)
+                yield from _graph_tensors(attr.g)
             for sub in attr.graphs:
-                yield from _onnx_tensors(sub)
+                yield from _graph_tensors(sub)
 
 
 # ------------------------------------------------------------------------------------- measuring process
 
 
-def _measure_in_subprocess(runtime: str, artefact: Path, cfg: BenchConfig, timeout_s: float) -> LatencyResult:
-    """Time ``artefact`` in a fresh Python process; a crash or a hang there becomes an ``AgentError``."""
-    request = artefact.with_name(f"{artefact.stem}.request.json")
-    answer = artefact.with_name(f"{artefact.stem}.answer.json")
-    write_json_atomic(request, {"runtime": runtime, "artefact": str(artefact), "config": dataclasses.asdict(cfg)})
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    try:
-        done = subprocess.run([sys.executable, "-c", _CHILD_COMMAND, str(request), str(answer)],
-                              capture_output=True, text=True, env=env, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        raise AgentError(HTTPStatus.GATEWAY_TIMEOUT,
-                         f"measurement did not finish within {timeout_s:g} s and was stopped") from None
+def _read_answer(answer: Path, stderr: Path, returncode: int, memory_mb: int) -> LatencyResult:
+    """The measuring process's result, or its error as an ``AgentError``."""
     try:
         data = json.loads(answer.read_text())
     except (OSError, ValueError):
-        tail = " | ".join(line.strip() for line in done.stderr.splitlines()[-_STDERR_TAIL_LINES:] if line.strip())
+        with stderr.open("rb") as file:
+            file.seek(max(0, stderr.stat().st_size - 16384))
+            text = file.read().decode("utf-8", "replace")
+        tail = " | ".join(line.strip() for line in text.splitlines()[-_STDERR_TAIL_LINES:] if line.strip())
+        hint = (f"; it may have exceeded its memory cap of {memory_mb} MiB (--child-memory-mb)"
+                if returncode < 0 or _ALLOCATION_FAILURE.search(text) or "MemoryError" in text else "")
         raise AgentError(HTTPStatus.INTERNAL_SERVER_ERROR,
-                         f"the measuring process exited with code {done.returncode} without a result "
-                         f"({tail or 'no output'})") from None
+                         f"the measuring process exited with code {returncode} without a result "
+                         f"({tail or 'no output'}){hint}") from None
     if "error" in data:
         raise AgentError(HTTPStatus(int(data.get("status", 500))), str(data["error"]))
     return LatencyResult.from_dict(data["result"])
 
 
 def _child_main(argv: Sequence[str]) -> int:
-    """Entry point of the measuring process: read the request, time the artefact, write the answer."""
+    """Entry point of the measuring process: read the request, load the runtime, cap the address space, time the
+    artefact, write the answer."""
     request_path, answer_path = argv
     request = json.loads(Path(request_path).read_text())
+    runtime, memory_mb = request["runtime"], int(request["memory_mb"])
     try:
-        result = _measure_here(request["runtime"], request["artefact"], BenchConfig.from_dict(request["config"]))
+        _load_runtime(runtime)
+        _cap_address_space(memory_mb)
+        result = _measure_here(runtime, request["artefact"], BenchConfig.from_dict(request["config"]))
         answer: dict[str, Any] = {"result": result.to_dict()}
-    except ExportError as err:  # the runtime refused the artefact
-        answer = {"error": str(err), "status": int(HTTPStatus.UNPROCESSABLE_ENTITY)}
-    except ValueError as err:  # the config does not fit this machine (e.g. pinned CPUs it lacks)
-        answer = {"error": str(err), "status": int(HTTPStatus.BAD_REQUEST)}
+    except Exception as err:
+        answer = _child_failure(err, memory_mb)
     write_json_atomic(Path(answer_path), answer)
     return 0
+
+
+def _child_failure(err: Exception, memory_mb: int) -> dict[str, Any]:
+    """The answer for a measurement that failed; anything else than the cases below is re-raised (a bug: its
+    traceback goes to the agent's log through the process's stderr)."""
+    if isinstance(err, MemoryError) or _ALLOCATION_FAILURE.search(str(err)):
+        return {"error": f"the measurement needs more memory than this agent allows one ({memory_mb} MiB, "
+                         f"--child-memory-mb): {one_line(err)}", "status": int(HTTPStatus.INSUFFICIENT_STORAGE)}
+    if isinstance(err, ExportError):  # the runtime refused the artefact
+        return {"error": str(err), "status": int(HTTPStatus.UNPROCESSABLE_ENTITY)}
+    if isinstance(err, ValueError):  # the config does not fit this machine (e.g. pinned CPUs it lacks)
+        return {"error": str(err), "status": int(HTTPStatus.BAD_REQUEST)}
+    raise err
+
+
+def _load_runtime(runtime: str) -> None:
+    """Import the runtime before the cap, so that the cap counts what a measurement adds, not the libraries."""
+    if runtime == "ort":
+        import onnxruntime  # noqa: F401 (loaded for its side effect: its libraries are mapped)
+    else:
+        from export.executorch import portable_lib
+
+        portable_lib()
+
+
+def memory_cap_enforced() -> bool:
+    """Whether this platform enforces ``--child-memory-mb``: Linux and Android do (RLIMIT_AS, with the process's
+    current size read from /proc); macOS does not enforce RLIMIT_AS."""
+    return sys.platform.startswith("linux") and Path("/proc/self/statm").exists()
+
+
+def _cap_address_space(memory_mb: int) -> None:
+    """Limit this process's address space to what it maps now plus ``memory_mb`` MiB, so that a model that asks for
+    more (a huge ConstantOfShape, say) fails its allocation here instead of swapping or OOM-killing the machine."""
+    if not memory_cap_enforced():
+        return  # run_agent says so when it starts
+    import resource
+
+    pages = int(Path("/proc/self/statm").read_text().split()[0])
+    limit = pages * os.sysconf("SC_PAGE_SIZE") + memory_mb * 2**20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _measure_here(runtime: str, artefact: str, cfg: BenchConfig) -> LatencyResult:
@@ -514,8 +880,12 @@ def _measure_here(runtime: str, artefact: str, cfg: BenchConfig) -> LatencyResul
 # --------------------------------------------------------------------------------------------------- CLI
 
 
+def _default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(AgentConfig) if f.name == name)
+
+
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``mzoo agent``."""
+    """The options of ``mzoo agent``; every limit's default is ``AgentConfig``'s."""
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; give 0.0.0.0 or an "
                              "interface's address to serve phones or other machines on the network)")
@@ -525,38 +895,88 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
                              "a command-line token is visible to other users in `ps`)")
     parser.add_argument("--max-upload-mb", type=float, default=256.0,
                         help=f"largest accepted artefact, MiB (default 256, at most {MAX_UPLOAD_MB})")
-    parser.add_argument("--measure-timeout", type=float, default=600.0, help="seconds one measurement may take")
-    parser.add_argument("--queue-timeout", type=float, default=600.0,
-                        help="seconds a request waits for the measurement in progress before 503")
-    parser.add_argument("--read-timeout", type=float, default=30.0, help="socket timeout while talking to a client")
+    parser.add_argument("--max-queue", type=int, default=_default("max_queue"),
+                        help="measurement requests admitted behind the one being measured; more get 503 before "
+                             f"their upload is read (default {_default('max_queue')})")
+    parser.add_argument("--max-connections", type=int, default=_default("max_connections"),
+                        help=f"open connections, one thread each; more get 503 at once "
+                             f"(default {_default('max_connections')})")
+    parser.add_argument("--header-timeout", type=float, default=_default("header_timeout_s"),
+                        help=f"seconds a client has to send a request's headers (default {_default('header_timeout_s'):g})")
+    parser.add_argument("--upload-timeout", type=float, default=_default("upload_timeout_s"),
+                        help="seconds a client has to send a request's headers and body together "
+                             f"(default {_default('upload_timeout_s'):g})")
+    parser.add_argument("--read-timeout", type=float, default=_default("read_timeout_s"),
+                        help=f"seconds a client may stay silent while a request is read or an answer written "
+                             f"(default {_default('read_timeout_s'):g})")
+    parser.add_argument("--measure-timeout", type=float, default=_default("measure_timeout_s"),
+                        help=f"seconds one measurement may take (default {_default('measure_timeout_s'):g})")
+    parser.add_argument("--queue-timeout", type=float, default=_default("queue_timeout_s"),
+                        help="seconds a request waits for the measurement in progress before 503 "
+                             f"(default {_default('queue_timeout_s'):g})")
+    parser.add_argument("--child-memory-mb", type=int, default=_default("child_memory_mb"),
+                        help="address space, MiB, a measurement may add to its process once the runtime is loaded; "
+                             f"more fails with 507 (default {_default('child_memory_mb')}; Linux and Android)")
 
 
 def agent_config_from_args(args: argparse.Namespace) -> AgentConfig:
-    """The ``AgentConfig`` of parsed ``mzoo agent`` options; ``ValueError`` for an empty token or bad values."""
+    """The ``AgentConfig`` of parsed ``mzoo agent`` options; ``InputError`` (a ``ValueError``) naming the option for
+    an empty token or a value out of its bounds, before anything is started."""
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
     if not (math.isfinite(args.max_upload_mb) and 0 < args.max_upload_mb <= MAX_UPLOAD_MB):
         raise InputError(f"--max-upload-mb must be more than 0 and at most {MAX_UPLOAD_MB} (an upload is held on "
                          f"disk while it is measured), got {args.max_upload_mb:g}")
     return AgentConfig(token=token, host=args.host, port=args.port,
                        max_upload_bytes=max(1, int(args.max_upload_mb * 2**20)),
-                       measure_timeout_s=args.measure_timeout, queue_timeout_s=args.queue_timeout,
-                       read_timeout_s=args.read_timeout)
+                       header_timeout_s=args.header_timeout, upload_timeout_s=args.upload_timeout,
+                       read_timeout_s=args.read_timeout, measure_timeout_s=args.measure_timeout,
+                       queue_timeout_s=args.queue_timeout, max_queue=args.max_queue,
+                       max_connections=args.max_connections, child_memory_mb=args.child_memory_mb)
+
+
+class _Stopped(BaseException):
+    """SIGTERM: leave ``serve_forever`` like Ctrl-C does (a BaseException, so no request handler swallows it)."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped(signal.Signals(signum).name)
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    """Serve in the foreground until Ctrl-C; returns the exit status. Raises ``ValueError`` for bad options and
-    ``OSError`` when the address cannot be bound."""
+    """Serve in the foreground until Ctrl-C or SIGTERM, then cancel running measurements and delete the upload
+    directory; returns the exit status. Raises ``InputError`` for bad options (before binding) and ``OSError`` when
+    the address cannot be bound."""
     server = AgentServer(agent_config_from_args(args))
     if server.config.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"mzoo agent: listening on {server.config.host}: any machine that can reach it and knows the token "
               "can run measurements here", file=sys.stderr, flush=True)
+    if not memory_cap_enforced():
+        print("mzoo agent: this platform does not enforce --child-memory-mb (RLIMIT_AS): a measurement may use "
+              "all of this machine's memory", file=sys.stderr, flush=True)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)  # before saying it serves: it may be stopped at once
     runtimes = ", ".join(sorted(available_runtimes())) or "none"
     print(f"mzoo agent: serving {server.url} (port {server.server_address[1]}; runtimes: {runtimes}); "
-          f"Ctrl-C stops", file=sys.stderr, flush=True)
+          f"Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+    terminated = False
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    except _Stopped:
+        terminated = True
     finally:
-        server.close()
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short and leave the upload directory behind.
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            server.close()
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGTERM, previous)
+    print("mzoo agent: stopped", file=sys.stderr, flush=True)
+    if terminated:
+        # SIGTERM asks this process to end, and nothing is left to clean up: skip the interpreter's finalization,
+        # which takes seconds with torch and the runtimes loaded (a service manager waits for it).
+        sys.stdout.flush()
+        os._exit(0)
     return 0

@@ -16,7 +16,9 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -45,6 +47,11 @@ API_PREFIX = "/v1"
 # The TorchScript exporter's opset 17 loads in every ONNX Runtime since 1.14, so old device installs work too.
 _ONNX_OPSET = 17
 _DEFAULT_REMOTE_TIMEOUT_S = 900.0
+# A busy agent (503: its queue or its connections are full) or one that is restarting (connection refused or
+# reset) is asked again after 1, 2, 4, ... s, at most 30 s apart, 8 times: about two minutes in all.
+_DEFAULT_RETRIES = 8
+_DEFAULT_BACKOFF_S = 1.0
+_DEFAULT_MAX_BACKOFF_S = 30.0
 # Words that name no CPU family: trademarks, vendors' legal suffixes, "CPU", "Processor", core counts.
 _X86_ID = re.compile(r"family (?P<family>\d+) model (?P<model>\d+)")
 _CPU_NOISE = re.compile(
@@ -54,6 +61,10 @@ _CPU_NOISE = re.compile(
 
 class DeviceError(ExportError):
     """A device could not measure: the agent is unreachable, refused the request, or failed to measure."""
+
+
+class _Retryable(DeviceError):
+    """A failure that asking again later may cure: the agent is busy or not (yet) accepting connections."""
 
 
 @dataclass(frozen=True)
@@ -297,11 +308,14 @@ class RemoteDevice:
 
     The module is exported here (ONNX for "ort", ``.pte`` for "xnnpack"), uploaded, and timed there; the result
     carries the remote machine's environment. ``name`` defaults to the remote CPU's slug, runtime and threads,
-    which takes one request to the agent the first time it is read.
+    which takes one request to the agent the first time it is read. A request the agent answers with 503 (busy),
+    or whose connection is refused or reset, is sent again up to ``retries`` times, ``backoff_s`` seconds later,
+    then twice as long each time up to ``max_backoff_s``; each retry says so in one line on stderr.
     """
 
     def __init__(self, url: str, token: str, runtime: str = "ort", timeout_s: float = _DEFAULT_REMOTE_TIMEOUT_S,
-                 *, threads: int = 1, name: str | None = None) -> None:
+                 *, threads: int = 1, name: str | None = None, retries: int = _DEFAULT_RETRIES,
+                 backoff_s: float = _DEFAULT_BACKOFF_S, max_backoff_s: float = _DEFAULT_MAX_BACKOFF_S) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
             raise InputError(f"agent URL {url!r} must be http(s)://HOST:PORT")
@@ -311,6 +325,11 @@ class RemoteDevice:
         _check_threads(threads)
         if not timeout_s > 0:
             raise InputError(f"timeout_s must be > 0, got {timeout_s!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
+            raise InputError(f"retries must be an int in 0..100, got {retries!r}")
+        if not 0 < backoff_s <= max_backoff_s <= 3600:
+            raise InputError(f"backoff must satisfy 0 < backoff_s <= max_backoff_s <= 3600 s, got {backoff_s!r} "
+                             f"and {max_backoff_s!r}")
         if name is not None:
             _check_name(name)
         self.url = url.rstrip("/")
@@ -318,6 +337,9 @@ class RemoteDevice:
         self.runtime = RUNTIMES[runtime]
         self.threads = threads
         self.timeout_s = float(timeout_s)
+        self.retries = retries
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
         self._token = token
         self._name = name
 
@@ -367,6 +389,22 @@ class RemoteDevice:
 
     def _request(self, method: str, path: str, body: bytes | None = None,
                  headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """One request, sent again after a back-off while the agent is busy or unreachable (see the class)."""
+        delay = self.backoff_s
+        for attempt in range(1, self.retries + 2):
+            try:
+                return self._request_once(method, path, body, headers)
+            except _Retryable as err:
+                if attempt > self.retries:
+                    raise DeviceError(f"{err} (gave up after {attempt} tries)") from err
+                print(f"mzoo: {err}; retrying {method} {path.partition('?')[0]} in {delay:g} s "
+                      f"(retry {attempt} of {self.retries})", file=sys.stderr, flush=True)
+                time.sleep(delay)
+                delay = min(self.max_backoff_s, 2 * delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _request_once(self, method: str, path: str, body: bytes | None,
+                      headers: Mapping[str, str] | None) -> dict[str, Any]:
         request = urllib.request.Request(f"{self.url}{path}", data=body, method=method,
                                          headers={"Authorization": f"Bearer {self._token}", **(headers or {})})
         try:
@@ -398,14 +436,19 @@ class RemoteDevice:
         if err.code == 413:
             size = len(body) if body is not None else 0
             return DeviceError(f"agent at {self.url} refused an upload of {size} bytes as too large (413): {message}")
+        if err.code == 503:
+            return _Retryable(f"agent at {self.url} is busy (503): {message or 'no message'}")
         return DeviceError(f"agent at {self.url} failed ({err.code} {err.reason}): {message or 'no message'}")
 
     def _connection_error(self, reason: object, body: bytes | None) -> DeviceError:
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return DeviceError(f"agent at {self.url} did not answer within {self.timeout_s:g} s")
         if isinstance(reason, ConnectionRefusedError):
-            return DeviceError(f"cannot reach the agent at {self.url}: connection refused (is `mzoo agent` running?)")
-        if isinstance(reason, (BrokenPipeError, ConnectionResetError)) and body:
+            return _Retryable(f"cannot reach the agent at {self.url}: connection refused (is `mzoo agent` running?)")
+        if isinstance(reason, ConnectionResetError):
+            during = f" while {len(body)} bytes were uploaded (it may limit uploads to fewer bytes)" if body else ""
+            return _Retryable(f"agent at {self.url} reset the connection{during}: {reason}")
+        if isinstance(reason, BrokenPipeError) and body:
             return DeviceError(f"agent at {self.url} closed the connection while {len(body)} bytes were uploaded "
                                f"(it may limit uploads to fewer bytes: {reason})")
         return DeviceError(f"cannot reach the agent at {self.url}: {reason}")

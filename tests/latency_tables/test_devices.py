@@ -1,8 +1,16 @@
-"""Devices: names, specs, the fast exporters, and local ONNX Runtime / XNNPACK measurements of tiny modules."""
+"""Devices: names, specs, the fast exporters, local ONNX Runtime / XNNPACK measurements of tiny modules, and the
+remote device's retries against a stand-in agent on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import onnx
@@ -10,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from latency_tables.devices import (Device, DeviceInfo, OrtCpuDevice, RemoteDevice, XnnpackDevice, cpu_slug, export_onnx_fast,
+from latency_tables.devices import (Device, DeviceError, DeviceInfo, OrtCpuDevice, RemoteDevice, XnnpackDevice, cpu_slug, export_onnx_fast,
                             get_device, local_device_name)
 from common.environment import current_environment
 from latency_tables.measure import BenchConfig, LatencyResult
@@ -125,3 +133,83 @@ def test_xnnpack_device_measures_tiny_modules(make, shape: tuple[int, ...]) -> N
     result = XnnpackDevice().measure(make(), shape, FAST)
     _check_result(result, shape, "executorch-xnnpack", type(make()).__name__)
     assert torch.get_num_threads() >= 1
+
+
+# ------------------------------------------------------------------------------------- remote retries
+
+
+class _FlakyAgent(ThreadingHTTPServer):
+    """A stand-in agent on 127.0.0.1 that answers ``GET /v1/info`` with the given statuses, then 200."""
+
+    daemon_threads = True
+
+    def __init__(self, statuses: list[int]) -> None:
+        super().__init__(("127.0.0.1", 0), _FlakyHandler)
+        self.statuses = statuses
+        self.calls = 0
+
+
+class _FlakyHandler(BaseHTTPRequestHandler):
+    server: _FlakyAgent
+
+    def do_GET(self) -> None:
+        status = self.server.statuses[self.server.calls] if self.server.calls < len(self.server.statuses) else 200
+        self.server.calls += 1
+        payload = json.dumps({"error": "agent busy: the queue is full"} if status != 200 else {"ok": True}).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def flaky_agent(statuses: list[int]) -> Iterator[_FlakyAgent]:
+    server = _FlakyAgent(statuses)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_remote_device_retries_503_with_backoff(capsys: pytest.CaptureFixture[str]) -> None:
+    with flaky_agent([503, 503]) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        start = time.monotonic()
+        assert RemoteDevice(url, "t", retries=3, backoff_s=0.1, max_backoff_s=0.15).info() == {"ok": True}
+        assert server.calls == 3 and 0.25 <= time.monotonic() - start < 5  # waited 0.1 s, then 0.15 s
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("busy (503)" in line and "retrying GET /v1/info" in line for line in err)
+    assert "in 0.1 s (retry 1 of 3)" in err[0] and "in 0.15 s (retry 2 of 3)" in err[1]
+
+
+def test_remote_device_gives_up_after_its_retries() -> None:
+    with flaky_agent([503] * 10) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(DeviceError, match=r"busy \(503\).*gave up after 3 tries"):
+            RemoteDevice(url, "t", retries=2, backoff_s=0.01).info()
+        assert server.calls == 3
+    with flaky_agent([401, 500]) as server:  # refusals that asking again cannot cure are not retried
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(DeviceError, match="401"):
+            RemoteDevice(url, "t", backoff_s=0.01).info()
+        assert server.calls == 1
+
+
+def test_remote_device_retries_a_refused_connection(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(DeviceError, match="connection refused.*gave up after 3 tries"):
+        RemoteDevice(f"http://127.0.0.1:{port}", "t", retries=2, backoff_s=0.01).info()
+    assert capsys.readouterr().err.count("retrying GET /v1/info") == 2
+    with pytest.raises(ValueError, match="retries"):
+        RemoteDevice(f"http://127.0.0.1:{port}", "t", retries=-1)
+    with pytest.raises(ValueError, match="backoff"):
+        RemoteDevice(f"http://127.0.0.1:{port}", "t", backoff_s=5, max_backoff_s=1)
