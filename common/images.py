@@ -6,6 +6,15 @@ resize to ``size / crop_pct``, centre crop, scale to [0, 1], normalise with the 
 PIL, the shared CIFAR-10 JPEGs as the default source, and the random-data fallback that is used only when no
 source is given and always says so loudly. Anything wrong with a source (missing, empty, corrupt or not an
 image) raises ``ImageDataError`` naming the path or the file inside the archive.
+
+Reading is bounded (:class:`ImageLimits`), because a few megabytes of zip can declare gigabytes: a file larger than
+``max_file_bytes`` is refused from its declared size (the zip's ``ZipInfo.file_size``, the file system's size)
+before it is read and again by a bounded read that never trusts the declaration; an image of more than
+``max_pixels`` pixels is refused from its header before it is decoded (Pillow's decompression-bomb check, as an
+error and without touching Pillow's global ``Image.MAX_IMAGE_PIXELS``); and one :func:`load_images` batch reads at
+most ``max_total_bytes``, checked on the declared sizes of the chosen files before any is read. The defaults can
+be changed per process with ``MZOO_MAX_IMAGE_BYTES``, ``MZOO_MAX_IMAGE_PIXELS`` and ``MZOO_MAX_IMAGES_TOTAL_BYTES``
+(read when a reader is made, not at import) or per call with an ``ImageLimits``.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -60,6 +70,63 @@ def check_image_side(side: object, flag: str = "--input-size") -> int:
     if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_IMAGE_SIDE:
         raise InputError(f"{flag} must be an image side between 1 and {MAX_IMAGE_SIDE} pixels, got {side!r}")
     return side
+
+
+# Reading limits (see ImageLimits). One image file: far above any photo a mobile model is calibrated on (a
+# 24-Mpx JPEG is ~10 MB, an uncompressed 4096x4096 RGB BMP 48 MB).
+MAX_IMAGE_FILE_BYTES = 64 * 2**20
+# Pixels of one image, checked from its header: 8192x8192 (192 MB as RGB once decoded). Below Pillow's own
+# default (Image.MAX_IMAGE_PIXELS, 89.5 Mpx, which only warns; it refuses at twice that), so ours acts first.
+MAX_IMAGE_PIXELS = 8192 * 8192
+# All the files of one load_images batch together (calibration and verification sets: hundreds of images).
+MAX_IMAGES_TOTAL_BYTES = 2 * 2**30
+IMAGE_BYTES_ENV = "MZOO_MAX_IMAGE_BYTES"
+IMAGE_PIXELS_ENV = "MZOO_MAX_IMAGE_PIXELS"
+IMAGES_TOTAL_BYTES_ENV = "MZOO_MAX_IMAGES_TOTAL_BYTES"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """How much reading one image (and one :func:`load_images` batch) may cost before it is refused.
+
+    Attributes:
+        max_file_bytes: the largest image file, as declared and as read (``$MZOO_MAX_IMAGE_BYTES``).
+        max_pixels: the most pixels (width × height) of one image, from its header (``$MZOO_MAX_IMAGE_PIXELS``).
+            Pillow refuses images of more than twice its ``Image.MAX_IMAGE_PIXELS`` on its own, whatever this says.
+        max_total_bytes: the most bytes of all the files one :func:`load_images` call reads
+            (``$MZOO_MAX_IMAGES_TOTAL_BYTES``); training and evaluation readers stream whole datasets and are
+            bounded per file only.
+    """
+
+    max_file_bytes: int = MAX_IMAGE_FILE_BYTES
+    max_pixels: int = MAX_IMAGE_PIXELS
+    max_total_bytes: int = MAX_IMAGES_TOTAL_BYTES
+
+    def __post_init__(self) -> None:
+        for name in ("max_file_bytes", "max_pixels", "max_total_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"ImageLimits.{name} must be a positive int, got {value!r}")
+
+    @classmethod
+    def from_env(cls) -> ImageLimits:
+        """The defaults, each overridden by its environment variable when that is set."""
+        return cls(max_file_bytes=_env_limit(IMAGE_BYTES_ENV, MAX_IMAGE_FILE_BYTES),
+                   max_pixels=_env_limit(IMAGE_PIXELS_ENV, MAX_IMAGE_PIXELS),
+                   max_total_bytes=_env_limit(IMAGES_TOTAL_BYTES_ENV, MAX_IMAGES_TOTAL_BYTES))
+
+
+def _env_limit(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"${name} must be a positive whole number, got {text!r}")
+    return value
 
 
 class RandomImagesWarning(UserWarning):
@@ -199,21 +266,24 @@ def load_images(
     offset: int = 0,
     crop_pct: float = DEFAULT_CROP_PCT,
     interpolation: str = DEFAULT_INTERPOLATION,
+    limits: ImageLimits | None = None,
 ) -> np.ndarray:
     """A float32 NCHW batch of ``count`` real images, preprocessed exactly as timm's eval transform would.
 
     ``source`` is an ImageFolder directory or a .zip of one, ``split`` an optional subfolder (``"test"``);
     the images are chosen by :func:`select_images`. Each is decoded with PIL and converted to RGB (or L for
     one-channel models), so grayscale and palette images are fine; a file that cannot be decoded raises
-    ``ImageDataError`` naming it.
+    ``ImageDataError`` naming it. ``limits`` (default :meth:`ImageLimits.from_env`) bounds each file, each image's
+    pixels and, before anything is read, the declared sizes of the chosen files (:func:`check_images`).
     """
     channels, height, width = _check_input_size(input_size)
     mean_arr, std_arr = _check_stats(mean, std, channels)
     _check_crop(crop_pct, interpolation)
-    chosen = select_images(list_images(source, split), count, seed=seed, offset=offset)
+    limits = limits if limits is not None else ImageLimits.from_env()
+    chosen = check_images(source, count, seed=seed, split=split, offset=offset, limits=limits)
     mode = "RGB" if channels == 3 else "L"
-    batch = np.empty((count, channels, height, width), dtype=np.float32)
-    with ImageReader(Path(source)) as reader:
+    with ImageReader(Path(source), limits, max_total_bytes=limits.max_total_bytes) as reader:
+        batch = np.empty((count, channels, height, width), dtype=np.float32)
         for i, file in enumerate(chosen):
             image = reader.open(file.name, mode)
             pixels = eval_transform(image, (height, width), crop_pct, interpolation)
@@ -222,6 +292,18 @@ def load_images(
     batch -= mean_arr[None, :, None, None]
     batch /= std_arr[None, :, None, None]
     return batch
+
+
+def check_images(source: str | os.PathLike[str], count: int, *, seed: int = 0, split: str | None = None,
+                 offset: int = 0, limits: ImageLimits | None = None) -> list[ImageFile]:
+    """The files :func:`load_images` would read with these arguments, after checking without reading any that
+    there are enough, that none declares more than ``limits.max_file_bytes`` and that together they declare at
+    most ``limits.max_total_bytes``: what a command checks before its expensive work; ``ImageDataError`` else."""
+    limits = limits if limits is not None else ImageLimits.from_env()
+    chosen = select_images(list_images(source, split), count, seed=seed, offset=offset)
+    with ImageReader(Path(source), limits, max_total_bytes=limits.max_total_bytes) as reader:
+        reader.check_declared([file.name for file in chosen])
+    return chosen
 
 
 def eval_transform(image: Image.Image, size: tuple[int, int], crop_pct: float = DEFAULT_CROP_PCT,
@@ -273,10 +355,19 @@ def random_images(count: int, input_size: tuple[int, int, int], *, seed: int = 0
 
 
 class ImageReader:
-    """Opens image files of a directory or a zip by their source-relative name."""
+    """Opens image files of a directory or a zip by their source-relative name, within ``limits``.
 
-    def __init__(self, source: Path) -> None:
+    ``limits`` defaults to :meth:`ImageLimits.from_env`; its per-file and pixel bounds apply to every image.
+    ``max_total_bytes``, when given, also bounds the bytes this reader reads over its whole life (what one batch of
+    :func:`load_images` may cost); a reader that streams a dataset epoch after epoch leaves it ``None``.
+    """
+
+    def __init__(self, source: Path, limits: ImageLimits | None = None, *,
+                 max_total_bytes: int | None = None) -> None:
         self.source = source
+        self.limits = limits if limits is not None else ImageLimits.from_env()
+        self.max_total_bytes = max_total_bytes
+        self.bytes_read = 0
         self.archive: zipfile.ZipFile | None = None
 
     def __enter__(self) -> ImageReader:
@@ -288,21 +379,90 @@ class ImageReader:
         if self.archive is not None:
             self.archive.close()
 
-    def open(self, name: str, mode: str) -> Image.Image:
-        where = f"{name!r} in {str(self.source)!r}" if self.archive else f"{str(self.source / name)!r}"
+    def _where(self, name: str) -> str:
+        return f"{name!r} in {str(self.source)!r}" if self.archive else f"{str(self.source / name)!r}"
+
+    def declared_size(self, name: str) -> int:
+        """The size ``name`` declares (the zip's central directory, the file system), without reading it."""
         try:
             if self.archive is not None:
-                data = self.archive.read(name)
-            else:
-                data = (self.source / name).read_bytes()
-        except (OSError, zipfile.BadZipFile) as err:
-            raise ImageDataError(f"cannot read image {where}: {getattr(err, 'strerror', None) or err}") from err
+                return self.archive.getinfo(name).file_size
+            return os.stat(self.source / name).st_size
+        except KeyError:
+            raise ImageDataError(f"cannot read image {self._where(name)}: no such file in the archive") from None
+        except OSError as err:
+            raise ImageDataError(f"cannot read image {self._where(name)}: {err.strerror or err}") from err
+
+    def check_declared(self, names: Sequence[str]) -> None:
+        """Refuse, before reading any, files one of which declares more than ``limits.max_file_bytes`` or whose
+        declared sizes add up to more than ``max_total_bytes``."""
+        sizes = [self.declared_size(name) for name in names]
+        for name, size in zip(names, sizes):
+            self._check_size(self._where(name), size, self.limits.max_file_bytes)
+        total = sum(sizes)
+        if self.max_total_bytes is not None and total > self.max_total_bytes:
+            raise ImageDataError(
+                f"the {len(names)} images chosen from {str(self.source)!r} are {total:,} bytes together, more than "
+                f"the limit of {self.max_total_bytes:,} (${IMAGES_TOTAL_BYTES_ENV}, ImageLimits.max_total_bytes)")
+
+    def read_bytes(self, name: str) -> bytes:
+        """The bytes of ``name``, refused from its declared size and by a bounded read if over the limits."""
+        where = self._where(name)
+        limit = self.limits.max_file_bytes
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            if self.archive is not None:
+                info = self.archive.getinfo(name)
+                self._check_size(where, info.file_size, limit)
+                with self.archive.open(info) as stream:
+                    data = stream.read(limit + 1)
+            else:
+                with open(self.source / name, "rb") as stream:
+                    status = os.fstat(stream.fileno())
+                    if not stat.S_ISREG(status.st_mode):
+                        raise ImageDataError(f"image {where} is not a regular file")
+                    self._check_size(where, status.st_size, limit)
+                    data = stream.read(limit + 1)
+        except KeyError:
+            raise ImageDataError(f"cannot read image {where}: no such file in the archive") from None
+        except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as err:
+            # RuntimeError: an encrypted entry; NotImplementedError: a compression method zipfile lacks.
+            raise ImageDataError(f"cannot read image {where}: {getattr(err, 'strerror', None) or err}") from err
+        # The declared size is only a claim (a zip's header, a file that grows): the read itself is what is bounded.
+        self._check_size(where, len(data), limit)
+        self.bytes_read += len(data)
+        if self.max_total_bytes is not None and self.bytes_read > self.max_total_bytes:
+            raise ImageDataError(
+                f"reading image {where} takes the images read from {str(self.source)!r} past "
+                f"{self.max_total_bytes:,} bytes (${IMAGES_TOTAL_BYTES_ENV}, ImageLimits.max_total_bytes)")
+        return data
+
+    @staticmethod
+    def _check_size(where: str, size: int, limit: int) -> None:
+        if size > limit:
+            raise ImageDataError(f"image {where} is {'more than ' if size == limit + 1 else ''}{size:,} bytes, "
+                                 f"more than the limit of {limit:,} per image file "
+                                 f"(${IMAGE_BYTES_ENV}, ImageLimits.max_file_bytes)")
+
+    def open(self, name: str, mode: str) -> Image.Image:
+        where = self._where(name)
+        data = self.read_bytes(name)
+        try:
+            with warnings.catch_warnings():
+                # Pillow's warning is about its own (larger) limit; ours is checked below, as an error.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))  # reads the header only
+            with image:
+                pixels = image.width * image.height
+                if pixels > self.limits.max_pixels:
+                    raise ImageDataError(
+                        f"image {where} is {image.width}x{image.height} = {pixels:,} pixels, more than the limit of "
+                        f"{self.limits.max_pixels:,} (${IMAGE_PIXELS_ENV}, ImageLimits.max_pixels)")
                 image.load()  # decode now: a truncated file fails here, not later in resize
                 # "P" and "LA"/"RGBA" images go through RGBA so palette transparency is handled by PIL.
                 return image.convert(mode)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        except Image.DecompressionBombError as err:
+            raise ImageDataError(f"image {where} is too large to decode: {err}") from err
+        except (UnidentifiedImageError, OSError, ValueError) as err:
             raise ImageDataError(f"image {where} is corrupt or not an image: {err}") from err
 
 

@@ -41,7 +41,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,11 +49,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from common.errors import InputError, MzooError
+from common.errors import InputError
 from latency_tables.devices import API_PREFIX, ARTEFACT_SUFFIX, CONFIG_HEADER, RUNTIMES, TOKEN_ENV
 from common.environment import current_environment
-from export.errors import ExportError, one_line
+from export.errors import one_line
 from common.files import write_json_atomic
+from latency_tables.agent_checks import AgentError, _check_artefact
+from latency_tables.agent_child import _CHILD_COMMAND, _read_answer, memory_cap_enforced
 from latency_tables.measure import BenchConfig, LatencyResult
 
 API_VERSION = 1
@@ -64,10 +66,6 @@ _LABEL = re.compile(r"[A-Za-z0-9_.@:+=,-]{1,200}")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 _QUERY = re.compile(r"\?[^\s\"]*")
 _LOGGED_PARAMETERS = frozenset({"runtime", "label"})  # any other query value may be a secret: it is never logged
-_PTE_MAGIC_OFFSET = 4
-_PTE_HEADER_BYTES = 40
-_MIN_PTE_BYTES = 32
-_STDERR_TAIL_LINES = 3
 _MAX_CONFIG_CHARS = 4096  # a BenchConfig is a flat object of a dozen fields
 # A refused upload is discarded for at most this long / this much so that the client can read the refusal.
 _LINGER_SECONDS = 1.0
@@ -75,9 +73,7 @@ _LINGER_BYTES = 64 * 2**20
 _CHUNK_BYTES = 1 << 20  # an upload is streamed to disk in pieces of this size
 _POLL_SECONDS = 0.1  # how often a queued or measuring request checks that its client is still connected
 _CLOSE_WAIT_SECONDS = 2.0  # how long close() waits for the connections it cut to end before deleting files
-_ALLOCATION_FAILURE = re.compile(r"bad_alloc|failed to allocate|cannot allocate|out of memory", re.IGNORECASE)
 # The measuring subprocess imports the runtime before timing: seconds for ONNX Runtime, much more for ExecuTorch.
-_CHILD_COMMAND = "import sys; from latency_tables.agent import _child_main; sys.exit(_child_main(sys.argv[1:]))"
 
 
 MAX_UPLOAD_MB = 4096  # larger than any mobile model; the body is written to disk before it is measured
@@ -138,14 +134,6 @@ def _check_limit(name: str, flag: str, kind: type, highest: float, value: object
               and 0 < value <= highest):
         raise InputError(f"agent {flag} ({name}) must be a number of seconds more than 0 and at most {highest:g}, "
                          f"got {value!r}")
-
-
-class AgentError(MzooError):
-    """A request the agent refuses or could not serve: the HTTP status and a one-line message for the client."""
-
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Cancelled(ConnectionAbortedError):
@@ -697,187 +685,6 @@ def _single(params: dict[str, list[str]], name: str, default: str) -> str:
     if len(values) != 1:
         raise AgentError(HTTPStatus.BAD_REQUEST, f"query parameter {name!r} given {len(values)} times")
     return values[0]
-
-
-def _check_artefact(runtime: str, path: Path) -> None:
-    """Refuse what is not an artefact of ``runtime`` before any runtime parses it: 415 for the wrong kind of
-    file, 400 for a broken one. ONNX files must carry their weights inside (external data could name any path)."""
-    if runtime == "xnnpack":
-        size = path.stat().st_size
-        with path.open("rb") as file:
-            head = file.read(_PTE_HEADER_BYTES)
-        ident = head[_PTE_MAGIC_OFFSET:_PTE_MAGIC_OFFSET + 4]
-        if not (ident[:2] == b"ET" and ident[2:].isdigit()):
-            raise AgentError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                             f"upload is not an ExecuTorch program: no 'ET..' identifier at byte 4 (found {ident!r})")
-        if size < _MIN_PTE_BYTES:
-            raise AgentError(HTTPStatus.BAD_REQUEST, f"upload is a truncated ExecuTorch program ({size} bytes)")
-        _check_pte_sizes(head, size)
-        return
-    _check_onnx(path)
-
-
-def _check_pte_sizes(head: bytes, size: int) -> None:
-    header = head[8:40]
-    if header[:4] != b"eh00":
-        return
-    program_size = int.from_bytes(header[8:16], "little")
-    segment_base = int.from_bytes(header[16:24], "little")
-    segment_size = int.from_bytes(header[24:32], "little")
-    expected = max(program_size, segment_base + segment_size if segment_base else 0)
-    if size < expected:
-        raise AgentError(HTTPStatus.BAD_REQUEST,
-                         f"upload is a truncated ExecuTorch program: its header promises {expected} bytes, got {size}")
-
-
-def _check_onnx(path: Path) -> None:
-    """External data is refused before the checker runs, with one message whatever it names: the checker looks
-    the names up on disk, and different answers would tell a client which files exist there. The checker then
-    reads the upload from its own directory, so that any name it still resolves is looked up there, not in the
-    agent's working directory."""
-    import onnx
-
-    try:
-        model = onnx.load_model_from_string(path.read_bytes())
-    except Exception as err:
-        raise AgentError(HTTPStatus.BAD_REQUEST, f"upload is not a valid ONNX model: {one_line(err)}") from None
-    if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in _onnx_tensors(model)):
-        raise AgentError(HTTPStatus.BAD_REQUEST, "upload refers to external tensor data; send a self-contained "
-                                                 "ONNX file (weights inside)")
-    if not model.graph.node:
-        raise AgentError(HTTPStatus.BAD_REQUEST, "upload is not a valid ONNX model: its graph has no nodes")
-    del model
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as err:
-        raise AgentError(HTTPStatus.BAD_REQUEST, f"upload is not a valid ONNX model: {one_line(err)}") from None
-
-
-def _onnx_tensors(model: Any) -> Iterator[Any]:
-    yield from _graph_tensors(model.graph)
-    for function in model.functions:
-        yield from _node_tensors(function.node)
-    for info in model.training_info:
-        yield from _graph_tensors(info.initialization)
-        yield from _graph_tensors(info.algorithm)
-
-
-def _graph_tensors(graph: Any) -> Iterator[Any]:
-    yield from graph.initializer
-    yield from (sparse.values for sparse in graph.sparse_initializer)
-    yield from _node_tensors(graph.node)
-
-
-def _node_tensors(nodes: Any) -> Iterator[Any]:
-    for node in nodes:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("sparse_tensor"):
-                yield attr.sparse_tensor.values
-            yield from (sparse.values for sparse in attr.sparse_tensors)
-            if attr.HasField("g"):
-                yield from _graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _graph_tensors(sub)
-
-
-# ------------------------------------------------------------------------------------- measuring process
-
-
-def _read_answer(answer: Path, stderr: Path, returncode: int, memory_mb: int) -> LatencyResult:
-    """The measuring process's result, or its error as an ``AgentError``."""
-    try:
-        data = json.loads(answer.read_text())
-    except (OSError, ValueError):
-        with stderr.open("rb") as file:
-            file.seek(max(0, stderr.stat().st_size - 16384))
-            text = file.read().decode("utf-8", "replace")
-        tail = " | ".join(line.strip() for line in text.splitlines()[-_STDERR_TAIL_LINES:] if line.strip())
-        hint = (f"; it may have exceeded its memory cap of {memory_mb} MiB (--child-memory-mb)"
-                if returncode < 0 or _ALLOCATION_FAILURE.search(text) or "MemoryError" in text else "")
-        raise AgentError(HTTPStatus.INTERNAL_SERVER_ERROR,
-                         f"the measuring process exited with code {returncode} without a result "
-                         f"({tail or 'no output'}){hint}") from None
-    if "error" in data:
-        raise AgentError(HTTPStatus(int(data.get("status", 500))), str(data["error"]))
-    return LatencyResult.from_dict(data["result"])
-
-
-def _child_main(argv: Sequence[str]) -> int:
-    """Entry point of the measuring process: read the request, load the runtime, cap the address space, time the
-    artefact, write the answer."""
-    request_path, answer_path = argv
-    request = json.loads(Path(request_path).read_text())
-    runtime, memory_mb = request["runtime"], int(request["memory_mb"])
-    try:
-        _load_runtime(runtime)
-        _cap_address_space(memory_mb)
-        result = _measure_here(runtime, request["artefact"], BenchConfig.from_dict(request["config"]))
-        answer: dict[str, Any] = {"result": result.to_dict()}
-    except Exception as err:
-        answer = _child_failure(err, memory_mb)
-    write_json_atomic(Path(answer_path), answer)
-    return 0
-
-
-def _child_failure(err: Exception, memory_mb: int) -> dict[str, Any]:
-    """The answer for a measurement that failed; anything else than the cases below is re-raised (a bug: its
-    traceback goes to the agent's log through the process's stderr)."""
-    if isinstance(err, MemoryError) or _ALLOCATION_FAILURE.search(str(err)):
-        return {"error": f"the measurement needs more memory than this agent allows one ({memory_mb} MiB, "
-                         f"--child-memory-mb): {one_line(err)}", "status": int(HTTPStatus.INSUFFICIENT_STORAGE)}
-    if isinstance(err, ExportError):  # the runtime refused the artefact
-        return {"error": str(err), "status": int(HTTPStatus.UNPROCESSABLE_ENTITY)}
-    if isinstance(err, ValueError):  # the config does not fit this machine (e.g. pinned CPUs it lacks)
-        return {"error": str(err), "status": int(HTTPStatus.BAD_REQUEST)}
-    raise err
-
-
-def _load_runtime(runtime: str) -> None:
-    """Import the runtime before the cap, so that the cap counts what a measurement adds, not the libraries."""
-    if runtime == "ort":
-        import onnxruntime  # noqa: F401 (loaded for its side effect: its libraries are mapped)
-    else:
-        from export.executorch import portable_lib
-
-        portable_lib()
-
-
-def memory_cap_enforced() -> bool:
-    """Whether this platform enforces ``--child-memory-mb``: Linux and Android do (RLIMIT_AS, with the process's
-    current size read from /proc); macOS does not enforce RLIMIT_AS."""
-    return sys.platform.startswith("linux") and Path("/proc/self/statm").exists()
-
-
-def _cap_address_space(memory_mb: int) -> None:
-    """Limit this process's address space to what it maps now plus ``memory_mb`` MiB, so that a model that asks for
-    more (a huge ConstantOfShape, say) fails its allocation here instead of swapping or OOM-killing the machine."""
-    if not memory_cap_enforced():
-        return  # run_agent says so when it starts
-    import resource
-
-    pages = int(Path("/proc/self/statm").read_text().split()[0])
-    limit = pages * os.sysconf("SC_PAGE_SIZE") + memory_mb * 2**20
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def _measure_here(runtime: str, artefact: str, cfg: BenchConfig) -> LatencyResult:
-    if runtime == "ort":
-        from latency_tables.measure import measure_onnx
-
-        return measure_onnx(artefact, cfg)
-    # This process is already fresh, so time the program here rather than through measure_pte's own subprocess.
-    from latency_tables.measure_pte import measure_pte_in_process as measure_pte_here
-
-    return measure_pte_here(artefact, cfg)
-
-
-# --------------------------------------------------------------------------------------------------- CLI
 
 
 def _default(name: str) -> Any:

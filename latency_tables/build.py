@@ -14,6 +14,12 @@ DARTS node sums) plus their one call; ``scale`` is how much slower (or faster) o
 alone: alone, their weights stay hot in the caches between timed runs; inside, the runtime may fuse across op
 boundaries (on this project's 2-core EPYC VM, fitted between -10 % and +12 % depending on the space; a
 constant overhead left NAS-Bench-Macro networks of 0.4-3 ms between -10 % and +47 % off).
+
+A build holds the table's lock file (:func:`~latency_tables.table.table_lock_path`, the builder's pid inside) from
+before it reads the saved table until its last write, so a second build of the same table refuses at once with
+``LockHeldError`` naming the lock file and the pid; a lock whose process died is taken over. And a checkpoint
+never replaces a table on disk that is more complete than it (complete, or holding a superset of its entries):
+whatever wrote that, the finished work and its fitted overhead are not lost to a partial one.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.errors import InputError
+from common.files import exclusive_lock
 import zoo
 from latency_tables.devices import Device
 from latency_tables.measure import BenchConfig, LatencyResult
@@ -42,7 +49,7 @@ from zoo.spaces import SearchSpace, op_keys, sample_distinct
 from zoo.costs import OpCost
 from zoo.ops import op_module
 
-from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_path
+from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_lock_path, table_path
 
 DTYPE = "float32"
 _MIN_FIT_NETWORKS = 3
@@ -102,13 +109,22 @@ def build_table(
     ``calibration_networks`` random architectures (seeded by ``seed``) are measured end to end to fit the
     overhead (0 leaves it uncalibrated), and the complete table is saved and returned. The partial table is
     saved every ``checkpoint_every`` new entries and when the build stops on an exception or Ctrl-C;
-    calibration is not checkpointed (an interrupted calibration reruns in full).
+    calibration is not checkpointed (an interrupted calibration reruns in full). The whole build holds the
+    table's lock file: another build of it running raises ``common.files.LockHeldError`` before anything is
+    measured.
     """
     if checkpoint_every < 1:
         raise InputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if calibration_networks < 0:
         raise InputError(f"calibration_networks must be >= 0, got {calibration_networks}")
     target = Path(path) if path is not None else table_path(device.name, space.name)
+    with exclusive_lock(table_lock_path(target), f"latency table {str(target)!r}"):
+        return _build_locked(space, device, cfg, target, resume, restart, calibration_networks, seed, progress,
+                             checkpoint_every)
+
+
+def _build_locked(space: SearchSpace, device: Device, cfg: BenchConfig, target: Path, resume: bool, restart: bool,
+                  calibration_networks: int, seed: int, progress: bool, checkpoint_every: int) -> LatencyTable:
     keys = op_keys(space)
     context = _context(space, device, cfg)
     saved = _saved_table(target, context, resume=resume, restart=restart)
@@ -130,7 +146,7 @@ def build_table(
         try:
             overhead = calibrate_overhead(space, device, partial, cfg, calibration_networks, seed, progress)
         except BaseException:
-            partial.save(target)  # the entries are safe even if calibration fails; a rerun recalibrates
+            _save_progress(partial, target)  # the entries are safe even if calibration fails; a rerun recalibrates
             raise
     table = context.table(entries, overhead, complete=True, created=created)
     table.save(target)
@@ -278,7 +294,7 @@ def _measure_keys(keys: Mapping[str, OpCost], entries: dict[str, Entry], device:
 
     def checkpoint() -> None:
         nonlocal unsaved
-        context.table(entries, None, complete=False, created=created).save(target)
+        _save_progress(context.table(entries, None, complete=False, created=created), target)
         unsaved = 0
 
     with tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f"{device.name}/{context.space}",
@@ -304,6 +320,21 @@ def _measure_keys(keys: Mapping[str, OpCost], entries: dict[str, Entry], device:
                 checkpoint()
             raise
     return entries
+
+
+def _save_progress(partial: LatencyTable, target: Path) -> None:
+    """Checkpoint ``partial`` unless the file already holds more: a complete table, or a superset of its entries
+    (written by a build that did not hold the lock: another host, an older version); then warn instead."""
+    try:
+        on_disk = LatencyTable.load(target) if target.exists() else None
+    except LatencyTableError:
+        on_disk = None  # a corrupt file holds nothing worth keeping
+    if on_disk is not None and (on_disk.complete or set(on_disk.entries) > set(partial.entries)):
+        state = "a complete table" if on_disk.complete else f"{len(on_disk.entries)} entries"
+        warnings.warn(f"latency table {str(target)!r} already holds {state}; not replacing it with this build's "
+                      f"checkpoint of {len(partial.entries)} entries", stacklevel=3)
+        return
+    partial.save(target)
 
 
 def _check_threads(result: LatencyResult, threads: int, label: str) -> None:

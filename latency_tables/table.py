@@ -4,10 +4,10 @@ A :class:`LatencyTable` holds, for one device and one search space, the measured
 key (:attr:`zoo.OpCost.key`) with its statistics, the per-network :class:`Overhead` calibrated on whole
 networks, and everything needed to judge whether two numbers are comparable: device, runtime and version,
 threads, dtype, batch, the measurement protocol, the machine's environment and fingerprint, where the
-numbers came from and when. Files are ``<root>/<device>/<space>.json`` with a ``schema_version``; they are
-written atomically and read only when asked, and any file that cannot be trusted (missing, truncated,
-corrupt, a missing field, an unknown version) is refused with a one-line :class:`LatencyTableError` that
-names it.
+numbers came from and when. Files are ``<root>/<device>/<space>.json`` with a ``schema_version`` (and, while
+a build writes one, its lock file ``<space>.json.lock``: :func:`table_lock_path`); they are written atomically
+and read only when asked, and any file that cannot be trusted (missing, truncated, corrupt, a missing field, an
+unknown version) is refused with a one-line :class:`LatencyTableError` that names it.
 """
 
 from __future__ import annotations
@@ -287,6 +287,13 @@ def table_path(device: str, space: str, root: Path | None = None) -> Path:
     _check_slug("device", device)
     _check_slug("space", space)
     return (tables_root() if root is None else Path(root)) / device / f"{space}.json"
+
+
+def table_lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file a build holds while it writes the table file ``path``: ``<space>.json.lock`` beside it
+    (not a ``*.json``, so never read as a table)."""
+    table = Path(path)
+    return table.with_name(f"{table.name}.lock")
 
 
 def list_devices(root: Path | None = None) -> list[str]:

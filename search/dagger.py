@@ -57,7 +57,8 @@ from common.errors import InputError
 from search import budget
 import zoo
 from search.data import EpochSampler, SeededDataset
-from search.engine import TrainConfig, Trainer, cross_entropy_step, evaluate, recalibrate_bn, select_device
+from search.engine import (TrainConfig, Trainer, cross_entropy_step, evaluate, recalibrate_bn, seed_everything,
+                           select_device)
 from zoo.spaces import Arch, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace
 from search.result import SearchResult
 from search.width.supernet import WidthSpace, WidthSupernet
@@ -580,6 +581,7 @@ def pretrain(space: WidthSpace, train_data: Dataset, config: TrainConfig, *, eva
              device: torch.device | str | None = None) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train the full network of ``space`` from scratch with the engine (the "pretrained" network DAGGER prunes)."""
     spec, _ = space.to_spec(tuple(max(c) for c in space.choices()))
+    seed_everything(config.seed)  # the initial weights are a function of the seed
     model = zoo.build_model(spec)
     history = Trainer(model, config, train_data, eval_data=eval_data, device=device).fit()
     return model.eval(), history
@@ -635,6 +637,7 @@ def run_dagger(model_name: str, target: str | int, train_data: Dataset, val_data
         pretrained, history["pretrain"] = pretrain(space, train_data, config.pretrain, eval_data=val_data,
                                                    device=device)
         weights = pretrained.state_dict()
+    seed_everything(config.dagger.seed)  # the Dagger's initial weights
     network = DaggerNetwork(space, weights, config.method).to(device)
     loader = _eval_loader(val_data, config.finetune)
     full_top1 = evaluate(network.net, loader, device=device)[0]

@@ -29,7 +29,7 @@ from common.files import prepare_directory
 from search.budget import CostTarget
 from search.distributed import env_info
 from search.differentiable import ArchConfig, BilevelStep, weight_parameters
-from search.engine import StepContext, TrainConfig, Trainer, evaluate
+from search.engine import StepContext, TrainConfig, Trainer, evaluate, seed_everything
 from search.timings import PhaseTimings
 from search.eoinas import CellCostModel, DartsSupernet, EoiNASConfig, ema_decay, iter_live_counts
 from zoo.darts import cifar_cellnet_spec, imagenet_cellnet_spec
@@ -179,7 +179,7 @@ def run_eoinas(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainCon
     prepare_directory(out)
     classes = len(data["classes"])
     timings = PhaseTimings(out / "timings.json")
-    torch.manual_seed(search.seed)
+    seed_everything(search.seed)
     supernet = DartsSupernet(init_chs=supernet_chs, layers=supernet_layers, num_classes=classes)
     cost_model = None
     if cost is not None:
@@ -198,7 +198,7 @@ def run_eoinas(out_dir: str | Path, data: Mapping[str, Any], *, search: TrainCon
     model = None
     report: dict[str, Any] = {}
     if train is not None:
-        torch.manual_seed(train.seed)
+        seed_everything(train.seed)
         model = zoo.build_model(spec)
         with timings.phase("train"):
             report["test_top1"] = train_network(model, train, data["all_train"], data["test"], out / "train.pth")
@@ -269,7 +269,7 @@ def run_metakernel(out_dir: str | Path, data: Mapping[str, Any], *, search: Trai
     classes = len(data["classes"])
     space = MetaKernelSpace(identity=options.identity)
     timings = PhaseTimings(out / "timings.json")
-    torch.manual_seed(search.seed)
+    seed_everything(search.seed)
     supernet = MetaKernelSupernet(space, classes, options.mode, gumbel=options.gumbel,
                                   temperature=options.temperature, temperature_decay=options.temperature_decay)
     cost_model = None

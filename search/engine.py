@@ -274,7 +274,12 @@ def select_device(local_rank: int = 0) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (what dropout and drop-path draw from)."""
+    """Seed Python's, NumPy's and torch's global generators (what weight init, dropout and drop-path draw from).
+
+    The one seeding helper: every search and training entry point calls it with its run's seed before it creates
+    anything random (a model, a supernet, a Dagger), so the same seed gives the same weights whatever ran before
+    in the process; the :class:`Trainer` then reseeds with ``(seed, rank)`` for the training itself.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -47,7 +47,7 @@ from common.errors import InputError
 import zoo
 from search.data import EpochSampler, SeededDataset
 from search.distributed import env_info
-from search.engine import TrainConfig, Trainer, evaluate, recalibrate_bn
+from search.engine import TrainConfig, Trainer, evaluate, recalibrate_bn, seed_everything
 from search.mcts import MCTSampler, MCTSConfig
 from search.oneshot import OneShotSupernet, batch_statistics
 from search.budget import CostModel, CostWindow
@@ -204,6 +204,7 @@ def train_supernet(supernet: OneShotSupernet, train_data: Dataset, config: Train
     layer), a cheap progress signal; candidates are scored by :func:`search_stage`.
     """
     steps = engine_steps(config, len(train_data), env_info().world_size)  # type: ignore[arg-type]
+    seed_everything(config.seed)  # the sampler's tree, whatever the caller drew since building the supernet
     mcts = MCTNASTrainer(supernet, steps, mct, feasibility)
     middle = tuple(len(c) // 2 for c in supernet.choices)
 

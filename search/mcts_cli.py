@@ -106,16 +106,17 @@ def _cmd_mcts(args: argparse.Namespace) -> int:
     from search.rundir import claim, settings_of
 
     args.resuming = claim(out, "search mcts", settings_of(args))  # rerunning the same command resumes
+    from search.engine import seed_everything
+
+    seed_everything(args.seed)
     if args.oracle:
         return _cmd_oracle(args, windows, out)
     return _train_and_search(args, windows, out)
 
 
 def _train_and_search(args: argparse.Namespace, windows: list[Any], out: Path) -> int:
-    import torch
-
     from common.files import write_json_atomic
-    from search.engine import TrainConfig
+    from search.engine import TrainConfig, seed_everything
     from search.mctnas import MCTNASConfig, SearchConfig, search_result, search_stage, train_supernet
     from search.oneshot import OneShotSupernet
     from zoo.spaces import get_space
@@ -128,7 +129,7 @@ def _train_and_search(args: argparse.Namespace, windows: list[Any], out: Path) -
 
     train, val, classes = load_splits(args.data, subset=args.subset, val_per_class=args.val_per_class,
                                       input_size=size, seed=args.seed, progress=args.progress)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)  # the supernet's weights are a function of the seed, whatever loading the data drew
     supernet = OneShotSupernet(space, num_classes=classes, input_size=(3, size, size))
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          progress=args.progress)

@@ -42,7 +42,7 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     import zoo
     from common.files import prepare_directory, publish, temporary_path
     from search.dagger import PRUNABLE, DaggerConfig, RunConfig, parse_macs, pretrain, prunable_space, run_dagger
-    from search.engine import TrainConfig
+    from search.engine import TrainConfig, seed_everything
     from search.data import load_splits
     from zoo.searched import is_valid_name
 
@@ -52,6 +52,7 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     method = DaggerConfig(lam=args.lam, divisor=args.divisor, penalty=args.penalty)
+    seed_everything(args.seed)  # before anything random; pretrain and run_dagger seed again before their models
     out = Path(args.output)
     train, val, classes = load_splits(args.data, subset=args.subset, val_per_class=args.val_per_class,
                                       input_size=32, seed=args.seed, progress=args.progress)
@@ -72,7 +73,6 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     if args.checkpoint:
         weights = read_weights(args.checkpoint)
     else:
-        torch.manual_seed(args.seed)
         model, _ = pretrain(space, train, config.pretrain, eval_data=val)
         weights = model.state_dict()
         with temporary_path(out / "pretrained.pth") as tmp:

@@ -49,7 +49,7 @@ from common.files import prepare_directory, publish, temporary_path, write_json_
 from search.data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ImageFolder,
                          balanced_subset, cifar10_source, cifar_eval_transform, cifar_train_transform,
                          imagenet_eval_transform, imagenet_train_transform)
-from search.engine import RUNTIME_FIELDS, CheckpointError, TrainConfig, Trainer, evaluate
+from search.engine import RUNTIME_FIELDS, CheckpointError, TrainConfig, Trainer, evaluate, seed_everything
 from search.timings import PhaseTimings
 
 __all__ = ["CACHE_FORMAT", "CHECKPOINT_FILE", "SETTINGS_FILE", "TensorImages", "TrainJob", "TrainResult",
@@ -347,7 +347,7 @@ def run_train(job: TrainJob, out_dir: str | os.PathLike[str], *, progress: bool 
             raise InputError(f"spec {job.spec_file!r} has {spec.num_classes} classes, the data has "
                              f"{len(data['classes'])}")
         spec = dataclasses.replace(spec, num_classes=len(data["classes"]))
-    torch.manual_seed(config.seed)  # the initial weights are a function of the seed
+    seed_everything(config.seed)  # the initial weights are a function of the seed
     model = zoo.build_model(spec)
     trainer = Trainer(model, config, data["train"], eval_data=data["test"], checkpoint_path=out / CHECKPOINT_FILE)
     if distributed.env_info().rank == 0 and not (out / SETTINGS_FILE).exists():  # once the trainer took the data

@@ -26,7 +26,7 @@ from common.errors import InputError
 from .blocks import block_kind
 from .prims import Prim, conv_bn, conv_out_hw, linear
 from .cell_prims import cell_op_prims, cell_plan, factorized_reduce_prims
-from .spec import AnySpec, ArchSpec, BlockSpec, CellNetSpec
+from .spec import MAX_PARAMS, AnySpec, ArchSpec, BlockSpec, CellNetSpec
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,19 @@ def count(spec: AnySpec, input_size: int | Sequence[int]) -> Cost:
     for op in iter_ops(spec, input_size):
         total = total + Cost(op.params, op.macs)
     return total
+
+
+_SIZE_CHECK_INPUT = 224  # params do not depend on the input size; the walker needs one
+
+
+def check_size(spec: AnySpec, max_params: int = MAX_PARAMS) -> AnySpec:
+    """``spec`` if the cost walker counts at most ``max_params`` parameters in it (nothing is built), else
+    ``InputError`` saying how many; every field is already within its bound, so the walk itself is cheap."""
+    params = count(spec, _SIZE_CHECK_INPUT).params
+    if params > max_params:
+        raise InputError(f"{type(spec).__name__}({spec.family}) has {params:,} parameters, more than "
+                         f"{max_params:,} ({params * 4 / 2**30:.1f} GiB of float32 weights)")
+    return spec
 
 
 def count_module(model: nn.Module, input_size: Sequence[int]) -> Cost:

@@ -23,7 +23,7 @@ from torch import nn
 from common.errors import InputError
 from .cells import CellNet, CellNetFeatures, build_cellnet
 from .contract import ZooModel
-from .costs import count
+from .costs import check_size, count
 from .pretrained import PretrainedCfg, load_pretrained, present_weights
 from .spec import AnySpec, CellNetSpec
 from .specnet import SpecFeatures, SpecNet, SpecResNet, SpecResNetFeatures
@@ -229,7 +229,9 @@ def create_model(
 
 
 def build_model(spec: AnySpec, *, global_pool: str = "avg") -> ZooModel:
-    """Build a model straight from a spec of either type (e.g. a search result loaded from JSON)."""
+    """Build a model straight from a spec of either type (e.g. a search result loaded from JSON); a spec with more
+    than ``zoo.spec.MAX_PARAMS`` parameters is refused before any layer is built (:func:`zoo.costs.check_size`)."""
+    check_size(spec)
     if isinstance(spec, CellNetSpec):
         return build_cellnet(spec, global_pool)
     if spec.layout == "resnet":

@@ -11,12 +11,33 @@ is bumped whenever a field changes meaning, and the readers refuse versions they
 ``bn_eps``, ``ArchSpec.head_bn_eps``) came without a bump: they are written only where they differ from
 PyTorch's defaults, so every spec that does not use them serialises exactly as before, and a reader that
 predates them refuses a spec that uses them by naming the unknown field instead of building it wrong.
+
+Every spec is checked against bounds before anything is built, so a hostile or mistyped file costs a one-line
+``InputError`` naming the field rather than gigabytes (they sit far above every registered model: its widest layer
+has 2,560 channels, its largest kernel 7, expansion 6, 1,000 classes, 30 blocks, 26M parameters):
+
+* every width (``out_chs``, ``mid_chs``, ``inner_chs``, ``head_chs``, ``pre_logits_chs``, an inverted residual's
+  hidden ``in_chs × expand``, ``groups``, an SE ``divisor``) is an int in [1, :data:`MAX_CHANNELS`] (8,192);
+* ``kernel`` is an odd int in [1, :data:`MAX_KERNEL`] (15); ``expand`` a finite number in (0, :data:`MAX_EXPAND`]
+  (16); ``stride`` 1 or 2;
+* ``num_classes`` is in [0, :data:`MAX_CLASSES`] (100,000), ``in_chans`` in [1, :data:`MAX_IN_CHANS`] (64), an
+  ``ArchSpec`` has at most :data:`MAX_BLOCKS` (1,000) blocks;
+* a ``CellNetSpec`` has ``init_chs`` in [2, :data:`MAX_CELL_INIT_CHS`] (512), ``layers`` in [3,
+  :data:`MAX_CELL_LAYERS`] (100), ``stem_multiplier`` in [1, :data:`MAX_STEM_MULTIPLIER`] (16) and at most
+  :data:`MAX_CELL_NODES` (16) nodes per cell;
+* a spec is built (:func:`zoo.build_model`, every model of the zoo) only with at most :data:`MAX_PARAMS` (200M)
+  parameters by the cost walker (:func:`zoo.costs.check_size`, before any layer exists), since fields within
+  their bounds can still multiply into a network that does not fit in memory.
+
+The bounds are constants of this schema: changing one is a change of this module, not a setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +60,35 @@ DEFAULT_BN_EPS = 1e-5  # PyTorch's BatchNorm eps; TensorFlow's (and weights port
 # Fields written to JSON only when they differ from these defaults (see the module docstring).
 _OPTIONAL_BLOCK_FIELDS = {"padding": "symmetric", "bn_eps": DEFAULT_BN_EPS}
 _OPTIONAL_ARCH_FIELDS = {"head_bn_eps": DEFAULT_BN_EPS}
+
+
+# Bounds of the schema (see the module docstring).
+MAX_CHANNELS = 8192
+MAX_KERNEL = 15
+MAX_EXPAND = 16.0
+MAX_CLASSES = 100_000
+MAX_IN_CHANS = 64
+MAX_BLOCKS = 1000
+MAX_CELL_INIT_CHS = 512
+MAX_CELL_LAYERS = 100
+MAX_CELL_NODES = 16
+MAX_STEM_MULTIPLIER = 16
+MAX_PARAMS = 200_000_000
+
+
+def _check_int(owner: str, field: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise InputError(f"{owner}: {field} must be an int in [{low}, {high:,}], got {value!r}")
+
+
+def _check_real(owner: str, field: str, value: object, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if ok:
+        ok = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise InputError(f"{owner}: {field} must be a finite number in {interval}, got {value!r}")
 
 
 def _check_eps(owner: str, field: str, value: object) -> None:
@@ -69,12 +119,10 @@ class SESpec:
     gate: str = "sigmoid"
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.ratio <= 1.0:
-            raise InputError(f"SESpec: ratio must be in (0, 1], got {self.ratio}")
+        _check_real("SESpec", "ratio", self.ratio, 0.0, 1.0, low_open=True)
         if self.base not in ("mid", "in"):
             raise InputError(f"SESpec: base must be 'mid' or 'in', got {self.base!r}")
-        if self.divisor < 1:
-            raise InputError(f"SESpec: divisor must be >= 1, got {self.divisor}")
+        _check_int("SESpec", "divisor", self.divisor, 1, MAX_CHANNELS)
         if self.act is not None and self.act not in ACTIVATIONS:
             raise InputError(f"SESpec: unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}")
         if self.gate not in GATES:
@@ -126,24 +174,27 @@ class BlockSpec:
     bn_eps: float = DEFAULT_BN_EPS
 
     def __post_init__(self) -> None:
+        owner = f"BlockSpec({self.kind})"
+        if not isinstance(self.kind, str):
+            raise InputError(f"{owner}: kind must be a string, got {self.kind!r}")
+        if not isinstance(self.residual, bool):
+            raise InputError(f"{owner}: residual must be true or false, got {self.residual!r}")
         if self.padding not in PADDINGS:
-            raise InputError(f"BlockSpec({self.kind}): unknown padding {self.padding!r}; known: {', '.join(PADDINGS)}")
-        _check_eps(f"BlockSpec({self.kind})", "bn_eps", self.bn_eps)
-        if self.inner_chs is not None and (not self.inner_chs or any(
-                not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.inner_chs)):
-            raise InputError(f"BlockSpec({self.kind}): inner_chs must be positive ints, got {self.inner_chs}")
-        if self.mid_chs is not None and self.mid_chs < 1:
-            raise InputError(f"BlockSpec({self.kind}): mid_chs must be >= 1, got {self.mid_chs}")
-        if self.out_chs < 1:
-            raise InputError(f"BlockSpec({self.kind}): out_chs must be >= 1, got {self.out_chs}")
-        if self.stride not in (1, 2):
-            raise InputError(f"BlockSpec({self.kind}): stride must be 1 or 2, got {self.stride}")
-        if self.kernel < 1 or self.kernel % 2 == 0:
-            raise InputError(f"BlockSpec({self.kind}): kernel must be odd and >= 1, got {self.kernel}")
-        if self.expand <= 0:
-            raise InputError(f"BlockSpec({self.kind}): expand must be > 0, got {self.expand}")
-        if self.groups < 1:
-            raise InputError(f"BlockSpec({self.kind}): groups must be >= 1, got {self.groups}")
+            raise InputError(f"{owner}: unknown padding {self.padding!r}; known: {', '.join(PADDINGS)}")
+        _check_eps(owner, "bn_eps", self.bn_eps)
+        if self.inner_chs is not None and (not isinstance(self.inner_chs, (tuple, list)) or not self.inner_chs or any(
+                isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 1 <= c <= MAX_CHANNELS
+                for c in self.inner_chs)):
+            raise InputError(f"{owner}: inner_chs must be ints in [1, {MAX_CHANNELS:,}], got {self.inner_chs}")
+        if self.mid_chs is not None:
+            _check_int(owner, "mid_chs", self.mid_chs, 1, MAX_CHANNELS)
+        _check_int(owner, "out_chs", self.out_chs, 1, MAX_CHANNELS)
+        _check_int(owner, "stride", self.stride, 1, 2)
+        _check_int(owner, "kernel", self.kernel, 1, MAX_KERNEL)
+        if self.kernel % 2 == 0:
+            raise InputError(f"{owner}: kernel must be odd, got {self.kernel}")
+        _check_real(owner, "expand", self.expand, 0.0, MAX_EXPAND, low_open=True)
+        _check_int(owner, "groups", self.groups, 1, MAX_CHANNELS)
         if self.act not in ACTIVATIONS:
             raise InputError(f"BlockSpec({self.kind}): unknown activation {self.act!r}; "
                              f"known: {', '.join(ACTIVATIONS)}")
@@ -204,16 +255,36 @@ class ArchSpec:
             raise InputError(f"ArchSpec({self.family}): stem_pool must be '' or 'max', got {self.stem_pool!r}")
         if not self.stages or any(len(s) == 0 for s in self.stages):
             raise InputError(f"ArchSpec({self.family}): every stage needs at least one block")
-        if self.num_classes < 0 or self.in_chans < 1:
-            raise InputError(f"ArchSpec({self.family}): bad num_classes={self.num_classes} "
-                             f"or in_chans={self.in_chans}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise InputError(f"ArchSpec({self.family}): drop_rate must be in [0, 1), got {self.drop_rate}")
+        owner = f"ArchSpec({self.family})"
+        if not isinstance(self.pre_logits_bias, bool):
+            raise InputError(f"{owner}: pre_logits_bias must be true or false, got {self.pre_logits_bias!r}")
+        _check_int(owner, "num_classes", self.num_classes, 0, MAX_CLASSES)
+        _check_int(owner, "in_chans", self.in_chans, 1, MAX_IN_CHANS)
+        if self.head_chs is not None:
+            _check_int(owner, "head_chs", self.head_chs, 1, MAX_CHANNELS)
+        _check_real(owner, "drop_rate", self.drop_rate, 0.0, 1.0, high_open=True)
+        self._check_widths()
         if self.feature_stages is not None and (
                 not self.feature_stages or any(not 0 <= i < len(self.stages) for i in self.feature_stages)):
             raise InputError(f"ArchSpec({self.family}): feature_stages {self.feature_stages} must index the "
                              f"{len(self.stages)} stages")
         self._check_pre_logits()
+
+    def _check_widths(self) -> None:
+        """At most MAX_BLOCKS blocks, and no block whose hidden width (``in_chs × expand``) passes MAX_CHANNELS."""
+        blocks = self.blocks
+        if len(blocks) > MAX_BLOCKS:
+            raise InputError(f"ArchSpec({self.family}): {len(blocks):,} blocks, more than {MAX_BLOCKS:,}")
+        in_chs = self.in_chans
+        for name, block in [("stem", self.stem)] + [(f"stages[{i}][{j}]", b) for i, stage in enumerate(self.stages)
+                                                     for j, b in enumerate(stage)]:
+            if not isinstance(block, BlockSpec):
+                raise InputError(f"ArchSpec({self.family}): {name} must be a BlockSpec, got {block!r}")
+            if block.mid_chs is None and in_chs * block.expand > MAX_CHANNELS:
+                raise InputError(f"ArchSpec({self.family}): {name} has a hidden width of {in_chs} x expand "
+                                 f"{block.expand:g} = {in_chs * block.expand:,.0f} channels, more than "
+                                 f"{MAX_CHANNELS:,}")
+            in_chs = block.out_chs
 
     def _check_pre_logits(self) -> None:
         if self.pre_logits_act not in ACTIVATIONS:
@@ -221,8 +292,7 @@ class ArchSpec:
                              f"known: {', '.join(ACTIVATIONS)}")
         if self.pre_logits_chs is None:
             return
-        if isinstance(self.pre_logits_chs, bool) or not isinstance(self.pre_logits_chs, int) or self.pre_logits_chs < 1:
-            raise InputError(f"ArchSpec({self.family}): pre_logits_chs must be a positive int, got {self.pre_logits_chs!r}")
+        _check_int(f"ArchSpec({self.family})", "pre_logits_chs", self.pre_logits_chs, 1, MAX_CHANNELS)
         if self.head_chs is not None:
             raise InputError(f"ArchSpec({self.family}): head_chs={self.head_chs} and pre_logits_chs={self.pre_logits_chs} "
                              "cannot both be set; put the pre-pool 1x1 conv in the last stage (as timm's MobileNetV3)")
@@ -286,9 +356,12 @@ class ArchSpec:
         try:
             fields = dict(data) | {"schema_version": SCHEMA_VERSION}
             fields["stem"] = _block_from_dict(data["stem"])
-            fields["stages"] = tuple(tuple(_block_from_dict(b) for b in stage) for stage in data["stages"])
+            stages = data["stages"]
+            if not isinstance(stages, list) or not all(isinstance(stage, list) for stage in stages):
+                raise InputError(f"ArchSpec: stages must be a list of lists of blocks, got {stages!r:.80}")
+            fields["stages"] = tuple(tuple(_block_from_dict(b) for b in stage) for stage in stages)
             if fields.get("feature_stages") is not None:
-                fields["feature_stages"] = tuple(fields["feature_stages"])
+                fields["feature_stages"] = tuple(_int_list("ArchSpec", "feature_stages", fields["feature_stages"]))
         except KeyError as err:
             raise InputError(f"ArchSpec: missing field {err}") from None
         return cls(**fields)
@@ -312,11 +385,22 @@ def _block_to_dict(block: BlockSpec) -> dict[str, Any]:
     return data
 
 
+def _int_list(owner: str, field: str, value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise InputError(f"{owner}: {field} must be a list of ints, got {value!r:.80}")
+    return value
+
+
 def _block_from_dict(data: dict[str, Any]) -> BlockSpec:
+    if not isinstance(data, dict):
+        raise InputError(f"BlockSpec: a block must be a JSON object, got {data!r:.80}")
     known = {f.name for f in dataclasses.fields(BlockSpec)}
     unknown = set(data) - known
     if unknown:
         raise InputError(f"BlockSpec: unknown fields {sorted(unknown)}")
+    missing = [name for name in ("kind", "out_chs") if name not in data]
+    if missing:
+        raise InputError(f"BlockSpec: missing field(s) {missing}")
     fields = dict(data)
     if fields.get("se") is not None:
         se_known = {f.name for f in dataclasses.fields(SESpec)}
@@ -324,7 +408,7 @@ def _block_from_dict(data: dict[str, Any]) -> BlockSpec:
             raise InputError(f"SESpec: expected an object with fields {sorted(se_known)}, got {fields['se']!r}")
         fields["se"] = SESpec(**fields["se"])
     if fields.get("inner_chs") is not None:
-        fields["inner_chs"] = tuple(fields["inner_chs"])
+        fields["inner_chs"] = tuple(_int_list("BlockSpec", "inner_chs", fields["inner_chs"]))
     return BlockSpec(**fields)
 
 
@@ -353,6 +437,8 @@ class Genotype:
                                     ("reduce", self.reduce, self.reduce_concat)):
             if not edges or len(edges) % 2:
                 raise InputError(f"Genotype.{name}: needs two edges per node, got {len(edges)} edges")
+            if len(edges) > 2 * MAX_CELL_NODES:
+                raise InputError(f"Genotype.{name}: {len(edges) // 2} nodes, more than {MAX_CELL_NODES}")
             for i, (op, src) in enumerate(edges):
                 if op not in CELL_OPS:
                     raise InputError(f"Genotype.{name}[{i}]: unknown operation {op!r}; known: {', '.join(CELL_OPS)}")
@@ -414,17 +500,20 @@ class CellNetSpec:
     spec_type = "cellnet"  # class constant: the tag that tells the two spec types apart in JSON
 
     def __post_init__(self) -> None:
-        if self.init_chs < 2 or self.init_chs % 2 or self.layers < 3:
-            raise InputError(f"CellNetSpec({self.family}): need an even init_chs >= 2 and layers >= 3, "
-                             f"got init_chs={self.init_chs}, layers={self.layers}")
+        owner = f"CellNetSpec({self.family})"
+        _check_int(owner, "init_chs", self.init_chs, 2, MAX_CELL_INIT_CHS)
+        _check_int(owner, "layers", self.layers, 3, MAX_CELL_LAYERS)
+        if self.init_chs % 2:
+            raise InputError(f"{owner}: need an even init_chs, got init_chs={self.init_chs}")
         if self.stem not in CELL_STEMS:
-            raise InputError(f"CellNetSpec({self.family}): unknown stem {self.stem!r}; known: {', '.join(CELL_STEMS)}")
-        if self.num_classes < 0 or self.in_chans < 1 or self.stem_multiplier < 1:
-            raise InputError(f"CellNetSpec({self.family}): bad num_classes={self.num_classes}, "
-                             f"in_chans={self.in_chans} or stem_multiplier={self.stem_multiplier}")
+            raise InputError(f"{owner}: unknown stem {self.stem!r}; known: {', '.join(CELL_STEMS)}")
+        _check_int(owner, "num_classes", self.num_classes, 0, MAX_CLASSES)
+        _check_int(owner, "in_chans", self.in_chans, 1, MAX_IN_CHANS)
+        _check_int(owner, "stem_multiplier", self.stem_multiplier, 1, MAX_STEM_MULTIPLIER)
         for field in ("drop_rate", "drop_path_rate"):
-            if not 0.0 <= getattr(self, field) < 1.0:
-                raise InputError(f"CellNetSpec({self.family}): {field} must be in [0, 1), got {getattr(self, field)}")
+            _check_real(owner, field, getattr(self, field), 0.0, 1.0, high_open=True)
+        if not isinstance(self.genotype, Genotype):
+            raise InputError(f"{owner}: genotype must be a Genotype, got {self.genotype!r}")
 
     @property
     def reduction_layers(self) -> tuple[int, int]:
@@ -463,9 +552,10 @@ class CellNetSpec:
             raise InputError("CellNetSpec: missing field 'genotype'")
         fields["genotype"] = Genotype.from_dict(fields["genotype"])
         try:
-            return cls(**fields)
+            spec = cls(**fields)
         except TypeError as err:
             raise InputError(f"CellNetSpec: {err}") from None
+        return spec
 
     @classmethod
     def from_json(cls, text: str) -> CellNetSpec:
@@ -479,7 +569,7 @@ AnySpec = ArchSpec | CellNetSpec
 
 
 def spec_from_dict(data: dict[str, Any]) -> AnySpec:
-    """Read either spec type (``CellNetSpec`` dicts carry ``"spec_type": "cellnet"``)."""
+    """Read either spec type (``CellNetSpec`` dicts carry ``"spec_type": "cellnet"``), within the schema's bounds."""
     if not isinstance(data, dict):
         raise InputError(f"a spec must be a JSON object, got {type(data).__name__}")
     if data.get("spec_type", "arch") == CellNetSpec.spec_type:
@@ -509,4 +599,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 __all__ = ["SCHEMA_VERSION", "ACTIVATIONS", "GATES", "PADDINGS", "DEFAULT_BN_EPS", "CELL_OPS", "SESpec", "BlockSpec",
            "ArchSpec", "Genotype",
-           "CellNetSpec", "AnySpec", "spec_from_dict", "spec_from_json", "make_divisible"]
+           "CellNetSpec", "AnySpec", "spec_from_dict", "spec_from_json", "check_size", "make_divisible", "MAX_CHANNELS",
+           "MAX_KERNEL", "MAX_EXPAND", "MAX_CLASSES", "MAX_IN_CHANS", "MAX_BLOCKS", "MAX_CELL_INIT_CHS", "MAX_CELL_LAYERS",
+           "MAX_CELL_NODES", "MAX_STEM_MULTIPLIER", "MAX_PARAMS"]

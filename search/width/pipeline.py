@@ -194,8 +194,9 @@ def run_width_search(config: WidthSearchConfig, out_dir: str | os.PathLike[str],
                      progress: bool = True) -> WidthRun | None:
     """Run (or resume) the search of ``config`` into ``out_dir``; ``None`` on ranks other than 0 under torchrun."""
     from search import distributed
-    from search.engine import Trainer
+    from search.engine import Trainer, seed_everything
 
+    seed_everything(config.supernet.seed)  # before the supernet's (and the methods') initial weights are drawn
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     probe = make_space(config, num_classes=10)

@@ -218,3 +218,62 @@ def test_entries_the_space_no_longer_produces_are_dropped_and_the_overhead_refit
         rebuilt = _build(device, path, calibration_networks=3)
     assert set(rebuilt.entries) == set(KEYS) and rebuilt.complete
     assert device.calls[0] == "runtime-call" and len(device.calls) == 1 + 3  # nothing re-measured but the overhead
+
+
+def test_a_second_build_of_a_table_being_built_is_refused_naming_the_lock_and_its_pid(tmp_path: Path) -> None:
+    import os
+
+    from common.files import LockHeldError
+
+    path = tmp_path / "tiny.json"
+    lock = tmp_path / "tiny.json.lock"
+    refused: list[str] = []
+    second = FakeDevice()
+
+    class First(FakeDevice):
+        def measure(self, model, input_shape, cfg, label=""):
+            if len(self.calls) == 3:  # `mzoo lut build` of the same table, started while this one runs
+                assert lock.read_text().split()[0] == str(os.getpid())
+                with pytest.raises(LockHeldError) as info:
+                    _build(second, path)
+                refused.append(str(info.value))
+            return super().measure(model, input_shape, cfg, label)
+
+    table = _build(First(), path, checkpoint_every=1, calibration_networks=3)
+    assert refused == [f"latency table {str(path)!r} is in use by process {os.getpid()} (lock file {str(lock)!r}); "
+                       "wait for it to finish, or stop that process"]
+    assert second.calls == []  # refused before measuring anything
+    assert not lock.exists() and LatencyTable.load(path) == table and table.complete
+
+
+def test_the_lock_of_a_build_that_died_is_taken_over(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "tiny.json.lock").write_text(f"{dead.pid} 0123abcd\n")  # what a kill -9'd build leaves
+    assert _build(FakeDevice(), tmp_path / "tiny.json", calibration_networks=0).complete
+    assert not (tmp_path / "tiny.json.lock").exists()
+
+
+def test_an_interrupted_build_never_replaces_a_complete_table_with_its_checkpoint(tmp_path: Path) -> None:
+    # Issue #20: a second build (that started before the lock existed, or on another host) was interrupted after
+    # the first one finished; its partial checkpoint replaced the complete table and lost the fitted overhead.
+    path = tmp_path / "tiny.json"
+    complete = _build(FakeDevice(), tmp_path / "done.json", calibration_networks=3)
+    with pytest.raises(KeyboardInterrupt):
+        _build(FakeDevice(interrupt_after=2), path)
+
+    class Overtaken(FakeDevice):
+        def measure(self, model, input_shape, cfg, label=""):
+            if len(self.calls) == 3:
+                complete.save(path)  # meanwhile the other build finished and wrote the complete table
+                raise KeyboardInterrupt
+            return super().measure(model, input_shape, cfg, label)
+
+    with pytest.warns(UserWarning, match="already holds a complete table; not replacing it"), \
+            pytest.raises(KeyboardInterrupt):
+        _build(Overtaken(), path, checkpoint_every=100)
+    kept = LatencyTable.load(path)
+    assert kept == complete and kept.overhead is not None

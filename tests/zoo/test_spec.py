@@ -7,6 +7,7 @@ import json
 import pytest
 
 import zoo
+from common.errors import InputError
 from zoo.hgcnet import hgcnet_spec
 from zoo.spec import ArchSpec, BlockSpec, SESpec, make_divisible
 
@@ -121,3 +122,82 @@ def test_resnet_fields_round_trip_and_validate() -> None:
         spec.replace(stem_pool="avg")
     with pytest.raises(ValueError, match="inner_chs"):
         BlockSpec("bottleneck", 256, inner_chs=(64, 0))
+
+
+def _mobilenetv2_dict() -> dict:
+    return zoo.get_arch_spec("bcnet_mobilenetv2_100").to_dict()
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("stages", 1, 0, "out_chs"), 20_000, r"BlockSpec\(ir\): out_chs must be an int in \[1, 8,192\], got 20000"),
+    (("stages", 1, 0, "out_chs"), 10**9, "out_chs must be an int in"),
+    (("stages", 1, 0, "out_chs"), "16", "out_chs must be an int in .* got '16'"),
+    (("stages", 1, 0, "kernel"), 10_001, r"kernel must be an int in \[1, 15\], got 10001"),
+    (("stages", 1, 0, "expand"), float("inf"), r"expand must be a finite number in \(0, 16\], got inf"),
+    (("stages", 1, 0, "expand"), float("nan"), "expand must be a finite number"),
+    (("stages", 1, 0, "mid_chs"), 9000, "mid_chs must be an int in"),
+    (("stages", 1, 0, "groups"), 10**6, "groups must be an int in"),
+    (("head_chs",), 40_000, r"ArchSpec\(mobilenetv2\): head_chs must be an int in \[1, 8,192\], got 40000"),
+    (("num_classes",), 400_000, r"num_classes must be an int in \[0, 100,000\], got 400000"),
+    (("in_chans",), 10**6, "in_chans must be an int in"),
+])
+def test_a_spec_file_out_of_bounds_is_refused_naming_the_field(path: tuple, value: object, message: str) -> None:
+    data = _mobilenetv2_dict()
+    *parents, last = path
+    node = data
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    text = json.dumps(data)  # Infinity and NaN as Python's json writes (and reads) them
+    with pytest.raises(InputError, match=message):
+        zoo.spec_from_json(text)
+
+
+def test_fields_within_bounds_that_multiply_past_the_parameter_bound_are_refused_before_building(monkeypatch) -> None:
+    import torch
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("a layer was built")
+
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", no_allocation)
+    data = _mobilenetv2_dict() | {"feature_stages": None, "head_chs": None,
+                                  "stages": [[{"kind": "conv", "out_chs": 8192, "kernel": 15}] * 3]}
+    with pytest.raises(InputError, match=r"has [\d,]+ parameters, more than 200,000,000 \(.* GiB"):
+        zoo.build_model(zoo.spec_from_json(json.dumps(data)))
+    wide = _mobilenetv2_dict()
+    wide["stages"][1][0] |= {"expand": 16.0, "mid_chs": None}
+    wide["stages"][0][-1]["out_chs"] = 4096
+    with pytest.raises(InputError, match=r"stages\[1\]\[0\] has a hidden width of 4096 x expand 16"):
+        zoo.spec_from_json(json.dumps(wide))
+
+
+def test_cell_networks_are_bounded() -> None:
+    spec = zoo.get_arch_spec("darts_v2_cifar")
+    for changes, message in ((dict(init_chs=4096), "init_chs must be an int in"), (dict(layers=10**5), "layers"),
+                             (dict(stem_multiplier=1000), "stem_multiplier"), (dict(num_classes=10**6), "num_classes"),
+                             (dict(drop_rate=float("inf")), "drop_rate must be a finite number")):
+        with pytest.raises(InputError, match=message):
+            spec.replace(**changes)
+
+
+def test_every_registered_model_is_well_inside_the_bounds() -> None:
+    from zoo.costs import check_size
+    from zoo.spec import MAX_PARAMS
+
+    for name in zoo.list_models():
+        spec = zoo.get_arch_spec(name)
+        assert zoo.spec_from_json(spec.to_json()) == spec
+        assert zoo.count(spec, 224).params < MAX_PARAMS / 5
+        check_size(spec)
+
+
+def test_an_unbounded_spec_is_one_line_at_the_command_line(tmp_path, capsys) -> None:
+    from mzoo.cli import main
+
+    data = _mobilenetv2_dict()
+    data["stages"][1][0]["expand"] = float("inf")
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(data))
+    assert main(["predict", "--spec", str(path), "--device", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mzoo: error:") and err.count("\n") == 1 and "expand must be a finite number" in err
