@@ -13,7 +13,6 @@ import contextlib
 import fnmatch
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,8 +25,8 @@ import torch
 from export.coreml import CoremlExportConfig, export_coreml
 from export.errors import CalibrationDataError, ExportError, UnsupportedFormatError, exporter, one_line
 from export.executorch import PteExportConfig, export_pte
-from common.files import prepare_directory, write_json_atomic, write_text_atomic
-from common.images import default_image_source, list_images, load_images
+from common.files import prepare_directory, scratch_directory, write_json_atomic, write_text_atomic
+from common.images import check_images, default_image_source, load_images
 from export.onnx import OnnxExportConfig, export_onnx
 from export.onnx_precision import (FP16_THRESHOLDS, FP16_THRESHOLDS_TRAINED, INT8_THRESHOLDS, INT8_THRESHOLDS_TRAINED,
                                    Fp16Config, Int8Config, convert_fp16, quantize_int8)
@@ -245,8 +244,8 @@ def export_formats(
     check_image_sources(names, options)
     out = Path(out_dir)
     cells = []
-    with _output_directory(out), tempfile.TemporaryDirectory(prefix="mzoo-export-") as scratch:
-        session = _Session(resolved, out, options, Path(scratch))
+    with _output_directory(out), scratch_directory("mzoo-export-") as scratch:
+        session = _Session(resolved, out, options, scratch)
         for fmt in names:
             cell = _export_cell(session, fmt, keep_going)
             cells.append(cell)
@@ -256,22 +255,33 @@ def export_formats(
 
 
 def check_image_sources(formats: Iterable[str], options: ExportOptions) -> None:
-    """Check, before any export runs, that the image sources the chosen formats will read exist and hold images
-    (``CalibrationDataError`` naming the source and its option otherwise)."""
+    """Check, before any export runs, that the image sources the chosen formats will read exist, hold enough
+    images, and that the files that will be read are within the image limits (declared sizes only: nothing is
+    decoded); ``CalibrationDataError`` naming the source and its option otherwise."""
     names = set(formats)
-    if names & {"onnx-fp16", "onnx-int8"}:
-        source = options.images or default_image_source()
-        if source is None:
-            raise ExportError("no real images to verify fp16/int8 against: pass --images DIR (an ImageFolder or "
-                              "a .zip of one) or set MZOO_SHARED_DATA to the folder holding cifar10/cifar10_jpg.zip")
-        _check_source(source, "--images (ExportOptions.images)")
+    if not names & {"onnx-fp16", "onnx-int8"}:
+        return
+    source = options.images or default_image_source()
+    if source is None:
+        raise ExportError("no real images to verify fp16/int8 against: pass --images DIR (an ImageFolder or "
+                          "a .zip of one) or set MZOO_SHARED_DATA to the folder holding cifar10/cifar10_jpg.zip")
+    images_option = "--images (ExportOptions.images)"
+    for cfg in ([options.fp16 or Fp16Config()] if "onnx-fp16" in names else []) + \
+               ([options.int8 or Int8Config()] if "onnx-int8" in names else []):
+        _check_source(source, images_option, cfg.num_images, cfg.seed, "test")
     if "onnx-int8" in names and options.calibration:
-        _check_source(options.calibration, "--calibration (ExportOptions.calibration)")
+        cfg = options.int8 or Int8Config()
+        same_source = Path(options.calibration).resolve() == Path(source).resolve()
+        _check_source(options.calibration, "--calibration (ExportOptions.calibration)", cfg.num_calibration,
+                      cfg.seed, "train", offset=cfg.num_images if same_source else 0)
 
 
-def _check_source(source: str | os.PathLike, option: str) -> None:
+def _check_source(source: str | os.PathLike, option: str, count: int, seed: int, split: str, offset: int = 0) -> None:
+    """What :meth:`_Session.images` will read of ``source``, checked without reading it."""
+    shared = default_image_source()
+    use_split = split if shared is not None and Path(source).resolve() == shared.resolve() else None
     try:
-        list_images(source)
+        check_images(source, count, seed=seed, split=use_split, offset=0 if use_split else offset)
     except CalibrationDataError as err:
         raise CalibrationDataError(f"{option}: {err}") from None
 

@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -33,6 +32,7 @@ from torch import nn
 
 from common.errors import InputError
 from common.environment import Environment, current_environment
+from common.files import scratch_directory
 from export.errors import ExportError, one_line
 from latency_tables.measure import ONNX_RUNTIME, BenchConfig, LatencyResult, measure_onnx
 from export.parity import eval_mode
@@ -247,8 +247,8 @@ class _LocalDevice:
         """Export to a temporary directory and time the artefact in a fresh session of the runtime."""
         cfg = dataclasses.replace(cfg, threads=self.threads)
         shape = check_input_shape(input_shape, cfg)
-        with tempfile.TemporaryDirectory(prefix="mzoo-device-") as tmp:
-            path = self._export(model, shape, Path(tmp) / f"model{self.suffix}")
+        with scratch_directory("mzoo-device-") as tmp:
+            path = self._export(model, shape, tmp / f"model{self.suffix}")
             return _labelled(self._time(path, cfg), model, label)
 
     def _runtime_version(self, env: Environment) -> str | None:
@@ -376,8 +376,8 @@ class RemoteDevice:
         """Export here, upload, and return the agent's measurement (its machine's environment)."""
         cfg = dataclasses.replace(cfg, threads=self.threads)
         shape = check_input_shape(input_shape, cfg)
-        with tempfile.TemporaryDirectory(prefix="mzoo-device-") as tmp:
-            body = _export_artefact(self.short_runtime, model, shape, Path(tmp)).read_bytes()
+        with scratch_directory("mzoo-device-") as tmp:
+            body = _export_artefact(self.short_runtime, model, shape, tmp).read_bytes()
         query = urllib.parse.urlencode({"runtime": self.short_runtime})
         headers = {CONFIG_HEADER: json.dumps(dataclasses.asdict(cfg)), "Content-Type": "application/octet-stream"}
         data = self._request("POST", f"{API_PREFIX}/measure?{query}", body, headers)

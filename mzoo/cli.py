@@ -10,10 +10,14 @@ ExecuTorch, coremltools) happen per command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import NoReturn
 
 from common.errors import MzooError
@@ -79,10 +83,37 @@ def _register_searched(directories: Sequence[str]) -> None:
     register_from_env(os.pathsep.join(directories))
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwinds the command like Ctrl-C, so that its cleanup (temporary files and directories,
+    locks) runs before the process ends."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated(signum)
+
+
+@contextlib.contextmanager
+def _cleanup_on_termination() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception for the block (main thread only), then restore the handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _cleanup_on_termination():
             warnings.showwarning = _show_warning  # restored when the block exits
             _register_searched(args.searched)
             return args.func(args)
@@ -98,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mzoo: interrupted", file=sys.stderr)
         return 130
+    except _Terminated as stop:
+        print(f"mzoo: terminated by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":

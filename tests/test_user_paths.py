@@ -8,6 +8,7 @@ process's registry, which other tests enumerate.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,32 @@ def test_a_missing_calibration_set_is_refused_before_any_export(capsys: pytest.C
     code = main(["export", "nbmacro_00000000", "--format", "onnx,onnx-int8", "--calibration",
                  str(tmp_path / "missing.zip"), "-o", str(out)])
     assert code == 2 and "--calibration" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_calibration_images_past_the_limits_are_refused_before_any_export(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image limits are checked on the files a calibration would read, from their declared sizes, before the
+    fp32 export starts (a zip bomb costs a second, not the export first)."""
+    import zipfile
+
+    from PIL import Image
+
+    calibration = tmp_path / "calib.zip"
+    noise = np.random.default_rng(0)
+    with zipfile.ZipFile(calibration, "w") as archive:
+        for label in ("cat", "dog"):
+            for i in range(70):
+                path = tmp_path / "img.png"
+                Image.fromarray(noise.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+                archive.write(path, f"{label}/{i}.png")
+    # Above every shared CIFAR-10 JPEG (verification reads those), below every 64x64 noise PNG (~12 KB).
+    monkeypatch.setenv("MZOO_MAX_IMAGE_BYTES", "8000")
+    out = tmp_path / "new" / "out"
+    code = main(["export", "nbmacro_00000000", "--format", "onnx,onnx-int8", "--calibration", str(calibration),
+                 "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--calibration" in err and "8,000 per image file" in err, err
     assert not out.exists()
 
 
@@ -332,3 +359,25 @@ def test_a_users_checkpoint_is_not_held_to_the_shipped_files_hash(tmp_path: Path
     with pytest.raises(zoo.WeightsHashError):
         zoo.create_model("nbmacro_00000000", checkpoint_path=path,
                          pretrained_cfg_overlay={"file": str(path), "sha256": "0" * 64})
+
+
+def test_sigterm_during_an_export_leaves_no_scratch_directory(tmp_path: Path) -> None:
+    """SIGTERM unwinds the command like Ctrl-C: the export's scratch directory is removed, the exit status says so."""
+    import signal
+    import time
+
+    scratch_parent = tmp_path / "tmp"
+    scratch_parent.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch_parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mzoo", "export", "nbmacro_00000000", "--format", "onnx,pte",
+                             "-o", str(tmp_path / "out")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith("mzoo-export-") for p in scratch_parent.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the export ended before its scratch existed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "terminated by SIGTERM" in err
+    assert not [p.name for p in scratch_parent.iterdir() if p.name.startswith("mzoo-export-")]
