@@ -3,9 +3,10 @@
 Owns the recipe (:class:`TrainConfig`: SGD with momentum/Nesterov and weight decay, linear warm-up then
 cosine to a minimum lr, label smoothing, gradient clipping, seed, evaluation and checkpoint cadence), the
 :class:`Trainer` (device choice, seeding, optimizer and schedule, the step loop with a rank-0 progress
-bar, periodic evaluation, atomic checkpoints and exact resumption, torchrun/DDP-style multi-process
-training through :mod:`search.distributed`), and the two helpers every width or one-shot search scores
-candidates with: :func:`evaluate` (top-1, loss) and :func:`recalibrate_bn`.
+bar, periodic evaluation, checkpoints and exact resumption, torchrun/DDP-style multi-process training through
+:mod:`search.distributed`). The checkpoint format, its reading and atomic writing live in :mod:`search.checkpoint`;
+the two helpers every width or one-shot search scores candidates with, :func:`evaluate` (top-1, loss) and
+:func:`recalibrate_bn`, in :mod:`search.scoring` (both re-exported here).
 
 A step is not "one forward, one backward": the per-step work is a :class:`StepFn` that runs its own
 forward(s) and backward(s) (BCNet: left and right sub-networks, gradients accumulated; DARTS: also an
@@ -34,18 +35,17 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.errors import InputError, MzooError, OutputError
-from common.files import prepare_directory, publish, temporary_path
-from zoo.pretrained import load_error_reason
+from common.errors import InputError
+from search.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, read_checkpoint,  # noqa: F401
+                               rng_state, set_rng_state, write_checkpoint)
 from search.data import EpochSampler, SeededDataset, ShardSampler, mix_seed
-from search.distributed import (DistInfo, all_reduce_mean, all_reduce_sum, average_gradients, broadcast_module,
+from search.scoring import evaluate, recalibrate_bn  # noqa: F401 (re-exported: the engine's scoring helpers)
+from search.distributed import (DistInfo, all_reduce_mean, average_gradients, broadcast_module,
                                 broadcast_object, env_info, gather_objects, init_distributed, sync_buffers)
 
 __all__ = [
@@ -65,15 +65,9 @@ __all__ = [
     "select_device",
 ]
 
-CHECKPOINT_FORMAT = "mobile-zoo/search-checkpoint"
-CHECKPOINT_VERSION = 1
 # Fields that change how a run is watched, not what it computes: a checkpoint resumes under other values.
 RUNTIME_FIELDS = frozenset({"workers", "progress", "eval_every", "checkpoint_every", "eval_batch_size"})
 _STEP_RNG_SALT = 0x57E9  # separates ctx.rng's streams from the data streams seeded from the same seed
-
-
-class CheckpointError(MzooError, RuntimeError):
-    """A checkpoint is missing, unreadable, not ours, or was made by a different run (config, data, ranks)."""
 
 
 @dataclass(frozen=True)
@@ -540,13 +534,13 @@ class Trainer:
         torch RNG states are gathered, so a resumed multi-process run continues exactly.
         """
         sync_buffers(self.model)
-        rng = gather_objects(_rng_state(self.device))
+        rng = gather_objects(rng_state(self.device))
         error = None
         if self.rank == 0:
             state = self.state_dict()
             state["rng"] = rng
             try:
-                _write_atomic(Path(path), state)
+                write_checkpoint(Path(path), state)
             except CheckpointError as err:
                 error = str(err)
         # Rank 0's outcome reaches every rank (and doubles as the barrier), so a failed write raises everywhere
@@ -591,38 +585,7 @@ class Trainer:
         self.step = int(state["step"])
         self.history = [dict(row) for row in state["history"]]
         self._running = {name: list(v) for name, v in state["running"].items()}
-        _set_rng_state(state["rng"][self.rank], self.device)
-
-
-def read_checkpoint(path: str | os.PathLike[str], map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint's contents (safe loading: tensors and plain data only), or :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist" if not path.exists()
-                              else f"checkpoint {str(path)!r} is not a file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {load_error_reason(err)}") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a search training checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r} has version {state.get('version')!r}, "
-                              f"this code reads version {CHECKPOINT_VERSION}")
-    return state
-
-
-def _write_atomic(path: Path, state: dict[str, Any]) -> None:
-    try:
-        prepare_directory(path.parent)
-        with temporary_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                torch.save(state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())  # the rename must not land before the data does
-            publish(tmp, path)
-    except OutputError as err:
-        raise CheckpointError(str(err)) from err
+        set_rng_state(state["rng"][self.rank], self.device)
 
 
 def _metric_values(raw: object, step: int) -> tuple[list[str], list[float]]:
@@ -643,113 +606,3 @@ def _metric_values(raw: object, step: int) -> tuple[list[str], list[float]]:
     return [str(n) for n in names], values
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, cached),
-             "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
-# --- scoring helpers --------------------------------------------------------------------------------------------
-
-
-def _images_of(batch: object) -> torch.Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch  # type: ignore[return-value]
-
-
-def evaluate(model: nn.Module, loader: Iterable[Any], *, device: torch.device | str | None = None,
-             forward: Callable[[torch.Tensor], torch.Tensor] | None = None, reduce: bool = False,
-             progress: bool = False) -> tuple[float, float]:
-    """Top-1 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``'s ``(images, targets)``.
-
-    Runs in eval mode without gradients and restores the model's mode. ``forward(images) -> logits``
-    replaces ``model(images)`` (e.g. ``lambda x: model(x, arch=a)``). ``reduce=True`` sums the counts over
-    ranks (each rank passing its shard, as :class:`search.data.ShardSampler` makes); with one process it
-    changes nothing.
-    """
-    device = torch.device(device) if device is not None else _model_device(model)
-    call = forward if forward is not None else model
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    try:
-        with torch.no_grad():
-            for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress, file=sys.stderr):
-                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                logits = call(images)
-                loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
-                correct += (logits.argmax(1) == targets).sum().double()
-                count += targets.numel()
-    finally:
-        model.train(was_training)
-    totals = [correct.item(), loss_sum.item(), float(count)]
-    if reduce:
-        totals = all_reduce_sum(totals, device)
-    if totals[2] == 0:
-        raise InputError("evaluate: the loader yielded no images")
-    return 100.0 * totals[0] / totals[2], totals[1] / totals[2]
-
-
-def recalibrate_bn(model: nn.Module, loader: Iterable[Any], batches: int, *, device: torch.device | str | None = None,
-                   forward: Callable[[torch.Tensor], Any] | None = None, reduce: bool = False,
-                   progress: bool = False) -> None:
-    """Re-estimate every BatchNorm's running statistics on ``batches`` batches, without touching weights.
-
-    Running statistics are reset and re-accumulated as a plain average over the batches (momentum None)
-    in train mode under ``no_grad``; momentum and the model's mode are restored. This is how BCNet, SPOS
-    and MCT-NAS score a sub-network of a supernet, whose shared statistics fit no single path.
-    ``forward`` replaces ``model(images)``; batches may be ``(images, targets)`` or images. ``reduce=True``
-    averages the statistics over ranks (equal batch counts make that the average over all batches).
-    """
-    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 1:
-        raise InputError(f"batches must be a positive int, got {batches!r}")
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    if not norms:
-        return
-    if hasattr(loader, "__len__") and len(loader) < batches:  # type: ignore[arg-type]
-        raise InputError(f"the loader has {len(loader)} batches, "  # type: ignore[arg-type]
-                         f"fewer than batches={batches}")
-    device = torch.device(device) if device is not None else _model_device(model)
-    call = forward if forward is not None else model
-    was_training = model.training
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: every batch weighs the same
-    model.train()
-    seen = 0
-    try:
-        with torch.no_grad():
-            for batch in tqdm(loader, desc="bn", total=batches, leave=False, disable=not progress, file=sys.stderr):
-                if seen == batches:
-                    break
-                call(_images_of(batch).to(device, non_blocking=True))
-                seen += 1
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.train(was_training)
-    if seen < batches:
-        raise InputError(f"the loader yielded {seen} batches, fewer than batches={batches}")
-    if reduce:
-        sync_buffers(model)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
