@@ -102,5 +102,6 @@ def _warn_if_other_hardware(device: str, space: str | None, root: Path | None) -
 
     differ = hardware_differences(table.environment, current_environment().to_dict())
     if differ:
-        warnings.warn(f"the {space!r} table of {device} was measured on other hardware than this machine "
-                      f"({'; '.join(differ)}): its latencies are that machine's, not this one's", stacklevel=3)
+        which = f"the {space!r} table of {device} was" if space is not None else f"the tables of {device} were"
+        warnings.warn(f"{which} measured on other hardware than this machine "
+                      f"({'; '.join(differ)}): the latencies are that machine's, not this one's", stacklevel=3)

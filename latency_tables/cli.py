@@ -176,15 +176,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from latency_tables.choose import choose_device
 
+    from latency_tables.deploy import auto_plan
+    from zoo.deploy import FUSED, deploy_spec, resolve_plan
+
     spec, input_size = _predict_target(args)
+    if args.deploy != "auto":
+        plan = resolve_plan(spec, args.deploy)  # a bad plan fails before any table is read
     args.device = choose_device(args.device, args.space, _root(args))
-    prediction = Predictor.for_device(args.device, _root(args)).predict(
-        spec, input_size, interpolate=args.interpolate, space=args.space)
+    predictor = Predictor.for_device(args.device, _root(args))
+    if args.deploy == "auto":
+        plan = auto_plan(spec, input_size, predictor, interpolate=args.interpolate)
+    prediction = predictor.predict(deploy_spec(spec, plan), input_size, interpolate=args.interpolate,
+                                   space=args.space)
     if args.json:
-        print(json.dumps(_prediction_dict(prediction), indent=2, default=str))
+        print(json.dumps(_prediction_dict(prediction) | {"deploy": args.deploy, "deploy_plan": plan}, indent=2,
+                         default=str))
         return 0
     label = args.name or args.spec
-    print(f"{label} at {'x'.join(map(str, input_size))} on {args.device}: {prediction.total_ms:.3f} ms "
+    fused = sum(form == FUSED for form in plan.values())
+    deployed = f", deploy {args.deploy}: {fused} of {len(plan)} HGC blocks fused" if args.deploy != "none" else ""
+    print(f"{label} at {'x'.join(map(str, input_size))} on {args.device}{deployed}: {prediction.total_ms:.3f} ms "
           f"(ops {prediction.ops_ms:.3f} + overhead {prediction.overhead_ms:.3f})")
     if prediction.interpolated_keys:
         print(f"  {len(prediction.interpolated_keys)} op(s) interpolated, not measured: "
@@ -371,6 +382,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--space", help="take the overhead from this space's table (default: the best-covering one)")
     p.add_argument("--ops", action="store_true", help="show every op's entry")
     p.add_argument("--json", action="store_true", help="print the whole prediction as JSON")
+    p.add_argument("--deploy", choices=("none", "all", "auto"), default="none",
+                   help="predict the deployed network: HGC layers fused into dense convs (all), per layer from the "
+                        "device's tables (auto), or as trained (none, default)")
     _root_arg(p)
     p.set_defaults(func=_cmd_predict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import pytest
@@ -57,3 +58,24 @@ def test_auto_needs_both_forms_in_the_table_and_a_device() -> None:
     with pytest.raises(ValueError, match="--device"):
         resolve(SPEC, SIZE, "auto")
     assert resolve(SPEC, SIZE, "all") == {b: FUSED for b in fusable_blocks(SPEC)}
+
+
+def test_predict_deploy_prices_the_deployed_network(tmp_path, capsys) -> None:
+    from mzoo.cli import main
+    from latency_tables import table_path
+
+    faster = set(sorted(set(fused_keys().values()))[::3])
+    table_with(both_forms(faster)).save(table_path("fake-cpu-t1", "hgcnet_width", tmp_path))
+    base = ["predict", "hgcnet_0_5x_cifar", "--device", "fake-cpu-t1", "--root", str(tmp_path), "--json"]
+    results = {}
+    for plan in ("none", "all", "auto"):
+        assert main([*base, "--deploy", plan]) == 0
+        results[plan] = json.loads(capsys.readouterr().out)
+    assert results["auto"]["total_ms"] < min(results["none"]["total_ms"], results["all"]["total_ms"])
+    assert sum(v == FUSED for v in results["auto"]["deploy_plan"].values()) == \
+        sum(key in faster for key in fused_keys().values())
+    assert any(op["key"].startswith("ir-") for op in results["all"]["ops"])
+    assert not any(op["key"].startswith("hgc_ir-") for op in results["all"]["ops"])
+    with pytest.raises(SystemExit) as stop:  # argparse: one line naming the flag and its choices
+        main([*base[:-1], "--deploy", "most"])
+    assert stop.value.code == 2 and "--deploy" in capsys.readouterr().err
