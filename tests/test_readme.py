@@ -53,3 +53,13 @@ def test_the_python_example_runs_as_written(tmp_path: Path) -> None:
     finally:
         if not existed:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def test_every_model_with_weights_has_its_measured_accuracy_and_no_other() -> None:
+    """The model table's top-1 column comes from zoo/data/accuracy.json: one measured figure per model that
+    `pretrained=True` loads, none for a model without weights."""
+    from zoo.cli import measured_accuracy
+
+    accuracy = measured_accuracy()
+    assert set(accuracy) == set(zoo.list_models(pretrained=True))
+    assert all(0 < row["top1"] <= row["top5"] <= 100 and row["images"] >= 1000 for row in accuracy.values())

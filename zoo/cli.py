@@ -8,21 +8,36 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
+from common.jsonfile import read_json_object
 from zoo import costs, registry
 
 
+# Top-1 measured with `mzoo eval` on the weights `pretrained=True` loads (bench/eval_formats.py writes it).
+ACCURACY_FILE = Path(__file__).resolve().parent / "data" / "accuracy.json"
+
+
+def measured_accuracy() -> dict[str, dict[str, Any]]:
+    """Per model with weights: the measured fp32 ``top1`` / ``top5`` (percent), the ``data`` and ``images``."""
+    return dict(read_json_object(ACCURACY_FILE, "measured accuracy file", InputError)["models"])
+
+
 def model_table(names: Sequence[str]) -> str:
-    """The README's model table (Markdown), generated from the registry."""
-    lines = ["| model | params | MACs | input | paper | notes |", "|---|---|---|---|---|---|"]
+    """The README's model table (Markdown), generated from the registry and the measured accuracies."""
+    accuracy = measured_accuracy()
+    lines = ["| model | params | MACs | input | top-1 (weights, measured) | paper | notes |",
+             "|---|---|---|---|---|---|---|"]
     for name in names:
         info = registry.model_info(name)
         cfg = info["pretrained_cfg"]
         size = "×".join(str(d) for d in info["input_size"][1:])
+        top1 = (f"{accuracy[name]['top1']:.2f} % ({accuracy[name]['data']}, {accuracy[name]['images']:,} images)"
+                if name in accuracy else "no weights" if not cfg["file"] else "not measured")
         lines.append(f"| {name} | {costs.format_count(info['params'])} | {costs.format_count(info['macs'])} "
-                     f"| {size} | {cfg['paper_ids'] or ''} | {cfg['notes'] or ''} |")
+                     f"| {size} | {top1} | {cfg['paper_ids'] or ''} | {cfg['notes'] or ''} |")
     return "\n".join(lines)
 
 
