@@ -1,4 +1,5 @@
-"""The export verb of ``mzoo``: ``export`` a model (by name, ``--spec`` or ``--all``) to verified artefacts.
+"""The export verbs of ``mzoo``: ``export`` a model (by name, ``--spec`` or ``--all``) to verified artefacts, and
+``eval`` a model and its artefacts for accuracy on labelled images (:mod:`export.evaluate`).
 
 :func:`add_commands` adds it to the root parser of :mod:`mzoo.cli`, which turns every user error into one line.
 """
@@ -69,6 +70,89 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Check every argument, then export, run every format on the same images and print the accuracy table."""
+    import json
+
+    from tqdm import tqdm
+
+    from common.files import check_writable, prepare_directory
+    from export import evaluate as ev
+    from export.formats import ExportOptions, check_image_sources, parse_formats
+    from export.pipeline import resolve_model
+
+    artefact = _artefact_argument(args.target)
+    if artefact and args.formats is not None:
+        raise InputError("--formats exports NAME to those formats; an artefact path is evaluated as it is "
+                         "(give the model name to export and evaluate formats)")
+    if artefact and args.output:
+        raise InputError("-o keeps artefacts exported by eval; with an artefact path nothing is exported")
+    formats = () if artefact else parse_formats(args.formats or ",".join(ev.DEFAULT_EVAL_FORMATS))
+    cfg = ev.EvalConfig(limit=args.limit, seed=args.seed, threads=args.threads, crop_pct=args.crop_pct,
+                        split=args.split)
+    source = ev.data_source(args.data)
+    calibration = args.calibration or ev.default_calibration()
+    if calibration and "onnx-int8" in formats:
+        _check_calibration(calibration, source)
+    check_image_sources(formats, ExportOptions(calibration=calibration))
+    if args.markdown:
+        check_writable(args.markdown, "--markdown")
+    if args.output:
+        prepare_directory(Path(args.output))
+    fmt = ev.artefact_format(artefact) if artefact else None
+    if fmt == "coreml":
+        raise InputError(f"{artefact!r}: Core ML packages predict only on macOS; this machine cannot run it")
+    name = ev.artefact_metadata(artefact, fmt).get("model_name") if artefact else args.target
+    if artefact and not name:
+        raise InputError(f"artefact {args.target!r} does not say which model it was exported from "
+                         "(no model_name in its metadata)")
+    resolved = resolve_model(name, checkpoint_path=args.checkpoint)
+    eval_set = ev.open_eval_set(source, resolved, cfg)
+    ev.label_mapping(ev.num_outputs(resolved), eval_set.classes)  # refuse data the model cannot be scored on
+    options = ExportOptions(calibration=calibration)
+    bars: dict[str, tqdm] = {}
+    totals = {"export": sum(f != "coreml" for f in formats), "images": len(eval_set)}
+    units = {"export": "format", "images": "img"}
+
+    def progress(stage: str, amount: int) -> None:
+        if stage not in bars:  # opened on first use, so that the image rate does not include the exports
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=totals[stage], desc=f"{stage} {resolved.name}", unit=units[stage],
+                               file=sys.stderr)
+        bars[stage].update(amount)
+
+    report = ev.evaluate(resolved, eval_set, formats, options=options, artefacts=[artefact] if artefact else [],
+                         out_dir=args.output, cfg=cfg, on_progress=progress)
+    for bar in bars.values():
+        bar.close()
+    markdown = report.to_markdown()
+    if args.markdown:
+        from common.files import write_text_atomic
+
+        write_text_atomic(Path(args.markdown), markdown)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else markdown, end="" if not args.json
+          else "\n")
+    return 1 if any(r.status == "failed" for r in report.rows) else 0
+
+
+def _artefact_argument(target: str) -> str | None:
+    """``target`` if it names an artefact file (by its suffix), else None (a model name)."""
+    if target.endswith((".onnx", ".pte", ".mlpackage", ".mlpackage/")):
+        if not Path(target).exists():
+            raise InputError(f"artefact {target!r} does not exist")
+        return target.rstrip("/")
+    return None
+
+
+def _check_calibration(calibration: str, source: Path) -> None:
+    from export.evaluate import is_shared_cifar10
+
+    if Path(calibration).resolve() == source.resolve() and not is_shared_cifar10(source):
+        raise InputError(f"--calibration {calibration!r} is the evaluation data: int8 would be calibrated on the "
+                         "images it is scored on; give a separate folder")
+
+
 def _read_labels(path: str | None) -> tuple[str, ...] | None:
     if path is None:
         return None
@@ -107,3 +191,29 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--coreml-target", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
     p.add_argument("--class-labels", help="text file, one class label per line, for the Core ML classifier")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("eval", help="top-1/top-5 of a model and of each exported format, each in its own runtime",
+                       description="Accuracy of NAME in eager PyTorch fp32 and of every format exported from it (or "
+                                   "of one ARTEFACT file), each run in its own runtime on the same preprocessed "
+                                   "images, with the drop against PyTorch fp32 in points. An ImageNet model on "
+                                   "CIFAR-10 is scored by mapped top-1 (zoo/data/imagenet_to_cifar10.json).")
+    p.add_argument("target", metavar="NAME|ARTEFACT", help="a zoo (or timm) model name, or an exported .onnx/.pte file")
+    p.add_argument("--data", default="cifar10",
+                   help="'cifar10' (the shared CIFAR-10 JPEGs, test split; default), or an ImageFolder DIR or ZIP")
+    p.add_argument("--split", help="folder of --data to evaluate (default: its test/ or val/ folder if it has one, "
+                                   "else all of it)")
+    p.add_argument("--formats", help="comma-separated: onnx, onnx-fp16, onnx-int8, coreml, pte (default: all; "
+                                     "coreml is listed as needing macOS)")
+    p.add_argument("--limit", type=int, help="evaluate N images, class-balanced and seeded (default: every image)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
+    p.add_argument("--calibration", help="ImageFolder DIR or .zip for int8 calibration (default: the shared CIFAR-10 "
+                                         "train split; random data if that is absent, which is reported loudly)")
+    p.add_argument("--checkpoint", help="local weights file for NAME (or the one an artefact was exported with)")
+    p.add_argument("--crop-pct", type=float, help="centre-crop fraction (default: the model's; 1.0 on the shared "
+                                                  "32x32 CIFAR-10 photos, which are scaled up whole)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: its own)")
+    p.add_argument("-o", "--output", help="keep the exported artefacts here, exported as `mzoo export` does (gates "
+                                          "enforced); default: a temporary directory, gates measured not enforced")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the Markdown table")
+    p.add_argument("--markdown", metavar="FILE", help="also write the Markdown table to FILE")
+    p.set_defaults(func=_cmd_eval)
