@@ -319,7 +319,9 @@ def main() -> None:
             "EfficientNet-Lite (ImageNet weights): the same photos scaled up whole to the model's input and scored "
             "by **mapped** top-1/top-5 (the ImageNet prediction mapped to CIFAR-10, `zoo/data/"
             "imagenet_to_cifar10.json`; chance ≤ 10 %). Subsets are class-balanced, seed "
-            f"{args.seed}. int8 is calibrated on 128 CIFAR-10 train JPEGs. Core ML predicts only on macOS.\n\n"
+            f"{args.seed}. int8 is calibrated on 128 CIFAR-10 train JPEGs. Core ML predicts only on macOS. "
+            "Per-model results are in `bench/results/eval_formats/<model>.json`, written by the full run "
+            "(`python bench/eval_formats.py`, about an hour here); `--reuse` renders them again.\n\n"
             + main_table(results))
     body += ("\n± is the paired standard error of the drop (only images that one of the two gets right and the other "
              "wrong count). Goal (issue #19): int8 within 1.0 point of fp32 top-1, fp16 within 0.1.\n")
