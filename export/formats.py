@@ -66,7 +66,7 @@ class ExportOptions:
     """Per-format configs plus the image sources of the reduced-precision checks.
 
     ``fp16`` / ``int8`` left as None are chosen per model: random-init models get the thresholds measured
-    for random-init networks, models with loaded weights the deployment-grade ``*_THRESHOLDS_TRAINED``
+    for random-init networks, models with loaded weights the ``*_THRESHOLDS_TRAINED`` measured on the trained zoo models
     (see :mod:`export.onnx_precision`).
 
     ``images`` is where the real verification batch for fp16 / int8 comes from (an ImageFolder directory or

@@ -1,6 +1,6 @@
 """The ``mzoo`` command line: assembles the verbs each package owns and reports the project's errors.
 
-``list``/``info`` come from :mod:`zoo.cli`, ``export`` from :mod:`export.cli`, ``bench``/``demo``/``lut``/
+``list``/``info`` come from :mod:`zoo.cli`, ``export``/``eval`` from :mod:`export.cli`, ``bench``/``demo``/``lut``/
 ``predict``/``agent`` from :mod:`latency_tables.cli`, ``search``/``prune``/``train`` from :mod:`search.cli`.
 A user error (any :class:`common.errors.MzooError`, or an ``OSError`` about a path the user gave) becomes one line
 on stderr and exit status 2; anything else is a bug and keeps its traceback. Heavy imports (onnxruntime,
