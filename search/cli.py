@@ -86,7 +86,7 @@ def _summary(report: dict[str, Any], full_macs: int, directory: Any) -> str:
 def add_commands(sub: Any) -> None:
     """Add the search package's verbs to the ``mzoo`` sub-command parser ``sub``: ``search`` (width, mcts, eoinas,
     metakernel), ``prune`` (dagger) and ``train``."""
-    from search.width.pipeline import GRANULARITIES, METHODS, MODELS
+    from search.width.options import GRANULARITIES, METHODS, MODELS
 
     from search.diff_cli import add_commands as add_diff_commands
     from search.mcts_cli import add_commands as add_mcts_commands

@@ -205,8 +205,8 @@ def _common_args(p: argparse.ArgumentParser, epochs: int) -> None:
 
 def add_commands(sub: Any) -> None:
     """Add ``eoinas`` and ``metakernel`` to the ``search`` group's sub-parsers."""
-    from search.differentiable import ORDERS
-    from search.eoinas import SELECTIONS
+    from search.choices import EOINAS_SELECTIONS as SELECTIONS
+    from search.choices import ORDERS
 
     p = sub.add_parser("eoinas", help="EoiNAS (or DARTS) cell search, then train the derived NetworkCIFAR/ImageNet",
                        description="Search the DARTS cell space with a bilevel supernet (α on half the training "

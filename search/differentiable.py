@@ -31,10 +31,9 @@ from torch import Tensor, nn
 
 from common.errors import InputError
 from search.engine import StepContext
+from search.choices import ORDERS
 
 __all__ = ["ArchConfig", "BilevelStep", "ORDERS", "arch_parameter_ids", "cost_penalty", "weight_parameters"]
-
-ORDERS = ("first", "second")
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,10 @@ from search.distributed import average_gradients
 from zoo.cells import FactorizedReduce, ReLUConvBN, create_cell_op
 from zoo.darts import cifar_cellnet_spec
 from zoo.spec import CELL_OPS, Genotype
+from search.choices import EOINAS_SELECTIONS as SELECTIONS
 
 __all__ = ["CellCostModel", "DartsSupernet", "EoiNASConfig", "SELECTIONS", "derive_genotype", "edge_index",
            "edge_sources", "removal_importance"]
-
-SELECTIONS = ("eoinas", "darts")
 
 
 @dataclass(frozen=True)

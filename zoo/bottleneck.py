@@ -10,25 +10,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from common.errors import InputError
+from .block_prims import bottleneck_widths, needs_downsample
 from .layers import create_act
-from .prims import Prim, conv_bn
 from .spec import BlockSpec
-
-
-def bottleneck_widths(block: BlockSpec) -> tuple[int, int]:
-    """(conv1 out, conv2 out) of a bottleneck block."""
-    if block.inner_chs is None:
-        return (max(1, block.out_chs // 4),) * 2
-    if len(block.inner_chs) != 2:
-        raise InputError(f"BlockSpec(bottleneck): inner_chs needs 2 widths (conv1, conv2), got {block.inner_chs}")
-    return block.inner_chs[0], block.inner_chs[1]
-
-
-def needs_downsample(in_chs: int, block: BlockSpec) -> bool:
-    """A 1x1-conv shortcut where shapes change, and where the spec turns the identity off (``residual=False``: a
-    width-searched block whose full-width network has a projection shortcut keeps it when its widths happen to match)."""
-    return block.stride != 1 or in_chs != block.out_chs or not block.residual
 
 
 class Bottleneck(nn.Module):
@@ -58,11 +42,9 @@ class Bottleneck(nn.Module):
         return self.act3(x + shortcut)
 
 
-def bottleneck_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[Prim]:
-    """Cost records of one :class:`Bottleneck`, mirroring its ``__init__``."""
-    w1, w2 = bottleneck_widths(block)
-    prims = conv_bn(in_chs, w1, 1, in_hw) + conv_bn(w1, w2, block.kernel, out_hw, block.groups)
-    prims += conv_bn(w2, block.out_chs, 1, out_hw)
-    if needs_downsample(in_chs, block):
-        prims += conv_bn(in_chs, block.out_chs, 1, out_hw)
-    return prims
+def build_bottleneck(in_chs: int, block: BlockSpec) -> nn.Module:
+    """A ``bottleneck`` block; it implements only PyTorch's padding and eps and refuses a block asking for TF's."""
+    from .blocks import require_pytorch_numerics
+
+    require_pytorch_numerics("bottleneck", block)
+    return Bottleneck(in_chs, block)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from common.jsonfile import read_json_object
 from .spec import ArchSpec
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_FORMATS = ("efficientnet_pytorch",)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

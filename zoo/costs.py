@@ -11,6 +11,7 @@ not counted, as DARTS reports params).
 Params and MACs of a spec are sums over that list; latency lookup tables key on the same records.
 :func:`count_module` counts any ``nn.Module`` (e.g. a timm baseline) with forward hooks under the
 same conventions (see :mod:`zoo.prims`), and is how the walker is cross-checked against real models.
+Only :func:`count_module` imports torch: the walker prices a spec without it.
 Units: MACs (multiply-accumulates); FLOPs = 2 × MACs.
 """
 
@@ -18,15 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from .blocks import block_kind
 from .prims import Prim, conv_bn, conv_out_hw, linear
 from .cell_prims import cell_op_prims, cell_plan, factorized_reduce_prims
 from .spec import MAX_PARAMS, AnySpec, ArchSpec, BlockSpec, CellNetSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,9 @@ def count_module(model: nn.Module, input_size: Sequence[int]) -> Cost:
     """
     if len(input_size) != 3:
         raise InputError(f"input_size must be (C, H, W), got {tuple(input_size)!r}")
+    import torch  # here: the spec walker above runs without torch
+    from torch import nn
+
     macs = 0
 
     def conv_hook(m: nn.Conv2d, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:

@@ -28,14 +28,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from common.errors import InputError
-from .prims import Prim
-
-
-def _check_divisible(in_chs: int, out_chs: int, groups: int) -> None:
-    if in_chs % groups or out_chs % groups:
-        raise InputError(f"hierarchical group conv: in_chs={in_chs} and out_chs={out_chs} "
-                         f"must both be divisible by groups={groups}")
+from .block_prims import check_divisible
+from .mbconv import InvertedResidual
+from .spec import BlockSpec
 
 
 class HierarchicalGroupConv(nn.Module):
@@ -51,7 +46,7 @@ class HierarchicalGroupConv(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, groups: int, hierarchical: bool = True) -> None:
         super().__init__()
-        _check_divisible(in_chs, out_chs, groups)
+        check_divisible(in_chs, out_chs, groups)
         self.in_split = in_chs // groups
         self.out_split = out_chs // groups
         self.hierarchical = hierarchical
@@ -72,9 +67,11 @@ class HierarchicalGroupConv(nn.Module):
         return torch.cat(outs, dim=1)
 
 
-def hgc_prims(in_chs: int, out_chs: int, groups: int, out_hw: tuple[int, int],
-              hierarchical: bool = True) -> list[Prim]:
-    """Cost records of one :class:`HierarchicalGroupConv` (without its BN)."""
-    _check_divisible(in_chs, out_chs, groups)
-    gin, gout = in_chs // groups, out_chs // groups
-    return [Prim("conv", gin + (gout if hierarchical and i else 0), gout, 1, 1, out_hw) for i in range(groups)]
+def build_hgc_ir(in_chs: int, block: BlockSpec) -> nn.Module:
+    """An ``hgc_ir`` block: MobileNetV2's inverted residual with both pointwise convs hierarchical group convs."""
+    return InvertedResidual(in_chs, block, lambda i, o: HierarchicalGroupConv(i, o, block.groups, True))
+
+
+def build_gc_ir(in_chs: int, block: BlockSpec) -> nn.Module:
+    """A ``gc_ir`` block: the same with plain group convs (the paper's comparison)."""
+    return InvertedResidual(in_chs, block, lambda i, o: HierarchicalGroupConv(i, o, block.groups, False))

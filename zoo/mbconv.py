@@ -4,7 +4,7 @@
 shapes match) with the pointwise conv left as a parameter: a plain conv for MobileNetV2 /
 NAS-Bench-Macro / MCT-NAS, a (hierarchical) group conv for HGCNets. Submodule names are timm's
 (``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``), so a plain-conv block has timm's state-dict keys.
-Each module has a ``*_prims`` twin that lists its cost records layer by layer. Every block honours its
+Each module has a ``*_prims`` twin in :mod:`zoo.block_prims` that lists its cost records layer by layer. Every block honours its
 spec's ``padding`` and ``bn_eps``: TensorFlow's SAME padding runs as a parameter-free :class:`SamePad2d` in
 front of a plain ``nn.Conv2d`` (timm puts it inside a ``Conv2d`` subclass instead; a separate module keeps
 the conv an exact ``nn.Conv2d`` for counters that match layer types, and adds no state-dict keys, so a
@@ -19,13 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.errors import InputError
-from .layers import create_act
-from .prims import Prim, conv_bn
+from .layers import ConvBnAct, create_act
+from .block_prims import has_expansion, hidden_chs
 from .spec import DEFAULT_BN_EPS, BlockSpec, SESpec
 
-# (in_chs, out_chs) -> pointwise module, and its cost twin (in_chs, out_chs, out_hw) -> records.
+# (in_chs, out_chs) -> pointwise module (its cost twin is zoo.block_prims.PointwisePrims).
 PointwiseFactory = Callable[[int, int], nn.Module]
-PointwisePrims = Callable[[int, int, tuple[int, int]], list[Prim]]
 
 
 class SamePad2d(nn.Module):
@@ -101,20 +100,6 @@ def conv1x1(in_chs: int, out_chs: int) -> nn.Module:
     return nn.Conv2d(in_chs, out_chs, 1, bias=False)
 
 
-def conv1x1_prims(in_chs: int, out_chs: int, out_hw: tuple[int, int]) -> list[Prim]:
-    return [Prim("conv", in_chs, out_chs, 1, 1, out_hw)]
-
-
-def hidden_chs(in_chs: int, block: BlockSpec) -> int:
-    """Hidden (expanded) width of an inverted-residual block: ``mid_chs`` if given, else ``in_chs × expand``."""
-    return block.mid_chs if block.mid_chs is not None else int(round(in_chs * block.expand))
-
-
-def has_expansion(in_chs: int, block: BlockSpec) -> bool:
-    """Whether an inverted residual has its 1x1 expansion conv (see :class:`InvertedResidual`)."""
-    return block.mid_chs is not None or hidden_chs(in_chs, block) != in_chs
-
-
 class SqueezeExcite(nn.Module):
     """Pool → ``conv_reduce`` (+bias) → ``act1`` → ``conv_expand`` (+bias) → ``gate``, multiplied onto the input."""
 
@@ -129,12 +114,6 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         scale = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
         return x * self.gate(scale)
-
-
-def se_prims(in_chs: int, mid_chs: int, se: SESpec) -> list[Prim]:
-    """The two 1x1 convs of :class:`SqueezeExcite`, applied to the pooled 1×1 map."""
-    reduced = se.reduced_chs(in_chs, mid_chs)
-    return [Prim("conv", mid_chs, reduced, bias=True), Prim("conv", reduced, mid_chs, bias=True)]
 
 
 class InvertedResidual(nn.Module):
@@ -171,20 +150,6 @@ class InvertedResidual(nn.Module):
         return x
 
 
-def inverted_residual_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int],
-                            pointwise: PointwisePrims = conv1x1_prims) -> list[Prim]:
-    """Cost records of one :class:`InvertedResidual`, mirroring its ``__init__``."""
-    mid = hidden_chs(in_chs, block)
-    prims: list[Prim] = []
-    if has_expansion(in_chs, block):
-        prims += pointwise(in_chs, mid, in_hw) + [Prim("bn", mid, mid)]
-    prims += conv_bn(mid, mid, block.kernel, out_hw, groups=mid)
-    if block.se:
-        prims += se_prims(in_chs, mid, block.se)
-    prims += pointwise(mid, block.out_chs, out_hw) + [Prim("bn", block.out_chs, block.out_chs)]
-    return prims
-
-
 class DepthwiseSeparable(nn.Module):
     """``conv_dw`` (k×k, stride) → ``bn1`` → act → ``se`` → ``conv_pw`` → ``bn2`` (+ identity when shapes match).
 
@@ -210,15 +175,6 @@ class DepthwiseSeparable(nn.Module):
         return x
 
 
-def depthwise_separable_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int],
-                              out_hw: tuple[int, int]) -> list[Prim]:
-    """Cost records of one :class:`DepthwiseSeparable`, mirroring its ``__init__``."""
-    prims = conv_bn(in_chs, in_chs, block.kernel, out_hw, groups=in_chs)
-    if block.se:
-        prims += se_prims(in_chs, in_chs, block.se)
-    return prims + conv_bn(in_chs, block.out_chs, 1, out_hw)
-
-
 class SkipOp(nn.Module):
     """NAS 'identity' candidate: a true identity, or 1x1 conv (stride) + BN where the shape changes.
 
@@ -236,7 +192,10 @@ class SkipOp(nn.Module):
         return self.bn(self.conv(x))
 
 
-def skip_prims(in_chs: int, block: BlockSpec, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> list[Prim]:
-    if block.stride == 1 and in_chs == block.out_chs:
-        return []
-    return conv_bn(in_chs, block.out_chs, 1, out_hw)
+def build_conv(in_chs: int, block: BlockSpec) -> nn.Module:
+    """A ``conv`` block: conv + BN + activation, with TensorFlow's padding/eps where the block asks for them."""
+    from .blocks import pytorch_numerics
+
+    if not pytorch_numerics(block):
+        return PaddedConvBnAct(in_chs, block)
+    return ConvBnAct(in_chs, block.out_chs, block.kernel, block.stride, block.groups, block.act)

@@ -19,13 +19,14 @@ import importlib.metadata
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from common.errors import InputError, MzooError
 from . import convert
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -219,6 +220,8 @@ def load_error_reason(err: BaseException) -> str:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict (plain, or under a ``state_dict`` / ``model`` key) without unpickling code."""
+    import torch  # here: cfgs and weight lookup run without torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files

@@ -5,33 +5,44 @@ A zoo model is a named function that returns its spec, an :class:`~zoo.spec.Arch
 timm-style entrypoint ``name(pretrained=False, **kwargs) -> nn.Module`` and registers that entrypoint
 with timm too (see :mod:`zoo.mobile_zoo`), so ``timm.create_model(name)`` works once ``zoo`` is
 imported. Names are unique: registering a name twice, here or against a timm model, is an error.
+
+Importing the registry (and so ``zoo``, ``mzoo list``, ``mzoo info``) imports neither torch nor timm: models are
+built from their specs only when asked for, and the timm registration waits for timm. If timm is already imported,
+a model is registered with it at once; otherwise a hook on ``import timm`` registers every zoo model the moment timm
+finishes importing, so ``import zoo; import timm; timm.create_model('hgcnet_1x')`` works as before. A zoo name that
+turns out to be timm's (known only once timm is imported) is refused then: :func:`create_model` raises
+:class:`DuplicateModelError` for it rather than building either model.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib.abc
+import importlib.machinery
 import os
 import re
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from common.errors import InputError
-from .cells import CellNet, CellNetFeatures, build_cellnet
-from .contract import ZooModel
 from .costs import check_size, count
 from .pretrained import PretrainedCfg, load_pretrained, present_weights
 from .spec import AnySpec, CellNetSpec
-from .specnet import SpecFeatures, SpecNet, SpecResNet, SpecResNetFeatures
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .contract import ZooModel
 
 SpecFn = Callable[[], AnySpec]
 # Spec fields a caller may override through create_model keyword arguments (training-time options).
 SPEC_KWARGS = ("drop_path_rate", "auxiliary")
-EntryPoint = Callable[..., nn.Module]
+EntryPoint = Callable[..., "nn.Module"]
 
 
 class UnknownModelError(InputError):
@@ -53,18 +64,95 @@ class ModelEntry:
 
 
 _ENTRIES: dict[str, ModelEntry] = {}
+# Registered before timm was imported: handed to timm by the import hook below.
+_TIMM_PENDING: list[ModelEntry] = []
+# Zoo names found to be timm's when the hook ran (create_model refuses them).
+_TIMM_CLASHES: dict[str, DuplicateModelError] = {}
+
+
+def _timm_ready() -> bool:
+    """timm is imported and finished importing (not half-way through its own ``__init__``)."""
+    module = sys.modules.get("timm")
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def _bridge_pending() -> None:
+    """Register with timm every zoo model registered before timm was imported."""
+    from . import mobile_zoo
+
+    while _TIMM_PENDING:
+        entry = _TIMM_PENDING.pop(0)
+        try:
+            mobile_zoo.check_free(entry.name)
+        except DuplicateModelError as err:
+            _TIMM_CLASHES[entry.name] = err
+            continue
+        mobile_zoo.register(entry)
+
+
+class _TimmImportHook(importlib.abc.MetaPathFinder):
+    """Finds ``timm`` with the other finders and wraps its loader to run :func:`_bridge_pending` once timm has
+    finished importing."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "timm":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return None
+
+        def exec_then_bridge(module: ModuleType) -> None:
+            exec_module(module)
+            _remove_hook()
+            _bridge_pending()
+
+        loader.exec_module = exec_then_bridge  # type: ignore[union-attr]  # (this spec's loader instance only)
+        return spec
+
+
+_HOOK = _TimmImportHook()
+
+
+def _remove_hook() -> None:
+    if _HOOK in sys.meta_path:
+        sys.meta_path.remove(_HOOK)
+
+
+def _bridge_later(entry: ModelEntry) -> None:
+    _TIMM_PENDING.append(entry)
+    if _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
+
+
+def ensure_timm() -> None:
+    """Import timm (registering every pending zoo model with it) and refuse a zoo name that is timm's."""
+    import timm  # noqa: F401  (its import hook, or an earlier import, registers the zoo's models)
+
+    _bridge_pending()
 
 
 def register_model(pretrained_cfg: PretrainedCfg) -> Callable[[SpecFn], EntryPoint]:
     """Decorator: register a spec function under its ``__name__`` and return the model entrypoint."""
 
     def decorate(spec_fn: SpecFn) -> EntryPoint:
-        from . import mobile_zoo  # late: the bridge imports this module
-
         name = spec_fn.__name__
         if name in _ENTRIES:
             raise DuplicateModelError(f"model {name!r} is already registered by {_ENTRIES[name].module}")
-        mobile_zoo.check_free(name)
+        timm_ready = _timm_ready()
+        if timm_ready:
+            from . import mobile_zoo  # late: the bridge imports this module
+
+            mobile_zoo.check_free(name)
         entry = ModelEntry(name, spec_fn, pretrained_cfg.replace(architecture=name), spec_fn.__module__)
 
         def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -74,7 +162,10 @@ def register_model(pretrained_cfg: PretrainedCfg) -> Callable[[SpecFn], EntryPoi
         entrypoint.__doc__ = spec_fn.__doc__
         entrypoint.__module__ = spec_fn.__module__
         _ENTRIES[name] = entry
-        mobile_zoo.register(entry)
+        if timm_ready:
+            mobile_zoo.register(entry)
+        else:
+            _bridge_later(entry)
         return entrypoint
 
     return decorate
@@ -209,6 +300,9 @@ def create_model(
         zoo.pretrained.WeightsError: weights requested but missing, corrupt or mismatched.
     """
     entry = _entry(model_name)
+    ensure_timm()
+    if model_name in _TIMM_CLASHES:
+        raise _TIMM_CLASHES[model_name]
     spec = entry.spec_fn()
     unknown = sorted(k for k in kwargs if k not in SPEC_KWARGS or not hasattr(spec, k))
     if unknown:
@@ -231,6 +325,9 @@ def create_model(
 def build_model(spec: AnySpec, *, global_pool: str = "avg") -> ZooModel:
     """Build a model straight from a spec of either type (e.g. a search result loaded from JSON); a spec with more
     than ``zoo.spec.MAX_PARAMS`` parameters is refused before any layer is built (:func:`zoo.costs.check_size`)."""
+    from .cells import build_cellnet
+    from .specnet import SpecNet, SpecResNet
+
     check_size(spec)
     if isinstance(spec, CellNetSpec):
         return build_cellnet(spec, global_pool)
@@ -241,6 +338,9 @@ def build_model(spec: AnySpec, *, global_pool: str = "avg") -> ZooModel:
 
 def features_model(model: ZooModel, out_indices: list[int] | None = None) -> nn.Module:
     """The ``features_only`` form of a built model (shares its modules and state-dict keys)."""
+    from .cells import CellNet, CellNetFeatures
+    from .specnet import SpecFeatures, SpecResNet, SpecResNetFeatures
+
     if isinstance(model, CellNet):
         return CellNetFeatures(model, out_indices)
     if isinstance(model, SpecResNet):

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from common.errors import InputError
 from common.files import prepare_directory, publish, temporary_path, write_json_atomic, write_text_atomic
 
@@ -103,6 +101,8 @@ def write_searched(directory: str | os.PathLike[str], spec: AnySpec, report: Map
         paths["weights"] = out / WEIGHTS_FILE
     write_text_atomic(paths["spec"], spec.to_json(indent=2) + "\n")
     if state_dict is not None:
+        import torch  # here: reading results (mzoo --searched DIR list) needs no torch
+
         with temporary_path(paths["weights"]) as tmp:
             torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state_dict.items()},
                        tmp)

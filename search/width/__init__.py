@@ -18,14 +18,19 @@ Typical use (BCNet, MobileNetV2 on CIFAR-10)::
     result.save("out/bcnet_150m")
 """
 
-from .bcnet import BCNetConfig, BCNetTrainer, LossRecords, complement
-from .cafenet import BinLayout, BinPlacement, CafeNetConfig, CafeNetTrainer, flops_sensitive_bins
-from search.budget import Budget, CostModel, Costs
-from .evolution import EvolutionConfig, EvolutionSearch, SearchOutcome, SearchState
-from .prior import Prior, PriorConfig, fit_prior
-from .search import (BCNetFitness, CafeNetFitness, RecalibratedScorer, WidthSearchResult, run_bcnet_search,
-                     run_cafenet_search, save_result)
-from .supernet import LEFT, RIGHT, PairwiseCost, Placement, SidePlacement, WidthSupernet
+from common.lazy import lazy_exports
+
+# Loaded on first use (each module imports torch), so the command line's parser imports none of them.
+__getattr__, __dir__ = lazy_exports(__name__, globals(), {
+    ".bcnet": ("BCNetConfig", "BCNetTrainer", "LossRecords", "complement"),
+    ".cafenet": ("BinLayout", "BinPlacement", "CafeNetConfig", "CafeNetTrainer", "flops_sensitive_bins"),
+    "search.budget": ("Budget", "CostModel", "Costs"),
+    ".evolution": ("EvolutionConfig", "EvolutionSearch", "SearchOutcome", "SearchState"),
+    ".prior": ("Prior", "PriorConfig", "fit_prior"),
+    ".search": ("BCNetFitness", "CafeNetFitness", "RecalibratedScorer", "WidthSearchResult", "run_bcnet_search",
+                "run_cafenet_search", "save_result"),
+    ".supernet": ("LEFT", "RIGHT", "PairwiseCost", "Placement", "SidePlacement", "WidthSupernet"),
+})
 
 __all__ = ["BCNetConfig", "BCNetFitness", "BCNetTrainer", "BinLayout", "BinPlacement", "Budget", "CafeNetConfig",
            "CafeNetFitness", "CafeNetTrainer", "CostModel", "Costs", "EvolutionConfig", "EvolutionSearch", "LEFT",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,7 @@ from torch.utils.data import DataLoader
 from common.errors import InputError
 import zoo
 from zoo.searched import is_valid_name
-from zoo.spaces import (EfficientNetB0WidthSpace, HGCNetWidthSpace, MobileNetV2WidthSpace, ResNet50WidthSpace,
-                           SearchSpace)
+from zoo.spaces import (HGCNetWidthSpace, SearchSpace)
 from zoo.spaces.widths import BCNET_FRACTIONS, scaled_width
 from search.budget import parse_latency, parse_macs  # noqa: F401 (re-exported: the width CLI's parsers)
 from search.timings import PhaseTimings
@@ -44,20 +42,10 @@ from .bcnet import BCNetConfig, BCNetTrainer
 from .cafenet import CafeNetConfig, CafeNetTrainer, flops_sensitive_bins
 from search.budget import Budget, CostModel
 from .evolution import EvolutionConfig
+from .options import GRANULARITIES, METHODS, MODELS  # noqa: F401  (GRANULARITIES: the CLI's choices)
 from .search import RecalibratedScorer, WidthSearchResult, run_bcnet_search, run_cafenet_search
 from .supernet import WidthSupernet
 
-# Model name -> (space class, its keyword arguments). The ImageNet layouts also run on 32×32 CIFAR-10 images.
-MODELS: Mapping[str, tuple[type, Mapping[str, Any]]] = {
-    "mobilenetv2": (MobileNetV2WidthSpace, {}),
-    "mobilenetv2_cifar": (MobileNetV2WidthSpace, {"layout": "cifar"}),
-    "efficientnet_b0": (EfficientNetB0WidthSpace, {}),
-    "resnet50": (ResNet50WidthSpace, {}),
-    "hgcnet": (HGCNetWidthSpace, {}),
-    "hgcnet_cifar": (HGCNetWidthSpace, {"layout": "cifar"}),
-}
-METHODS = ("bcnet", "unilateral", "cafenet")
-GRANULARITIES = ("bcnet", "coarse")  # 20 ratios in 5 % steps (BCNet's); quarters (the latency tables' spaces)
 CIFAR10 = "cifar10"
 SPEC_FILE, WEIGHTS_FILE, REPORT_FILE = "spec.json", "weights.pth", "report.json"
 

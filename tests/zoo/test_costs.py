@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.hgc import HierarchicalGroupConv, hgc_prims
+from zoo.block_prims import hgc_prims
+from zoo.hgc import HierarchicalGroupConv
 from zoo.hgcnet import hgcnet_spec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "complexity.json"

@@ -8,6 +8,7 @@ import torch
 import pytest
 import zoo
 import zoo.registry
+import zoo.specnet
 from zoo.spec import ArchSpec
 
 
@@ -51,7 +52,7 @@ def test_unexpected_kwargs_are_named() -> None:
 def test_cfg_and_info_do_not_build_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(*args: object, **kwargs: object) -> None:
         raise AssertionError("model was built")
-    monkeypatch.setattr(zoo.registry, "SpecNet", explode)
+    monkeypatch.setattr(zoo.specnet, "SpecNet", explode)
     cfg = zoo.get_pretrained_cfg("hgcnet_1x_cifar")
     assert cfg.input_size == (3, 32, 32) and cfg.num_classes == 10 and cfg.architecture == "hgcnet_1x_cifar"
     info = zoo.model_info("hgcnet_1x")
@@ -82,7 +83,7 @@ def test_pretrained_cfg_overlay_and_bad_fields() -> None:
 
 def test_reachable_through_timm() -> None:
     model = timm.create_model("hgcnet_1x_cifar", num_classes=5)
-    assert isinstance(model, zoo.registry.SpecNet)
+    assert isinstance(model, zoo.specnet.SpecNet)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
     assert sorted(timm.list_models(module="mobile_zoo")) == sorted(zoo.list_models())
     cfg = timm.models.get_pretrained_cfg("hgcnet_1x")

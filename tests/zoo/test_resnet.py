@@ -7,6 +7,7 @@ import timm
 import torch
 
 import zoo
+import zoo.specnet
 from tests.conftest import assert_loads_timm_weights
 from zoo.resnet import BCNET_RESNET50, FULL_WIDTH, resnet50_width_spec
 
@@ -71,4 +72,4 @@ def test_resnet_layout_is_checked() -> None:
     with pytest.raises(ValueError, match="4 stages"):
         spec.replace(stages=spec.stages[:3])
     with pytest.raises(ValueError, match="SpecNet builds the 'mobile' layout"):
-        zoo.registry.SpecNet(spec)
+        zoo.specnet.SpecNet(spec)
