@@ -89,10 +89,11 @@ def ship(arch: str, out: Path, report: dict) -> None:
 
 
 def _wall_seconds(out: Path, report: dict) -> float:
-    """Training wall time: the report's (summed over resumed runs), else settings file → last checkpoint."""
+    """Training wall time: the report's (summed over resumed runs), else run record → last checkpoint."""
     if "train_seconds" in report and report["train_seconds"] > 60:
         return float(report["train_seconds"])
-    return (out / "train.ckpt").stat().st_mtime - (out / "train.json").stat().st_mtime
+    started = out / "run.json" if (out / "run.json").exists() else out / "train.json"  # (runs before run.json)
+    return (out / "train.ckpt").stat().st_mtime - started.stat().st_mtime
 
 
 def row(arch: str, out: Path, report: dict, bench: NASBenchMacro, job: TrainJob) -> dict:

@@ -3,7 +3,7 @@
 Owns :class:`TrainJob` (what to train: a zoo model or a spec file, on CIFAR-10 or an ImageFolder, with a
 :class:`~search.engine.TrainConfig`; :func:`nbmacro_recipe` is NAS-Bench-Macro's, the default),
 :func:`check_job` (every input validated before any data is read, and a rerun in the same output directory
-compared with the settings it started with, naming any that differ), :func:`run_train` (the engine's
+compared with the settings it started with by :mod:`search.rundir`'s rule, naming any that differ), :func:`run_train` (the engine's
 :class:`~search.engine.Trainer` with its default cross-entropy step, evaluated on the test split after every
 epoch, resumed from ``train.ckpt`` when rerun) and its result in the layout every search result has
 (:mod:`zoo.searched`: ``spec.json``, ``weights.pth``, ``report.json`` with the weights' sha256), which
@@ -34,7 +34,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,14 +50,15 @@ from search.data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_ME
                          balanced_subset, cifar10_source, cifar_eval_transform, cifar_train_transform,
                          imagenet_eval_transform, imagenet_train_transform)
 from search.engine import RUNTIME_FIELDS, CheckpointError, TrainConfig, Trainer, evaluate, seed_everything
+from search.rundir import RUN_FILE, claim
 from search.timings import PhaseTimings
 
-__all__ = ["CACHE_FORMAT", "CHECKPOINT_FILE", "SETTINGS_FILE", "TensorImages", "TrainJob", "TrainResult",
+__all__ = ["CACHE_FORMAT", "CHECKPOINT_FILE", "LEGACY_SETTINGS_FILE", "TensorImages", "TrainJob", "TrainResult",
            "check_job", "default_cache_dir", "image_cache", "load_job_data", "nbmacro_recipe", "run_train",
            "score_top1"]
 
 CHECKPOINT_FILE = "train.ckpt"
-SETTINGS_FILE = "train.json"
+LEGACY_SETTINGS_FILE = "train.json"  # before run.json (read once, then moved into it)
 CACHE_FORMAT = "mobile-zoo/image-cache"
 CACHE_VERSION = 1
 SMALL_IMAGE = 64  # up to this side: CIFAR transforms on cached pixels; above: ImageNet-style, from the files
@@ -268,22 +269,23 @@ def check_job(job: TrainJob, out_dir: str | os.PathLike[str]) -> _Checked:
     prepare_directory(out)
     settings = {**job.settings(), "input_size": size,
                 "spec_sha256": hashlib.sha256(spec.to_json().encode()).hexdigest()}
-    _compare_settings(out / SETTINGS_FILE, settings)
+    _adopt_legacy_settings(out)
+    claim(out, "train", settings)  # the one rule of every long command's -o (search.rundir)
     return _Checked(spec, size, out, settings)
 
 
-def _compare_settings(path: Path, mine: Mapping[str, Any]) -> None:
-    if not path.is_file():
+def _adopt_legacy_settings(out: Path) -> None:
+    """A run started before ``mzoo train`` kept its settings in ``run.json`` wrote them to ``train.json``: move them
+    there, so it resumes (or is refused) by the same rule as every other command."""
+    legacy = out / LEGACY_SETTINGS_FILE
+    if not legacy.is_file() or (out / RUN_FILE).exists():
         return
     try:
-        saved = json.loads(path.read_text())["settings"]
+        saved = json.loads(legacy.read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{str(path)!r} is not a training settings file ({err}); use another -o") from None
-    keys = sorted(set(saved) | set(mine))
-    diff = [f"{k}: {saved.get(k)!r} != {mine.get(k)!r}" for k in keys if saved.get(k) != mine.get(k)]
-    if diff:
-        raise CheckpointError(f"{str(path.parent)!r} holds a run started with other settings (there != here): "
-                              f"{'; '.join(diff)}; use another -o or the same settings to resume")
+        raise CheckpointError(f"{str(legacy)!r} is not a training settings file ({err}); use another -o") from None
+    write_json_atomic(out / RUN_FILE, {"command": "train", "settings": saved})
+    legacy.unlink()
 
 
 def load_job_data(job: TrainJob, input_size: int, progress: bool = False) -> dict[str, Any]:
@@ -330,8 +332,8 @@ def _test_split_name(source: Path) -> str:
 def run_train(job: TrainJob, out_dir: str | os.PathLike[str], *, progress: bool = True) -> TrainResult | None:
     """Train (or resume) ``job`` into ``out_dir``; ``None`` on ranks other than 0 under torchrun.
 
-    Writes ``train.json`` (the settings) first, ``train.ckpt`` after every epoch, and at the end ``spec.json``,
-    ``weights.pth`` (the last epoch's state dict) and ``report.json``.
+    Records the run in ``run.json`` (:func:`search.rundir.claim`) first, writes ``train.ckpt`` after every epoch,
+    and at the end ``spec.json``, ``weights.pth`` (the last epoch's state dict) and ``report.json``.
     """
     import zoo
     from search import distributed
@@ -350,8 +352,6 @@ def run_train(job: TrainJob, out_dir: str | os.PathLike[str], *, progress: bool 
     seed_everything(config.seed)  # the initial weights are a function of the seed
     model = zoo.build_model(spec)
     trainer = Trainer(model, config, data["train"], eval_data=data["test"], checkpoint_path=out / CHECKPOINT_FILE)
-    if distributed.env_info().rank == 0 and not (out / SETTINGS_FILE).exists():  # once the trainer took the data
-        write_json_atomic(out / SETTINGS_FILE, {"settings": checked.settings})
     if (out / CHECKPOINT_FILE).exists():
         trainer.load_checkpoint(out / CHECKPOINT_FILE)
     timings = PhaseTimings(out / "timings.json")  # summed over resumed runs

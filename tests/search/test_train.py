@@ -198,11 +198,17 @@ def test_rerun_resumes_exactly_and_other_settings_are_refused(finished: Path, fo
     monkeypatch.setattr(Trainer, "save_checkpoint", save_then_stop)
     assert _train(out, folder, spec_file, "--name", "tiny_trained_run") == 130
     assert (out / "train.ckpt").is_file() and not (out / "weights.pth").exists()
+    run = json.loads((out / "run.json").read_text())  # the one run record every long command keeps
+    assert run["command"] == "train" and run["settings"]["train.lr"] == 0.1 and not (out / "train.json").exists()
+    # A run started before run.json kept its settings in train.json: it is adopted and follows the same rule.
+    (out / "train.json").write_text(json.dumps({"settings": run["settings"]}))
+    (out / "run.json").unlink()
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
     capsys.readouterr()
     assert _train(out, folder, spec_file, "--name", "tiny_trained_run", "--lr", "0.05", "--seed", "1") == 2
     err = capsys.readouterr().err
-    assert "train.lr: 0.1 != 0.05" in err and "train.seed: 0 != 1" in err and err.count("\n") == 1
+    assert "train.lr 0.1 -> 0.05" in err and "train.seed 0 -> 1" in err and err.count("\n") == 1
+    assert json.loads((out / "run.json").read_text()) == run and not (out / "train.json").exists()
     steps: list[int] = []
     step = Trainer._train_step
 
@@ -281,7 +287,7 @@ def test_a_zoo_model_takes_the_datas_classes_and_a_refused_batch_leaves_no_setti
               "--epochs", "1", "--input-size", "8", "--no-progress"]
     assert mzoo([*common, "--batch-size", "64"]) == 2
     assert "too few for one batch of 64" in capsys.readouterr().err
-    assert not (out / "train.json").exists()  # so the same -o takes a smaller batch
+    assert not (out / "train.ckpt").exists()  # nothing started: the same -o takes a smaller batch
     assert mzoo([*common, "--batch-size", "8"]) == 0
     spec = zoo.spec_from_json((out / "spec.json").read_text())
     name = json.loads((out / "report.json").read_text())["name"]
