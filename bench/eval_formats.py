@@ -13,6 +13,8 @@ Per-model results go to ``bench/results/eval_formats/<model>.json``; the tables 
 
     python bench/eval_formats.py [--models a,b] [--count-cifar 10000] [--count-imagenet 2000] [--no-study]
                                  [--reuse] [--no-write]
+
+Writes BENCHMARKS.md's section and the README's accuracy source, zoo/data/accuracy.json (unless --no-write).
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ from export.pipeline import ResolvedModel, resolve_model  # noqa: E402
 MODELS = ("nbmacro_00000000", "nbmacro_00000100", "mz_tf_efficientnet_lite0", "mz_tf_efficientnet_lite1",
           "mz_tf_efficientnet_lite2")
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_formats"
+ACCURACY_FILE = Path(__file__).resolve().parents[1] / "zoo" / "data" / "accuracy.json"
+ACCURACY_SOURCE = ("mzoo eval (export/evaluate.py) via `python bench/eval_formats.py`: PyTorch fp32 top-1 of the "
+                   "shipped or installed weights, seeded class-balanced CIFAR-10 test images; ImageNet models are "
+                   "scored by mapping their prediction to CIFAR-10 (zoo/data/imagenet_to_cifar10.json)")
 GATE_IMAGES = 64  # the export gate's verification batch (Int8Config.num_images / Fp16Config.num_images)
 EIGHT_BIT = {"reduce_range": False}
 
@@ -268,6 +274,24 @@ def _thresholds_text() -> str:
 # ------------------------------------------------------------------------------------------------ main
 
 
+def accuracy_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The README's accuracy entry of one model (``zoo/data/accuracy.json``): its PyTorch fp32 row, in percent."""
+    report = result["report"]
+    fp32 = next(r for r in report["rows"] if r["format"] == "pytorch")
+    mapped = report.get("mapping") != "direct"
+    return {"top1": round(100 * fp32["top1"], 2), "top5": round(100 * fp32["top5"], 2),
+            "data": "CIFAR-10 test, mapped from ImageNet" if mapped else "CIFAR-10 test",
+            "images": int(report["num_images"])}
+
+
+def write_accuracy(results: Sequence[Mapping[str, Any]], path: Path = ACCURACY_FILE) -> None:
+    """Put each model's measured fp32 accuracy into ``path`` (the README's accuracy column reads only this file);
+    models not in ``results`` keep their entries."""
+    current = json.loads(path.read_text()) if path.is_file() else {"source": ACCURACY_SOURCE, "models": {}}
+    models = dict(current.get("models", {})) | {r["model"]: accuracy_record(r) for r in results}
+    write_json_atomic(path, {"source": ACCURACY_SOURCE, "models": dict(sorted(models.items()))})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -341,6 +365,7 @@ def main() -> None:
              + gate_table(results))
     print(f"\n{machine}\n\n{body}")
     if not args.no_write:
+        write_accuracy(results)
         write_section("eval_formats", "Accuracy of each export format on trained models (`mzoo eval`)", body, machine)
 
 
