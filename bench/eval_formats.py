@@ -44,8 +44,9 @@ from export.formats import ExportOptions, artefact_path, export_formats  # noqa:
 from export.onnx_precision import (FP16_THRESHOLDS_TRAINED, INT8_THRESHOLDS_TRAINED, AgreementThresholds,  # noqa: E402
                                    Int8Config, failed_threshold, quantize_int8)
 from export.pipeline import ResolvedModel, resolve_model  # noqa: E402
+from export.runners import REFERENCE  # noqa: E402
 
-MODELS = ("nbmacro_00000000", "nbmacro_00000100", "mz_tf_efficientnet_lite0", "mz_tf_efficientnet_lite1",
+MODELS = ("nbmacro_00000000", "nbmacro_00000010", "nbmacro_00000100", "mz_tf_efficientnet_lite0", "mz_tf_efficientnet_lite1",
           "mz_tf_efficientnet_lite2")
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_formats"
 ACCURACY_FILE = Path(__file__).resolve().parents[1] / "zoo" / "data" / "accuracy.json"
@@ -192,7 +193,7 @@ def main_table(results: Sequence[dict[str, Any]]) -> str:
     for res in results:
         rep = res["report"]
         rows = {r["format"]: r for r in rep["rows"]}
-        ref = rows[ev.REFERENCE]
+        ref = rows[REFERENCE]
         cells = [_drop_cell(rows.get(f)) for f in formats]
         int8 = rows.get("onnx-int8", {})
         lines.append(f"| {res['model']} | {'mapped' if rep['mapping'] != 'direct' else 'direct'} | {res['count']} "

@@ -8,11 +8,12 @@ mean ± std of the benchmark's 3 runs; a reproduction holds when it is within ±
 epoch's weights are what is shipped (``zoo/weights/``); the table also scores them through
 ``zoo.create_model(name, pretrained=True)`` when they are registered, which must give the run's final figure.
 
-    python bench/nbmacro_train.py [--archs 00000000,00000100] [--work /work/runs] [--collect] [--ship] [--no-write]
+    python bench/nbmacro_train.py [--archs 00000000,00000010,00000100] [--work /work/runs] [--collect] [--ship] [--no-write]
 
 Runs resume from ``--work/nb_<arch>`` (the directories ``mzoo train ... -o`` writes), so the trainings can run
 as separate, low-priority processes first (``mzoo train nbmacro_<arch> -o WORK/nb_<arch>``) and this script
-with ``--collect`` only reads their results. ``--ship`` copies finished weights (and their report) to
+with ``--collect`` only reads their results (a run whose directory is gone is read from the report it shipped
+with in ``zoo/weights/``). ``--ship`` copies finished weights (and their report) to
 ``zoo/weights/nbmacro_<arch>.pth`` / ``.json`` and prints the sha256 that ``zoo/nbmacro.py``'s cfg pins.
 """
 
@@ -41,7 +42,7 @@ TOLERANCE = 1.0  # points of top-1 around the benchmark's mean
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", default="00000000,00000100", help="NAS-Bench-Macro strings (zoo models)")
+    parser.add_argument("--archs", default="00000000,00000010,00000100", help="NAS-Bench-Macro strings (zoo models)")
     parser.add_argument("--work", default="/work/runs", help="the runs' directories are WORK/nb_<arch>")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -59,9 +60,11 @@ def main() -> None:
         job = TrainJob(model=f"nbmacro_{arch}", train=recipe, cache_dir=args.cache)
         out = Path(args.work) / f"nb_{arch}"
         if args.collect:
-            if not (out / "report.json").is_file():
-                raise SystemExit(f"{out}: no finished run (report.json); train it first or leave out --collect")
-            report = json.loads((out / "report.json").read_text())
+            found = out / "report.json" if (out / "report.json").is_file() else WEIGHTS / f"nbmacro_{arch}.json"
+            if not found.is_file():
+                raise SystemExit(f"{out}: no finished run (report.json) and nothing shipped in {WEIGHTS}; train it "
+                                 "first or leave out --collect")
+            report = json.loads(found.read_text())  # a shipped run's report is the run's own (copied by --ship)
             differ = [f"{k}: {report['settings'].get(k)!r} != {v!r}" for k, v in job.settings().items()
                       if k != "input_size" and report["settings"].get(k) != v]  # input_size: filled in by the run
             if differ:
@@ -70,7 +73,7 @@ def main() -> None:
             result = run_train(job, out)
             assert result is not None
             report = result.report
-        if args.ship:
+        if args.ship and (out / "weights.pth").is_file():
             ship(arch, out, report)
         rows.append(row(arch, out, report, bench, job))
     write(rows, args)
@@ -112,6 +115,20 @@ def row(arch: str, out: Path, report: dict, bench: NASBenchMacro, job: TrainJob)
             "sha256": report["sha256"]}
 
 
+# Runs whose report times only their last resumed segment: the earlier segments were stopped before the run wrote
+# its timings (nbmacro_00000010 trained epochs 1-26 in one session and 27-50 in the next).
+PARTLY_TIMED = {"00000010": "epochs 27-50"}
+
+
+def _wall_cell(r: dict) -> str:
+    part = PARTLY_TIMED.get(r["arch"])
+    if part is None:
+        return f"{r['minutes']:.0f} min ({r['img_s']:.0f})"
+    first, last = (int(e) for e in part.removeprefix("epochs ").split("-"))
+    per_epoch = r["minutes"] / (last - first + 1)
+    return f"{r['minutes']:.0f} min for {part} ({per_epoch:.1f} min/epoch)"
+
+
 def write(rows: list[dict], args: argparse.Namespace) -> None:
     env = current_environment()
     machine = (f"{env.cpu_model} ({env.cpu_id}), {env.logical_cores} logical cores, {env.os}; torch {env.torch}; "
@@ -125,7 +142,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         lines.append(f"| nbmacro_{r['arch']} | {zoo.format_count(r['params'])} | {zoo.format_count(r['macs'])} | "
                      f"{r['mean']:.2f} ± {r['std']:.2f} % | {r['best']:.2f} % ({r['best_epoch']}) | {delta:+.2f} | "
                      f"{'yes' if abs(delta) <= TOLERANCE else '**no**'} | {r['final']:.2f} % | {shipped} | "
-                     f"{r['minutes']:.0f} min ({r['img_s']:.0f}) |")
+                     f"{_wall_cell(r)} |")
     notes = (
         "Recipe (papers.md §4.2, NAS-Bench-Macro's own): SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 256, "
         f"{args.epochs} epochs, cosine to 0 over the run, random crop 32 with 4 px zero padding + horizontal flip, "
