@@ -58,6 +58,7 @@ __all__ = ["CACHE_FORMAT", "CHECKPOINT_FILE", "LEGACY_SETTINGS_FILE", "TensorIma
            "score_top1"]
 
 CHECKPOINT_FILE = "train.ckpt"
+INITS = ("zoo", "pytorch")  # the zoo models' own (timm-style) initialisation, or PyTorch's layer defaults
 LEGACY_SETTINGS_FILE = "train.json"  # before run.json (read once, then moved into it)
 CACHE_FORMAT = "mobile-zoo/image-cache"
 CACHE_VERSION = 1
@@ -200,10 +201,13 @@ class TrainJob:
     test_per_class: int | None = None
     name: str | None = None
     cache_dir: str | None = None
+    init: str = "zoo"
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.spec_file is None):
             raise InputError("give exactly one of a model name or a spec file")
+        if self.init not in INITS:
+            raise InputError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
         for field in ("input_size", "per_class", "test_per_class"):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -215,6 +219,8 @@ class TrainJob:
         """What the run computes (compared on resume): the job and the recipe, runtime fields left out."""
         recipe = {k: v for k, v in self.train.to_dict().items() if k not in RUNTIME_FIELDS}
         job = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("train", "cache_dir")}
+        if job["init"] == "zoo":  # the default is left out, so runs recorded before --init existed still match
+            del job["init"]
         return {**job, **{f"train.{k}": v for k, v in recipe.items()}}
 
 
@@ -232,6 +238,15 @@ class _Checked:
     input_size: int
     out: Path
     settings: dict[str, Any]
+
+
+def pytorch_default_init(model: torch.nn.Module) -> None:
+    """Re-initialise every layer with PyTorch's own defaults (``reset_parameters``: Kaiming-uniform with a = √5 for
+    convs and linears, BatchNorm at 1/0), the initialisation of training scripts that set none, such as
+    NAS-Bench-Macro's ``train/model.py``. The zoo's models otherwise start from timm's fan-out normal init."""
+    for module in model.modules():
+        if module is not model and callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
 
 
 def check_job(job: TrainJob, out_dir: str | os.PathLike[str]) -> _Checked:
@@ -351,6 +366,8 @@ def run_train(job: TrainJob, out_dir: str | os.PathLike[str], *, progress: bool 
         spec = dataclasses.replace(spec, num_classes=len(data["classes"]))
     seed_everything(config.seed)  # the initial weights are a function of the seed
     model = zoo.build_model(spec)
+    if job.init == "pytorch":
+        pytorch_default_init(model)
     trainer = Trainer(model, config, data["train"], eval_data=data["test"], checkpoint_path=out / CHECKPOINT_FILE)
     if (out / CHECKPOINT_FILE).exists():
         trainer.load_checkpoint(out / CHECKPOINT_FILE)

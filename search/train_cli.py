@@ -32,7 +32,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          eval_batch_size=args.eval_batch_size, progress=not args.no_progress)
     job = TrainJob(model=args.name_or_none, spec_file=args.spec, data=args.data, train=recipe,
                    input_size=args.input_size, per_class=args.per_class, test_per_class=args.test_per_class,
-                   name=args.name, cache_dir=args.cache)
+                   name=args.name, cache_dir=args.cache, init=args.init)
     check_job(job, args.output)  # before any image is read
     result = run_train(job, args.output, progress=not args.no_progress)
     if result is None:  # a torchrun worker other than rank 0
@@ -78,6 +78,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--warmup-epochs", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", choices=("zoo", "pytorch"), default="zoo",
+                   help="initial weights: the zoo's (timm-style fan-out normal, default) or PyTorch's layer defaults "
+                        "(what NAS-Bench-Macro's training script uses)")
     p.add_argument("--input-size", type=int, help="image side (default: the model's; 32 for a 10-class spec)")
     p.add_argument("--per-class", type=int, help="train on this many images per class (default all)")
     p.add_argument("--test-per-class", type=int, help="test on this many images per class (default all)")

@@ -19,7 +19,8 @@ from export.errors import CalibrationDataError
 from search import train as train_mod
 from search.data import (ImageFolder, SeededDataset, balanced_subset, cifar_eval_transform, cifar_train_transform,
                          mix_seed)
-from search.train import CACHE_FORMAT, TensorImages, image_cache, score_top1
+from common.errors import InputError
+from search.train import CACHE_FORMAT, TensorImages, TrainJob, image_cache, score_top1
 from tests.search.ddp_worker import make_image_folder
 from mzoo.cli import main as mzoo
 from zoo.nbmacro import nbmacro_spec
@@ -292,3 +293,38 @@ def test_a_zoo_model_takes_the_datas_classes_and_a_refused_batch_leaves_no_setti
     spec = zoo.spec_from_json((out / "spec.json").read_text())
     name = json.loads((out / "report.json").read_text())["name"]
     assert spec.num_classes == 3 and name.startswith("nbmacro_00000000_train_data")
+
+
+def test_pytorch_init_gives_pytorchs_layer_defaults_and_is_a_recorded_setting(
+        folder: Path, spec_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NAS-Bench-Macro's script sets no initialisation: --init pytorch starts from PyTorch's layer defaults
+    (Kaiming-uniform, a = √5: every conv weight within 1/√fan_in), not the zoo's fan-out normal init."""
+    from search import train as train_module
+
+    convs: list[tuple[str, tuple[int, ...], int]] = []  # (name, weight shape, groups) of the last model
+    start: list[dict[str, torch.Tensor]] = []  # the weights the trainer was given, before any step
+    original = train_module.Trainer.__init__
+
+    def capture(self: object, model: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        start.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        convs[:] = [(n, tuple(m.weight.shape), m.groups) for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.Conv2d)]
+        original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.Trainer, "__init__", capture)
+    for init in ("zoo", "pytorch"):
+        out = tmp_path / init
+        assert _train(out, folder, spec_file, "--epochs", "1", *(["--init", init] if init == "pytorch" else [])) == 0
+        run = json.loads((out / "run.json").read_text())
+        assert run["settings"].get("init") == (None if init == "zoo" else "pytorch")  # the default is left out
+    zoo_init, pytorch_init = start
+    assert convs
+    for name, shape, _ in convs:
+        fan_in = shape[1] * shape[2] * shape[3]
+        assert pytorch_init[f"{name}.weight"].abs().max() <= 1 / fan_in ** 0.5 + 1e-7
+        assert not torch.equal(pytorch_init[f"{name}.weight"], zoo_init[f"{name}.weight"])
+    assert any(zoo_init[f"{n}.weight"].abs().max() > 1 / (s[1] * s[2] * s[3]) ** 0.5 for n, s, _ in convs)
+    with pytest.raises(SystemExit):
+        mzoo(["train", "--spec", str(spec_file), "--data", str(folder), "-o", str(tmp_path / "x"), "--init", "he"])
+    with pytest.raises(InputError, match="--init"):
+        TrainJob(spec_file=str(spec_file), init="he")
