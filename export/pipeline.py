@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -38,6 +39,11 @@ class ResolvedModel:
     crop_pct: float = 1.0
     weights_file: str | None = None  # the weights loaded into ``model``; None: random init, calibrated BatchNorm
     weights_sha256: str | None = None
+    # Set by export.deploy.deploy: the report's deploy record, the metadata entry, and the training-time network
+    # the artefacts must match (None when nothing was rewritten).
+    deploy: dict[str, Any] | None = None
+    deploy_metadata: str | None = None
+    trained_model: nn.Module | None = None
 
     @property
     def random_init(self) -> bool:
@@ -172,6 +178,8 @@ def model_metadata(resolved: ResolvedModel) -> dict[str, str]:
             "weights": json.dumps(resolved.weights)}
     if resolved.arch_spec_json:
         meta["arch_spec"] = resolved.arch_spec_json
+    if resolved.deploy_metadata:
+        meta["deploy"] = resolved.deploy_metadata  # the plan; arch_spec stays the training-time spec
     return meta
 
 

@@ -45,8 +45,9 @@ from common.files import exclusive_lock
 import zoo
 from latency_tables.devices import Device
 from latency_tables.measure import BenchConfig, LatencyResult
-from zoo.spaces import SearchSpace, op_keys, sample_distinct
+from zoo.spaces import SearchSpace, layout_variants, op_keys, sample_distinct
 from zoo.costs import OpCost
+from zoo.deploy import deploy_spec, fusable_blocks
 from zoo.ops import op_module
 
 from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_lock_path, table_path
@@ -166,7 +167,10 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     fit the overhead.
 
     Every op of a sampled network must be in ``table``: a key it lacks means the space's covering specs
-    miss it, and is reported as such. Networks and entries are compared on the table's ``statistic``.
+    miss it, and is reported as such. Networks and entries are compared on the table's ``statistic``. In a space
+    with HGC blocks every other network is measured with them fused (:func:`zoo.deploy.deploy_spec`), so that the
+    overhead is fitted on the deployed form too; in a space with several input layouts
+    (:func:`zoo.spaces.layout_variants`) the networks take each layout in turn, for the same reason.
     """
     call_ms = measure_call_ms(device, cfg, table.statistic)
     rng = random.Random(seed)
@@ -174,15 +178,19 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     measured, summed, counts = [], [], []
     bar = tqdm(archs, desc=f"{device.name}/{space.name} calibration", unit="net", file=sys.stderr,
                disable=not progress)
-    for arch in bar:
-        spec, input_size = space.to_spec(arch)
+    variants = layout_variants(space)
+    for i, arch in enumerate(bar):
+        spec, input_size = variants[(i // 2) % len(variants)].to_spec(arch)
+        fused = i % 2 == 1 and bool(fusable_blocks(spec))
+        if fused:  # every other network of a space with HGC blocks runs deployed, so the fit covers both forms
+            spec = deploy_spec(spec, "all")
         ops = list(zoo.iter_ops(spec, input_size))
         lacking = [op.key for op in ops if op.key not in table.entries]
         if lacking:
             raise LatencyTableError(f"architecture {arch!r} of space {space.name!r} has op key {lacking[0]!r} "
                                     f"that the space's covering specs do not produce ({len(lacking)} such keys)")
         model = zoo.build_model(spec).eval()
-        label = f"{space.name}:{arch!r}"
+        label = f"{space.name}:{arch!r}" + (" fused" if fused else "")
         result = device.measure(model, (cfg.batch_size, *input_size), cfg, label)
         _check_threads(result, cfg.threads, label)
         measured.append(getattr(result, table.statistic))

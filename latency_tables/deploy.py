@@ -16,6 +16,7 @@ from pathlib import Path
 
 import zoo
 from common.errors import InputError
+from export.deploy import DeployChoice, check_mode
 from zoo.deploy import FUSED, UNFUSED, Plan, deploy_spec, fusable_blocks, resolve_plan
 from zoo.spec import AnySpec
 
@@ -72,4 +73,56 @@ def plan_costs(spec: AnySpec, input_size: int | Sequence[int], predictor: Predic
     return out
 
 
-__all__ = ["PlanCost", "auto_plan", "plan_costs", "resolve"]
+def export_choice(requested: str | None, spec: AnySpec | None, input_size: Sequence[int], device: str | None,
+                  root: Path | None = None) -> DeployChoice:
+    """The deploy choice of ``mzoo export --deploy REQUESTED --device DEVICE`` (the planner the export verb calls).
+
+    ``requested`` None is the default: ``auto`` when a device is named (its tables must exist), else ``none``, and
+    the choice's ``reason`` says so. An explicit ``auto`` without a device uses this machine's tables, as ``mzoo
+    predict`` does. With a device, the deployed and the training-time networks are priced; a table that cannot price
+    them leaves the prediction None with a note (only ``auto`` itself needs every key, and refuses naming one).
+    ``spec`` None only checks the flags (what the export verb does before any work). Raises ``InputError`` naming
+    ``--deploy`` or ``--device``.
+    """
+    from latency_tables.choose import choose_device
+    from latency_tables.predict import MissingKeysError
+    from latency_tables.table import NoTablesError
+
+    check_mode(requested)
+    if device is None and requested != "auto":
+        mode = requested or "none"
+        reason = "as asked" if requested else ("default without --device: exported as trained (--device D chooses "
+                                               "each HGC layer's form from D's latency tables)")
+        return DeployChoice(requested, mode, resolve_plan(spec, mode) if spec is not None else {}, None, reason)
+    device = choose_device(device, None, root, flag="--device")
+    try:
+        predictor = Predictor.for_device(device, root)
+    except NoTablesError as err:
+        raise InputError(f"--device {device!r}: {err}".replace("latency_tables.build.build_table",
+                                                                 "`mzoo lut build --space SPACE`")) from None
+    mode = requested or "auto"
+    reason = "as asked" if requested else f"default with --device: per layer from {device}'s latency tables"
+    if spec is None:
+        return DeployChoice(requested, mode, {}, device, reason)
+    size = tuple(input_size)
+    if mode == "auto":
+        try:
+            blocks = auto_plan(spec, size, predictor)
+        except MissingKeysError as err:
+            raise InputError(f"--deploy auto: device {device!r}'s latency tables lack {len(err.keys)} op key(s) of "
+                             f"this network's HGC or fused form (e.g. {err.keys[0]}): measure them with `mzoo lut "
+                             f"build --space SPACE` (the space the network comes from), or give --deploy none|all"
+                             ) from None
+    else:
+        blocks = resolve_plan(spec, mode)
+    try:
+        chosen = predictor.predict(deploy_spec(spec, blocks), size).total_ms
+        trained = predictor.predict(spec, size).total_ms
+        note = ""
+    except MissingKeysError as err:
+        chosen = trained = None
+        note = f"latency not predicted: {device}'s tables lack {len(err.keys)} op key(s) of it (e.g. {err.keys[0]})"
+    return DeployChoice(requested, mode, blocks, device, reason, chosen, trained, note)
+
+
+__all__ = ["PlanCost", "auto_plan", "export_choice", "plan_costs", "resolve"]

@@ -129,8 +129,10 @@ def reparameterize(model: ZooModel, plan: Plan = "all") -> ZooModel:
                 del state[key]
             state[f"{name}.{part}.weight"] = fused_hgc_weight(hgc)
     deployed.load_state_dict(state, strict=True)
-    deployed.pretrained_cfg = copy.deepcopy(model.pretrained_cfg)
-    deployed.default_cfg = deployed.pretrained_cfg
+    cfg = getattr(model, "pretrained_cfg", None)  # a bare build_model(spec) network (export --spec) has none
+    if cfg is not None:
+        deployed.pretrained_cfg = copy.deepcopy(cfg)
+        deployed.default_cfg = deployed.pretrained_cfg
     deployed.deploy_plan = dict(resolved)
     deployed.train(model.training)
     return deployed.to(next(model.parameters()).device)

@@ -333,3 +333,21 @@ def test_width_spaces_take_classes_resolution_and_explicit_widths() -> None:
     assert spec.num_classes == 100 and spec.stem.out_chs == 32 and hgc.choices()[0] == (16, 32)
     with pytest.raises(ValueError, match="multiples of 4"):
         HGCNetWidthSpace(widths=((18,),) * 9)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_width", "hgcnet_width"])
+def test_op_keys_cover_every_layout_the_search_accepts(name: str) -> None:
+    """`mzoo search width --model mobilenetv2_cifar --latency ...` prices 32×32 networks from the table of
+    mobilenetv2_width: the table `mzoo lut build --space mobilenetv2_width` measures must hold their keys."""
+    from zoo.spaces import layout_variants
+
+    space = get_space(name)
+    variants = layout_variants(space)
+    assert [v.layout for v in variants] == ["imagenet", "cifar"] and variants[0] is space
+    keys = set(op_keys(space))
+    for variant in variants:
+        walked = {op.key for spec, size in variant.covering_specs() for op in zoo.iter_ops(spec, size)}
+        assert walked <= keys
+    cifar = variants[1]
+    spec, size = cifar.to_spec(cifar.sample(random.Random(0)))
+    assert size == (3, 32, 32) and {op.key for op in zoo.iter_ops(spec, size)} <= keys

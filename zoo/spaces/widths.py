@@ -176,6 +176,10 @@ class _WidthSpace(GeneSpace):
     def _layouts(self) -> tuple[str, ...]:
         return ("imagenet",)
 
+    def layouts(self) -> tuple[str, ...]:
+        """The input layouts this space offers (its ``layout`` field takes any of them)."""
+        return self._layouts()
+
     def input_size(self) -> InputSize:
         """The (C, H, W) the space's networks run at."""
         size = self.resolution if self.resolution is not None else (32 if self.layout == "cifar" else 224)
@@ -308,12 +312,16 @@ class HGCNetWidthSpace(GeneSpace):
         if self.groups < 1 or 8 % self.groups:
             raise InputError(f"HGCNetWidthSpace.groups={self.groups}: widths are multiples of 8, so groups "
                              f"must divide 8 (1, 2, 4 or 8)")
-        if self.layout not in ("imagenet", "cifar"):
+        if self.layout not in self.layouts():
             raise InputError(f"HGCNetWidthSpace.layout must be 'imagenet' or 'cifar', got {self.layout!r}")
         if self.num_classes is not None and self.num_classes < 0:
             raise InputError(f"HGCNetWidthSpace.num_classes must be >= 0, got {self.num_classes}")
         if self.widths is not None:
             _explicit_widths("HGCNetWidthSpace", self.widths, [None] * (len(MBV2_SETTINGS) + 2), self.groups)
+
+    def layouts(self) -> tuple[str, ...]:
+        """The input layouts this space offers (its ``layout`` field takes any of them)."""
+        return ("imagenet", "cifar")
 
     def choices(self) -> tuple[tuple[int, ...], ...]:
         if self.widths is not None:
