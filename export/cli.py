@@ -1,6 +1,11 @@
 """The export verbs of ``mzoo``: ``export`` a model (by name, ``--spec`` or ``--all``) to verified artefacts, and
 ``eval`` a model and its artefacts for accuracy on labelled images (:mod:`export.evaluate`).
 
+``export --deploy none|all|auto [--device D]`` exports the re-parameterised network (:mod:`export.deploy`). The
+plan is chosen by the ``deploy_planner`` the parser carries: ``auto`` and predicted latency need a device's
+latency tables, a higher layer, so :mod:`latency_tables.cli` installs its planner on this verb's parser; without
+it only ``none`` and ``all`` are known.
+
 :func:`add_commands` adds it to the root parser of :mod:`mzoo.cli`, which turns every user error into one line.
 """
 
@@ -35,17 +40,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.all and args.checkpoint:
         raise InputError("--checkpoint names one model's weights; it cannot be used with --all (export that model "
                          "by name with --checkpoint, or register weights with --searched DIR)")
+    planner = _deploy_planner(args)
+    planner(args.deploy, None, (3, 224, 224), args.device)  # --deploy/--device checked before any model is built
     if args.all:
+        from export.deploy import deploy
+
         names = registry.list_models(args.name or "")
         if not names:
             raise InputError(f"no model matches {args.name!r}")
+
+        def resolve_deployed(name: str) -> Any:
+            resolved = resolve_model(name)
+            spec = getattr(resolved.model, "arch_spec", None)
+            return deploy(resolved, planner(args.deploy, spec, resolved.input_size, args.device))
+
         bar = tqdm(total=len(names) * len(formats), desc="export", unit="artefact", file=sys.stderr)
 
         def step(cell: object) -> None:
             bar.set_postfix_str(f"{cell.model} {cell.format}")  # type: ignore[attr-defined]
             bar.update(1)
 
-        matrix = export_all(names, args.output, formats, options, resolve=resolve_model, on_cell=step)
+        matrix = export_all(names, args.output, formats, options, resolve=resolve_deployed, on_cell=step)
         bar.close()
         counts = {s: sum(c.status == s for c in matrix.cells) for s in ("ok", "failed", "unsupported")}
         print(f"{len(names)} models x {len(formats)} formats: {counts['ok']} ok, {counts['failed']} failed, "
@@ -54,19 +69,98 @@ def _cmd_export(args: argparse.Namespace) -> int:
         for cell in matrix.failures:
             print(f"  FAILED {cell.model} {cell.format}: {cell.error}")
         return 1 if matrix.failures else 0
+    from export.deploy import deploy
+
+    choice = planner(args.deploy, *_deploy_target(args), args.device)  # before the model is built or exported
     if args.spec:
         resolved = resolve_spec(args.spec, args.checkpoint, name=args.name_as,
                                 input_size=_input_size(args.input_size))
     else:
         resolved = resolve_model(args.name, checkpoint_path=args.checkpoint)
+    resolved = deploy(resolved, choice)
+    print(_deploy_line(resolved.deploy or {}))
     for cell in export_formats(resolved, args.output, formats, options):
         print(f"{cell.path}  ({cell.format}, {cell.seconds:.1f} s)")
         print(f"  verified: {cell.verification}: {cell.summary}")
+        record = cell.report.get("deploy") or {}
+        if record.get("fused_blocks"):
+            before, after = record["before"].get("file_size_bytes"), record["after"]["file_size_bytes"]
+            print(f"  deployed network: {_mb(before)} -> {_mb(after)} MB; against the training-time network: max abs "
+                  f"diff {_diff(record.get('artefact_max_abs_diff_vs_trained'))}")
         if cell.report.get("calibration_source"):
             print(f"  calibrated on {cell.report['num_calibration']} inputs from {cell.report['calibration_source']}")
         for batch, (ort_err, eager_err) in sorted(cell.report.get("noise_floor", {}).items()):
             print(f"  batch {batch}: PyTorch fp32 itself is {eager_err:.2e} from a float64 run; "
                   f"ONNX Runtime is {ort_err:.2e} from it (accepted: within 2x PyTorch's own error)")
+    return 0
+
+
+def _deploy_planner(args: argparse.Namespace) -> Any:
+    """The planner the parser carries (``latency_tables.cli`` installs the one that reads latency tables), else
+    export's own, which knows ``--deploy none|all`` only."""
+    from export.deploy import plain_choice
+
+    return getattr(args, "deploy_planner", None) or plain_choice
+
+
+def _deploy_target(args: argparse.Namespace) -> tuple[Any, tuple[int, int, int]]:
+    """(spec or None, input size) of the one model being exported, read without building it."""
+    if args.spec:
+        from zoo import spec_from_json
+
+        try:
+            spec = spec_from_json(Path(args.spec).read_text())
+        except OSError as err:
+            raise InputError(f"cannot read spec file {args.spec!r}: {err.strerror or err}") from err
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(f"{args.spec!r} is not a valid architecture spec: {str(err).splitlines()[0]}") from err
+        side = args.input_size or (224 if spec.num_classes == 1000 else 32)
+        return spec, (spec.in_chans, side, side)
+    if registry.is_model(args.name):
+        return registry.get_arch_spec(args.name), tuple(registry.get_pretrained_cfg(args.name).input_size)
+    return None, (3, 224, 224)  # a timm model: nothing to rewrite
+
+
+def _deploy_line(record: dict[str, Any]) -> str:
+    """One line: the plan applied, why, its cost before and after, and the predicted latency."""
+    from zoo import format_count
+
+    mode = record.get("mode", "none")
+    text = f"deploy {mode}"
+    if record.get("hgc_blocks"):
+        text += f": {record['fused_blocks']} of {record['hgc_blocks']} HGC blocks fused"
+    if record.get("reason"):
+        text += f" ({record['reason']})"
+    before, after = record.get("before", {}), record.get("after", {})
+    if before and after:
+        text += (f"; MACs {format_count(before['macs'])} -> {format_count(after['macs'])}, params "
+                 f"{format_count(before['params'])} -> {format_count(after['params'])}")
+    if record.get("predicted_ms") is not None:
+        text += f"; predicted {record['predicted_ms']:.3f} ms on {record['device']}"
+        if record.get("predicted_trained_ms") is not None and record.get("fused_blocks"):
+            text += f" (as trained {record['predicted_trained_ms']:.3f} ms)"
+    elif record.get("prediction_note"):
+        text += f"; {record['prediction_note']}"
+    return text
+
+
+def _mb(size: int | None) -> str:
+    return "?" if size is None else f"{size / 1e6:.2f}"
+
+
+def _diff(value: float | None) -> str:
+    return "checked eager only (format does not run here)" if value is None else f"{value:.1e}"
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    """The deployability report of an artefact: ops by type, what the delegate took, partitions, layout ops."""
+    import json
+
+    from export.inspection import inspect_artefact
+
+    inspection = inspect_artefact(args.artefact)
+    print(json.dumps(inspection.to_dict(), indent=2) if args.json else inspection.to_text(), end="" if not args.json
+          else "\n")
     return 0
 
 
@@ -179,7 +273,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--name", dest="name_as", help="artefact name for --spec (default: the file's stem)")
     p.add_argument("--input-size", type=int, help="image side for --spec (default 224 for 1000 classes, else 32)")
     p.add_argument("--format", default="onnx",
-                   help="comma-separated: onnx, onnx-fp16, onnx-int8, coreml, pte (default onnx)")
+                   help="comma-separated: onnx, onnx-fp16, onnx-int8, coreml, pte, litert, litert-fp16, "
+                        "litert-int8-dynamic, litert-int8, ncnn (the last five need the android extra; default onnx)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or 18 (default 18)")
     p.add_argument("--checkpoint", help="local weights file to load before export")
@@ -190,7 +285,21 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--coreml-precision", choices=("fp16", "fp32"), default="fp16")
     p.add_argument("--coreml-target", default="iOS16", help="Core ML minimum deployment target (default iOS16)")
     p.add_argument("--class-labels", help="text file, one class label per line, for the Core ML classifier")
-    p.set_defaults(func=_cmd_export)
+    p.add_argument("--deploy", choices=("none", "all", "auto"),
+                   help="export the re-parameterised network: HGC layers fused into exact dense convs (all), per "
+                        "layer from --device's latency tables (auto), or as trained (none). Default: auto with "
+                        "--device, else none. The plan is written into each artefact's report and metadata")
+    p.add_argument("--device", help="target device whose latency tables choose the auto plan and predict latency "
+                                    "(see `mzoo lut list`; $MZOO_LATENCY_TABLES sets the tables root)")
+    # `mzoo` replaces this with the planner that reads latency tables (latency_tables.cli; export may not import it).
+    p.set_defaults(func=_cmd_export, deploy_planner=None)
+
+    p = sub.add_parser("inspect", help="what an artefact asks of its runtime: ops by type, ops the XNNPACK delegate "
+                                       "took and left (with the module each came from), partitions, layout ops",
+                       description="Deployability report of a .tflite file or an ncnn package (NAME.ncnn/).")
+    p.add_argument("artefact", help="a .tflite file, or an ncnn package directory / .param file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("eval", help="top-1/top-5 of a model and of each exported format, each in its own runtime",
                        description="Accuracy of NAME in eager PyTorch fp32 and of every format exported from it (or "

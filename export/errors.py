@@ -107,6 +107,23 @@ class ExecutorchVerificationError(ExportError):
     """An ExecuTorch ``.pte`` program fails to load or run, or disagrees with eager PyTorch."""
 
 
+class LitertVerificationError(ExportError):
+    """A LiteRT ``.tflite`` model fails to load or run in LiteRT's interpreter, or disagrees with eager PyTorch."""
+
+
+class NcnnVerificationError(ExportError):
+    """An ncnn model (``.param`` + ``.bin``) fails to convert, load or run, or disagrees with eager PyTorch."""
+
+
+# The optional dependencies of the Android formats (setup.cfg's ``android`` extra).
+ANDROID_EXTRA = "pip install -e '.[android]'"
+
+
+def missing_extra(what: str, packages: str, err: ImportError) -> ExportError:
+    """The one-line error for an optional runtime that is not installed, naming the extra that brings it."""
+    return ExportError(f"{what} needs {packages}, which are not installed ({err.name or err}): {ANDROID_EXTRA}")
+
+
 # torch's exporters colour their messages; they end up in one-line error messages and log files.
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -16,14 +16,13 @@ the row says whether its export gate would have passed.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,11 +36,11 @@ from export.formats import ExportOptions, export_formats, parse_formats
 from export.onnx_precision import (AgreementThresholds, Fp16Config, Int8Config, default_thresholds, failed_threshold,
                                    measure_agreement)
 from export.pipeline import ResolvedModel
+from export.runners import LITERT_FORMATS, REFERENCE, Runner, TorchRunner, open_runner
 from zoo.convert import CIFAR10_CLASSES, IMAGENET_CLASSES, imagenet_to_cifar10
 
 CIFAR10 = "cifar10"  # the --data preset: the shared CIFAR-10 JPEG zip, test split
 DEFAULT_EVAL_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "coreml", "pte")
-REFERENCE = "pytorch"  # the row every drop is measured against
 AUTO_SPLITS = ("test", "val")  # with split=None, the first of these folders a source has is evaluated
 # Gates measured, not enforced: nothing a finite output can score is below these.
 UNGATED = AgreementThresholds(top1_agreement=0.0, mean_cosine=-1.0, min_cosine=-1.0, gain_over_constant=-1.0)
@@ -250,97 +249,6 @@ def _auto_split(path: Path) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------------ runners
-
-
-class Runner(Protocol):
-    """One runtime running one model: float32 NCHW images in, (N, outputs) float32 logits out."""
-
-    format: str
-    runtime: str
-    path: str
-
-    def __call__(self, images: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass
-class TorchRunner:
-    """Eager PyTorch fp32: the reference every other format is compared with."""
-
-    model: torch.nn.Module
-    format: str = REFERENCE
-    runtime: str = f"eager PyTorch {torch.__version__.split('+')[0]} fp32"
-    path: str = ""
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(images)).float().numpy()
-
-
-@dataclass
-class OrtRunner:
-    """An ONNX file in ONNX Runtime's CPU provider with every graph optimisation, as deployed."""
-
-    format: str
-    path: str
-    threads: int = 0
-    runtime: str = ""
-    session: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        import onnxruntime as ort
-
-        from export.onnx_precision import ort_session
-
-        self.session = ort_session(Path(self.path), self.threads)
-        self.runtime = f"ONNX Runtime {ort.__version__} CPU"
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        name = self.session.get_inputs()[0].name
-        return np.asarray(self.session.run(None, {name: images})[0], dtype=np.float32)
-
-
-@dataclass
-class PteRunner:
-    """A ``.pte`` program in the ExecuTorch runtime. Its batch size is baked in: images run in chunks of it, the
-    last one padded with zeros whose outputs are dropped."""
-
-    path: str
-    format: str = "pte"
-    runtime: str = ""
-    program: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        from export.executorch import load_pte
-
-        self.program = load_pte(self.path)
-        backend = "XNNPACK" if self.program.xnnpack else "portable kernels"
-        self.runtime = f"ExecuTorch {importlib.metadata.version('executorch')} {backend}"
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        batch = self.program.input_shape[0]
-        if tuple(images.shape[1:]) != tuple(self.program.input_shape[1:]):
-            raise ExportError(f"{self.path!r} takes inputs {self.program.input_shape}, the images are "
-                              f"{tuple(images.shape[1:])}")
-        out = []
-        for start in range(0, len(images), batch):
-            chunk = images[start:start + batch]
-            padded = np.zeros((batch, *images.shape[1:]), dtype=np.float32)
-            padded[:len(chunk)] = chunk
-            logits = self.program.run(torch.from_numpy(padded))[0]
-            out.append(np.asarray(logits, dtype=np.float32)[:len(chunk)])
-        return np.concatenate(out)
-
-
-def open_runner(fmt: str, path: str | os.PathLike[str], threads: int = 0) -> Runner:
-    """The runner of an artefact in format ``fmt`` (not ``coreml``, which predicts only on macOS)."""
-    if fmt in ("onnx", "onnx-fp16", "onnx-int8"):
-        return OrtRunner(fmt, str(path), threads)
-    if fmt == "pte":
-        return PteRunner(str(path))
-    raise InputError(f"format {fmt!r} cannot be run here (runnable: onnx, onnx-fp16, onnx-int8, pte)")
-
-
 # ------------------------------------------------------------------------------------------------ artefacts
 
 
@@ -360,7 +268,17 @@ def artefact_format(path: str | os.PathLike[str]) -> str:
         if variant not in formats:
             raise InputError(f"{str(p)!r} has an unknown mzoo.variant {variant!r} (expected fp16 or int8)")
         return formats[variant]
-    raise InputError(f"{str(p)!r} is not an artefact mzoo eval can run (.onnx, .pte, .mlpackage)")
+    if p.suffix == ".tflite":
+        from export.litert import litert_metadata
+
+        precision = litert_metadata(p).get("mzoo.precision", "fp32")
+        fmt = "litert" if precision == "fp32" else f"litert-{precision}"
+        if fmt not in LITERT_FORMATS:
+            raise InputError(f"{str(p)!r} has an unknown mzoo.precision {precision!r}")
+        return fmt
+    if p.suffix == ".ncnn" and p.is_dir():
+        return "ncnn"
+    raise InputError(f"{str(p)!r} is not an artefact mzoo eval can run (.onnx, .pte, .tflite, .ncnn, .mlpackage)")
 
 
 def artefact_metadata(path: str | os.PathLike[str], fmt: str) -> dict[str, str]:
@@ -373,6 +291,14 @@ def artefact_metadata(path: str | os.PathLike[str], fmt: str) -> dict[str, str]:
         from export.onnx import onnx_metadata
 
         return onnx_metadata(path)
+    if fmt in LITERT_FORMATS:
+        from export.litert import litert_metadata
+
+        return litert_metadata(path)
+    if fmt == "ncnn":
+        from export.ncnn import ncnn_metadata
+
+        return ncnn_metadata(path)
     raise InputError(f"{str(path)!r}: the model behind a {fmt} artefact cannot be read here; evaluate it by "
                      "model name instead")
 
@@ -597,7 +523,8 @@ def evaluate(
 
 
 _RUNTIME_NAMES = {"onnx": "ONNX Runtime CPU", "onnx-fp16": "ONNX Runtime CPU", "onnx-int8": "ONNX Runtime CPU",
-                  "pte": "ExecuTorch", "coreml": "Core ML"}
+                  "pte": "ExecuTorch", "coreml": "Core ML", **dict.fromkeys(LITERT_FORMATS, "LiteRT XNNPACK"),
+                  "ncnn": "ncnn"}
 
 
 def num_outputs(resolved: ResolvedModel) -> int:

@@ -1,15 +1,18 @@
 """Every deployable format of one model, and of the whole zoo: dispatch, reports and the compatibility matrix.
 
-Owns the format names a user types (``onnx``, ``onnx-fp16``, ``onnx-int8``, ``coreml``, ``pte``), the
+Owns the format names a user types (``onnx``, ``onnx-fp16``, ``onnx-int8``, ``coreml``, ``pte``, ``litert``,
+``litert-fp16``, ``litert-int8-dynamic``, ``litert-int8``, ``ncnn``), the
 options that reach each exporter, the order they run in (the fp16 and int8 variants are made from the
 verified fp32 ONNX file), one ``<artefact>.json`` report beside each artefact, and the model × format
 compatibility matrix that ``mzoo export --all`` writes as Markdown and JSON. The exporters themselves live
-in :mod:`export.onnx`, :mod:`export.onnx_precision`, :mod:`export.coreml` and :mod:`export.executorch`.
+in :mod:`export.onnx`, :mod:`export.onnx_precision`, :mod:`export.coreml`, :mod:`export.executorch`,
+:mod:`export.litert` and :mod:`export.ncnn`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import json
 import os
@@ -25,7 +28,9 @@ import torch
 from export.coreml import CoremlExportConfig, export_coreml
 from export.errors import CalibrationDataError, ExportError, UnsupportedFormatError, exporter, one_line
 from export.executorch import PteExportConfig, export_pte
-from common.files import prepare_directory, scratch_directory, write_json_atomic, write_text_atomic
+from export.litert import LitertExportConfig
+from export.ncnn import NcnnExportConfig
+from common.files import prepare_directory, remove, scratch_directory, write_json_atomic, write_text_atomic
 from common.images import check_images, default_image_source, load_images
 from export.onnx import OnnxExportConfig, export_onnx
 from export.onnx_precision import (FP16_THRESHOLDS, FP16_THRESHOLDS_TRAINED, INT8_THRESHOLDS, INT8_THRESHOLDS_TRAINED,
@@ -39,7 +44,15 @@ FORMATS: Mapping[str, str] = {
     "onnx-int8": ".int8.onnx",
     "coreml": ".mlpackage",
     "pte": ".pte",
+    # LiteRT (TFLite) and ncnn: the android extra (export.litert, export.ncnn). ncnn's artefact is a directory.
+    "litert": ".tflite",
+    "litert-fp16": ".fp16.tflite",
+    "litert-int8-dynamic": ".int8-dynamic.tflite",
+    "litert-int8": ".int8.tflite",
+    "ncnn": ".ncnn",
 }
+# The formats checked on real images (the fp16/int8 gates).
+_IMAGE_FORMATS = frozenset({"onnx-fp16", "onnx-int8", "litert-fp16", "litert-int8-dynamic", "litert-int8"})
 DEFAULT_FORMATS = ("onnx",)
 Status = Literal["ok", "failed", "unsupported"]
 
@@ -79,6 +92,8 @@ class ExportOptions:
     int8: Int8Config | None = None
     coreml: CoremlExportConfig = CoremlExportConfig()
     pte: PteExportConfig = PteExportConfig()
+    litert: LitertExportConfig = LitertExportConfig()  # its precision is set by the format name
+    ncnn: NcnnExportConfig = NcnnExportConfig()
     images: str | None = None
     calibration: str | None = None
 
@@ -146,8 +161,21 @@ class _Session:
         return self.fp32_onnx
 
     def reference(self, x: np.ndarray) -> np.ndarray:
+        # A re-parameterised network is compared with the training-time one it must equal (export.deploy).
+        model = self.resolved.trained_model if self.resolved.trained_model is not None else self.resolved.model
         with torch.inference_mode():
-            return self.resolved.model(torch.from_numpy(x)).float().numpy()
+            return model(torch.from_numpy(x)).float().numpy()
+
+    def trained_size(self, fmt: str) -> int | None:
+        """Bytes of ``fmt`` exported from the training-time network (the size before re-parameterisation), in
+        scratch space; the same exporter and verification as the artefact itself."""
+        r = self.resolved
+        trained = dataclasses.replace(r, model=r.trained_model, deploy=None, deploy_metadata=None, trained_model=None)
+        out = self.scratch / f"trained-{fmt}"
+        out.mkdir(exist_ok=True)
+        path = artefact_path(out, r.name, fmt)
+        _EXPORTERS[fmt](_Session(trained, out, self.options, out), path)
+        return _size(path)
 
     def images(self, source: str | os.PathLike, count: int, seed: int, split: str, offset: int = 0) -> np.ndarray:
         """``count`` real images preprocessed for this model; the shared CIFAR-10 zip is read from ``split``.
@@ -215,12 +243,49 @@ def _export_pte(s: _Session, path: Path) -> ArtefactReport:
     return export_pte(r.model, path, r.input_size, metadata=model_metadata(r), cfg=s.options.pte)
 
 
+def _litert_exporter(precision: str) -> Callable[[_Session, Path], ArtefactReport]:
+    def export(s: _Session, path: Path) -> ArtefactReport:
+        from export.litert import export_litert
+        from export.onnx_precision import default_thresholds
+
+        r, trained = s.resolved, not s.resolved.random_init
+        cfg = dataclasses.replace(s.options.litert, precision=precision)
+        if precision != "fp32" and cfg.thresholds is None:
+            cfg = dataclasses.replace(cfg, thresholds=default_thresholds("fp16" if precision == "fp16" else "int8",
+                                                                         trained=trained))
+        images = source = calibration = calibration_source = None
+        if precision != "fp32":
+            images, source = s.verification_images(cfg.num_images, cfg.seed)
+        if precision == "int8" and s.options.calibration:
+            same_source = Path(s.options.calibration).resolve() == Path(source).resolve()
+            calibration = s.images(s.options.calibration, cfg.num_calibration, cfg.seed, "train",
+                                   offset=cfg.num_images if same_source else 0)
+            calibration_source = s.options.calibration
+        return export_litert(r.model, path, r.input_size, metadata=model_metadata(r), cfg=cfg, images=images,
+                             image_source=source, calibration=calibration, calibration_source=calibration_source,
+                             reference=s.reference if precision != "fp32" else None)
+
+    return export
+
+
+def _export_ncnn(s: _Session, path: Path) -> ArtefactReport:
+    from export.ncnn import export_ncnn
+
+    r = s.resolved
+    return export_ncnn(r.model, path, r.input_size, metadata=model_metadata(r), cfg=s.options.ncnn)
+
+
 _EXPORTERS: Mapping[str, Callable[[_Session, Path], ArtefactReport]] = {
     "onnx": _export_onnx,
     "onnx-fp16": _export_fp16,
     "onnx-int8": _export_int8,
     "coreml": _export_coreml,
     "pte": _export_pte,
+    "litert": _litert_exporter("fp32"),
+    "litert-fp16": _litert_exporter("fp16"),
+    "litert-int8-dynamic": _litert_exporter("int8-dynamic"),
+    "litert-int8": _litert_exporter("int8"),
+    "ncnn": _export_ncnn,
 }
 
 
@@ -259,7 +324,7 @@ def check_image_sources(formats: Iterable[str], options: ExportOptions) -> None:
     images, and that the files that will be read are within the image limits (declared sizes only: nothing is
     decoded); ``CalibrationDataError`` naming the source and its option otherwise."""
     names = set(formats)
-    if not names & {"onnx-fp16", "onnx-int8"}:
+    if not names & _IMAGE_FORMATS:
         return
     source = options.images or default_image_source()
     if source is None:
@@ -269,6 +334,13 @@ def check_image_sources(formats: Iterable[str], options: ExportOptions) -> None:
     for cfg in ([options.fp16 or Fp16Config()] if "onnx-fp16" in names else []) + \
                ([options.int8 or Int8Config()] if "onnx-int8" in names else []):
         _check_source(source, images_option, cfg.num_images, cfg.seed, "test")
+    if names & (_IMAGE_FORMATS - {"onnx-fp16", "onnx-int8"}):
+        _check_source(source, images_option, options.litert.num_images, options.litert.seed, "test")
+    if "litert-int8" in names and options.calibration:
+        cfg = options.litert
+        same_source = Path(options.calibration).resolve() == Path(source).resolve()
+        _check_source(options.calibration, "--calibration (ExportOptions.calibration)", cfg.num_calibration,
+                      cfg.seed, "train", offset=cfg.num_images if same_source else 0)
     if "onnx-int8" in names and options.calibration:
         cfg = options.int8 or Int8Config()
         same_source = Path(options.calibration).resolve() == Path(source).resolve()
@@ -308,6 +380,12 @@ def _export_cell(session: _Session, fmt: str, keep_going: bool) -> Cell:
     try:
         report = _EXPORTERS[fmt](session, path)
         data = _json_safe(report.to_dict() | {"weights": session.resolved.weights})
+        if session.resolved.deploy is not None:
+            try:
+                data["deploy"] = _json_safe(_deploy_record(session, fmt, path))
+            except BaseException:
+                remove(path)  # an artefact without its deploy check and report is not left behind
+                raise
         write_json_atomic(path.with_name(path.name + ".json"), data)
     except ExportError as err:
         if not keep_going:
@@ -319,6 +397,36 @@ def _export_cell(session: _Session, fmt: str, keep_going: bool) -> Cell:
         return Cell(name, fmt, "failed", error=one_line(err), seconds=time.perf_counter() - start)
     return Cell(name, fmt, "ok", summary=report.summary, verification=report.verification,
                 seconds=time.perf_counter() - start, path=str(path), report=data)
+
+
+def _deploy_record(session: _Session, fmt: str, path: Path) -> dict[str, Any]:
+    """The report's ``deploy`` entry: the plan, MACs/params/file size before and after, and the artefact checked
+    against the training-time network."""
+    from export.deploy import check_artefact
+
+    r = session.resolved
+    record = dict(r.deploy or {})
+    atol = session.options.pte.atol if fmt == "pte" else session.options.onnx.atol
+    record["artefact_max_abs_diff_vs_trained"] = check_artefact(path, fmt, r, atol)
+    size = _size(path)
+    before = size
+    if r.trained_model is not None:
+        try:
+            before = session.trained_size(fmt)
+        except ExportError as err:  # the rewritten network exported; say why the trained one has no size
+            before, record["before_note"] = None, f"the training-time network did not export: {one_line(err)}"
+    record["before"] = dict(record.get("before", {})) | {"file_size_bytes": before}
+    record["after"] = dict(record.get("after", {})) | {"file_size_bytes": size}
+    return record
+
+
+def _size(path: Path) -> int | None:
+    """Bytes of a file, or of every file in a package directory (Core ML, ncnn); None if there is nothing there."""
+    if not path.exists():
+        return None
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def _json_safe(data: dict[str, Any]) -> dict[str, Any]:
@@ -407,6 +515,14 @@ def _figure(c: Cell) -> str:
             return f"top-1 {100 * r['top1_agreement']:.0f} %, cos {r['mean_cosine']:.3f}"
         if c.format == "coreml":
             return f"{'numerical' if r.get('numerical') else 'structural'}, {r['num_ops']} ops"
+        if c.format.startswith("litert"):
+            ops = r["ops"]
+            head = (f"Δ {max(r['max_abs_diff']):.1e}" if c.format == "litert"
+                    else f"top-1 {100 * r['top1_agreement']:.0f} %, cos {r['mean_cosine']:.3f}")
+            parts = ops["partitions"]
+            return f"{head}, {100 * ops['fraction']:.0f} % XNNPACK ({parts} partition{'s' if parts != 1 else ''})"
+        if c.format == "ncnn":
+            return f"Δ {max(r['max_abs_diff']):.1e}, {r['num_layers']} layers"
     except (KeyError, TypeError, ValueError):
         pass
     return c.summary

@@ -315,9 +315,28 @@ def _predicted_lines(rows: Sequence[Any], threads: int) -> list[str]:
     return lines
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from latency_tables.agent import run_agent  # here: the server imports the runtimes it measures with
+
+    return run_agent(args)
+
+
+def _export_deploy_choice(requested: str | None, spec: Any, input_size: tuple[int, int, int],
+                          device: str | None) -> Any:
+    """The planner of ``mzoo export --deploy/--device``: the auto plan and predictions from the device's tables."""
+    from latency_tables.deploy import export_choice
+
+    return export_choice(requested, spec, input_size, device)
+
+
 def add_commands(sub: Any) -> None:
-    """Add ``lut``, ``predict`` and ``agent`` to the ``mzoo`` sub-command parser ``sub``."""
-    from latency_tables.agent import add_agent_arguments, run_agent
+    """Add ``lut``, ``predict`` and ``agent`` to the ``mzoo`` sub-command parser ``sub``, and give ``export`` (added
+    before, by :mod:`export.cli`, which may not import this package) the deploy planner that reads latency tables."""
+    from latency_tables.agent_config import add_agent_arguments
+
+    export = getattr(sub, "choices", {}).get("export")
+    if export is not None:
+        export.set_defaults(deploy_planner=_export_deploy_choice)
 
     p = sub.add_parser("bench", help="measure an ONNX file's latency on this CPU with ONNX Runtime")
     p.add_argument("file")
@@ -390,7 +409,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("agent", help="serve latency measurements on this machine to a remote `mzoo` (token-protected)")
     add_agent_arguments(p)
-    p.set_defaults(func=run_agent)
+    p.set_defaults(func=_cmd_agent)
 
 
 def _cmd_lut_spaces(args: argparse.Namespace) -> int:
@@ -404,7 +423,9 @@ def _cmd_lut_spaces(args: argparse.Namespace) -> int:
 
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="ort", help="ort (local ONNX Runtime CPU), xnnpack (local ExecuTorch), "
-                                                   "or http://HOST:PORT[/ort|/xnnpack] (a running `mzoo agent`)")
+                                                   "litert (local LiteRT/XNNPACK), ncnn (local ncnn; both need the "
+                                                   "android extra), or http://HOST:PORT[/ort|/xnnpack] (a running "
+                                                   "`mzoo agent`)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--token", help="agent token for a remote device (default: $MZOO_AGENT_TOKEN)")
 

@@ -1,5 +1,6 @@
 """Where latency is measured: the ``Device`` protocol and its backends (ONNX Runtime CPU and ExecuTorch/XNNPACK
-on this machine, either of them on a remote machine through the device agent of :mod:`latency_tables.agent`).
+on this machine, either of them on a remote machine through the device agent of :mod:`latency_tables.agent`, and
+LiteRT/XNNPACK and ncnn on this machine only).
 
 Owns turning one ``nn.Module`` plus its input shape into a ``LatencyResult``: a fast, unverified export (the
 TorchScript ONNX exporter takes milliseconds where the verified dynamo path takes seconds, which matters for
@@ -34,6 +35,7 @@ from common.errors import InputError
 from common.environment import Environment, current_environment
 from common.files import scratch_directory
 from export.errors import ExportError, one_line
+from latency_tables.agent_config import TOKEN_ENV  # noqa: F401  (the agent's option, read by its clients)
 from latency_tables.measure import ONNX_RUNTIME, BenchConfig, LatencyResult, measure_onnx
 from export.parity import eval_mode
 
@@ -41,7 +43,9 @@ XNNPACK_RUNTIME = "executorch-xnnpack"  # same value as export.executorch.XNNPAC
 # Short runtime names used in device specs, device names, agent URLs and the agent's API.
 RUNTIMES: Mapping[str, str] = {"ort": ONNX_RUNTIME, "xnnpack": XNNPACK_RUNTIME}
 ARTEFACT_SUFFIX: Mapping[str, str] = {"ort": ".onnx", "xnnpack": ".pte"}
-TOKEN_ENV = "MZOO_AGENT_TOKEN"
+# Runtimes measured on this machine only (the agent serves RUNTIMES): LiteRT with its XNNPACK delegate and ncnn,
+# both from the android extra (latency_tables.measure_android).
+LOCAL_RUNTIMES: Mapping[str, str] = {**RUNTIMES, "litert": "litert-xnnpack", "ncnn": "ncnn-cpu"}
 CONFIG_HEADER = "X-Mzoo-Bench-Config"
 API_PREFIX = "/v1"
 # The TorchScript exporter's opset 17 loads in every ONNX Runtime since 1.14, so old device installs work too.
@@ -129,7 +133,7 @@ def _has_digit(token: str) -> bool:
 
 def local_device_name(runtime: str, threads: int, cpu_model: str | None = None, cpu_id: str | None = None) -> str:
     """``<cpu slug>-<runtime>-t<threads>``, e.g. "amd-epyc-7763-ort-t1"; the CPU defaults to this machine's."""
-    _check_runtime(runtime)
+    _check_runtime(runtime, LOCAL_RUNTIMES)
     _check_threads(threads)
     if cpu_model is None:
         env = current_environment()
@@ -137,9 +141,9 @@ def local_device_name(runtime: str, threads: int, cpu_model: str | None = None, 
     return f"{cpu_slug(cpu_model, cpu_id)}-{runtime}-t{threads}"
 
 
-def _check_runtime(runtime: str) -> None:
-    if runtime not in RUNTIMES:
-        raise InputError(f"runtime {runtime!r} is not supported; choose one of {sorted(RUNTIMES)}")
+def _check_runtime(runtime: str, runtimes: Mapping[str, str] = RUNTIMES) -> None:
+    if runtime not in runtimes:
+        raise InputError(f"runtime {runtime!r} is not supported; choose one of {sorted(runtimes)}")
 
 
 def _check_threads(threads: int) -> None:
@@ -203,6 +207,30 @@ def export_pte_fast(model: nn.Module, input_shape: tuple[int, ...], path: str | 
         buffer, _ = lower_program(model, example_input(input_shape), pte_metadata_props(None, cfg), cfg)
     target = Path(path)
     target.write_bytes(buffer)
+    return target
+
+
+def export_litert_fast(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike[str]) -> Path:
+    """Convert ``model`` for exactly ``input_shape`` to an fp32 ``.tflite`` file with litert-torch, without the
+    verification of :func:`export.litert.export_litert`. Raises ``ExportError`` naming the module."""
+    from export.litert import convert_to_tflite
+
+    target = Path(path)
+    target.write_bytes(convert_to_tflite(model, example_input(input_shape), "fp32"))
+    return target
+
+
+def export_ncnn_fast(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike[str]) -> Path:
+    """Convert ``model`` for exactly ``input_shape`` (batch 1) with pnnx to an ncnn package directory at ``path``,
+    without the verification of :func:`export.ncnn.export_ncnn`. Raises ``ExportError`` naming the module."""
+    import json
+
+    from export.ncnn import BIN_FILE, METADATA_FILE, PARAM_FILE, convert_to_ncnn
+
+    target = Path(path)
+    target.mkdir()
+    convert_to_ncnn(model, example_input(input_shape), target / PARAM_FILE, target / BIN_FILE)
+    (target / METADATA_FILE).write_text(json.dumps({"mzoo.input_shape": json.dumps(list(input_shape))}))
     return target
 
 
@@ -298,6 +326,57 @@ class XnnpackDevice(_LocalDevice):
         from latency_tables.measure_pte import measure_pte
 
         return measure_pte(path, cfg)
+
+
+@dataclass(frozen=True)
+class LitertDevice(_LocalDevice):
+    """LiteRT with its XNNPACK delegate on this machine (the android extra): litert-torch's fp32 conversion, then
+    a fresh interpreter (:func:`latency_tables.measure_android.measure_litert`)."""
+
+    runtime: ClassVar[str] = LOCAL_RUNTIMES["litert"]
+    short_runtime: ClassVar[str] = "litert"
+    suffix: ClassVar[str] = ".tflite"
+
+    def _runtime_version(self, env: Environment) -> str | None:
+        return _distribution_version("ai-edge-litert")
+
+    def _export(self, model: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
+        return export_litert_fast(model, shape, path)
+
+    def _time(self, path: Path, cfg: BenchConfig) -> LatencyResult:
+        from latency_tables.measure_android import measure_litert
+
+        return measure_litert(path, cfg)
+
+
+@dataclass(frozen=True)
+class NcnnDevice(_LocalDevice):
+    """ncnn on this machine (the android extra): pnnx's conversion, then a fresh ``ncnn.Net`` with ncnn's own
+    defaults (:func:`latency_tables.measure_android.measure_ncnn`). ncnn runs batch 1 only."""
+
+    runtime: ClassVar[str] = LOCAL_RUNTIMES["ncnn"]
+    short_runtime: ClassVar[str] = "ncnn"
+    suffix: ClassVar[str] = ".ncnn"
+
+    def _runtime_version(self, env: Environment) -> str | None:
+        return _distribution_version("ncnn")
+
+    def _export(self, model: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
+        return export_ncnn_fast(model, shape, path)
+
+    def _time(self, path: Path, cfg: BenchConfig) -> LatencyResult:
+        from latency_tables.measure_android import measure_ncnn
+
+        return measure_ncnn(path, cfg)
+
+
+def _distribution_version(distribution: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------- remote device
@@ -458,12 +537,17 @@ class RemoteDevice:
 
 
 def get_device(spec: str, *, threads: int = 1, token: str | None = None) -> Device:
-    """A device from its spec: "ort" (ONNX Runtime CPU here), "xnnpack" (ExecuTorch/XNNPACK here), or
-    "http://HOST:PORT[/ort|/xnnpack]" (a remote agent; ``token`` defaults to ``$MZOO_AGENT_TOKEN``)."""
+    """A device from its spec: "ort" (ONNX Runtime CPU here), "xnnpack" (ExecuTorch/XNNPACK here), "litert"
+    (LiteRT/XNNPACK here), "ncnn" (ncnn here), or "http://HOST:PORT[/ort|/xnnpack]" (a remote agent; ``token``
+    defaults to ``$MZOO_AGENT_TOKEN``)."""
     if spec == "ort":
         return OrtCpuDevice(threads)
     if spec == "xnnpack":
         return XnnpackDevice(threads)
+    if spec == "litert":
+        return LitertDevice(threads)
+    if spec == "ncnn":
+        return NcnnDevice(threads)
     if spec.startswith(("http://", "https://")):
         parsed = urllib.parse.urlsplit(spec)
         runtime = parsed.path.strip("/") or "ort"
@@ -471,4 +555,5 @@ def get_device(spec: str, *, threads: int = 1, token: str | None = None) -> Devi
             raise InputError(f"device {spec!r}: runtime {runtime!r} in the URL path is not one of {sorted(RUNTIMES)}")
         base = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, "", "", ""))
         return RemoteDevice(base, token or os.environ.get(TOKEN_ENV, ""), runtime, threads=threads)
-    raise InputError(f"unknown device {spec!r}; use 'ort', 'xnnpack' or 'http://HOST:PORT[/ort|/xnnpack]'")
+    raise InputError(f"unknown device {spec!r}; use 'ort', 'xnnpack', 'litert', 'ncnn' or "
+                     "'http://HOST:PORT[/ort|/xnnpack]'")

@@ -37,6 +37,7 @@ def run_python(code: str, *, block: bool = True) -> subprocess.CompletedProcess[
     ["--help"], ["list"], ["list", "hgcnet*"], ["info", "hgcnet_1x"], ["info", "--ops", "mobilenetv2_100"],
     ["info", "no_such_model"], ["export", "--help"], ["search", "width", "--help"], ["search", "eoinas", "--help"],
     ["agent", "--help"], ["predict", "--help"], ["lut", "--help"], ["train", "--help"], ["prune", "--help"],
+    ["inspect", "--help"], ["eval", "--help"],
     ["bench", "--no-such-flag"], ["export"],
 ])
 def test_cli_answers_without_heavy_imports(argv: list[str]) -> None:

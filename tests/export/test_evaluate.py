@@ -137,6 +137,26 @@ def test_trained_model_and_its_formats_on_real_images(trained, small_set: ev.Eva
 
 
 @NEEDS_IMAGES
+def test_android_formats_run_in_their_runtimes_and_are_read_back_as_artefacts(trained, small_set: ev.EvalSet,
+                                                                               tmp_path: Path) -> None:
+    """LiteRT (XNNPACK) and ncnn files are scored like every other format, and given back as artefacts their
+    format is read from the file (the .tflite's precision metadata, the .ncnn package)."""
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("ncnn")
+    report = ev.evaluate(trained, small_set, "litert,litert-int8-dynamic,ncnn", out_dir=tmp_path)
+    assert [r.format for r in report.rows] == ["pytorch", "litert", "litert-int8-dynamic", "ncnn"]
+    for fmt in ("litert", "ncnn"):
+        row = report.row(fmt)
+        assert row.status == "ok" and row.agreement == 1.0 and abs(row.top1_drop) < 1e-9, row
+    dynamic = report.row("litert-int8-dynamic")
+    assert dynamic.status == "ok" and dynamic.agreement >= 0.9 and "LiteRT" in dynamic.runtime
+    given = [Path(report.row(f).path) for f in ("litert-int8-dynamic", "ncnn")]
+    assert [ev.artefact_format(p) for p in given] == ["litert-int8-dynamic", "ncnn"]
+    again = ev.evaluate(trained, small_set, (), artefacts=given)
+    assert [again.row(str(p)).agreement for p in given] == [dynamic.agreement, 1.0]
+
+
+@NEEDS_IMAGES
 def test_a_broken_artefact_shows_its_drop(trained, small_set: ev.EvalSet, tmp_path: Path) -> None:
     export_formats(trained, tmp_path, "onnx")
     path = artefact_path(tmp_path, TRAINED, "onnx")
