@@ -117,16 +117,14 @@ def row(arch: str, out: Path, report: dict, bench: NASBenchMacro, job: TrainJob)
 
 # Runs whose report times only their last resumed segment: the earlier segments were stopped before the run wrote
 # its timings (nbmacro_00000010 trained epochs 1-26 in one session and 27-50 in the next).
-PARTLY_TIMED = {"00000010": "epochs 27-50"}
+PARTLY_TIMED: dict[str, tuple[int, int]] = {"00000010": (27, 50)}  # arch -> (first, last) epoch timed
 
 
 def _wall_cell(r: dict) -> str:
-    part = PARTLY_TIMED.get(r["arch"])
-    if part is None:
+    if r["arch"] not in PARTLY_TIMED:
         return f"{r['minutes']:.0f} min ({r['img_s']:.0f})"
-    first, last = (int(e) for e in part.removeprefix("epochs ").split("-"))
-    per_epoch = r["minutes"] / (last - first + 1)
-    return f"{r['minutes']:.0f} min for {part} ({per_epoch:.1f} min/epoch)"
+    first, last = PARTLY_TIMED[r["arch"]]
+    return f"{r['minutes']:.0f} min for epochs {first}-{last} ({r['minutes'] / (last - first + 1):.1f} min/epoch)"
 
 
 def write(rows: list[dict], args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ from common.errors import InputError
 from common.files import check_target, publish, temporary_path
 from common.images import RANDOM_CALIBRATION_SOURCE, RANDOM_VERIFICATION_SOURCE, random_images
 from export.errors import AgreementError, ExportError, LitertVerificationError, exporter, missing_extra, one_line
-from export.parity import (check_input_size, check_metadata, check_model, eval_mode, float64_distances,
+from export.parity import (check_input_size, check_metadata, check_model, eval_mode, float64_distances, run_batched,
                            noise_floor_detail, run_eager, within_noise_floor)
 
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8"]
@@ -425,18 +425,6 @@ def _check_batch(batch: np.ndarray, input_size: tuple[int, int, int], what: str)
         raise InputError(f"{what} images have shape {shape}, expected (N, {', '.join(map(str, input_size))})")
     if not np.all(np.isfinite(batch)):
         raise InputError(f"{what} images contain NaN or infinite values")
-
-
-def run_batched(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int) -> np.ndarray:
-    """``run`` over ``images`` in batches of exactly ``batch_size`` (a static-shape file), the last one padded."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        chunk = images[i:i + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), dtype=chunk.dtype)])
-        out.append(np.asarray(run(np.ascontiguousarray(chunk)))[:batch_size - pad])
-    return np.concatenate(out).astype(np.float32, copy=False)
 
 
 # ------------------------------------------------------------------------------------------------ reading

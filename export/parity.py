@@ -11,7 +11,7 @@ ONNX and ExecuTorch exports apply the same rule, so both formats are held to one
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -80,3 +80,16 @@ def check_metadata(metadata: Mapping[str, str] | None, reserved: tuple[str, ...]
         if key.startswith(reserved):
             raise InputError(f"metadata key {key!r} is reserved: it is written by {reserved_by}")
     return props
+
+
+def run_batched(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int) -> np.ndarray:
+    """``run`` over ``images`` in batches of exactly ``batch_size`` (a file with a static batch), the last one padded
+    with zeros whose outputs are dropped."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i:i + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), dtype=chunk.dtype)])
+        out.append(np.asarray(run(np.ascontiguousarray(chunk)))[:batch_size - pad])
+    return np.concatenate(out).astype(np.float32, copy=False)

@@ -18,6 +18,7 @@ import torch
 
 from common.errors import InputError
 from export.errors import ExportError
+from export.parity import run_batched
 
 REFERENCE = "pytorch"  # the row every drop is measured against
 
@@ -87,7 +88,7 @@ class PteRunner:
         self.runtime = f"ExecuTorch {importlib.metadata.version('executorch')} {backend}"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return run_in_batches(self.path, self.program.input_shape, lambda x: self.program.run(torch.from_numpy(x))[0],
+        return run_in_batches(self.path, self.program.input_shape, lambda x: self.program.run(torch.tensor(x))[0],
                               images)
 
 
@@ -121,6 +122,7 @@ class NcnnRunner:
     format: str = "ncnn"
     runtime: str = ""
     program: Any = field(default=None, repr=False)
+    input_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         from export.ncnn import input_shape_of, load_ncnn
@@ -130,23 +132,15 @@ class NcnnRunner:
         self.runtime = f"ncnn {importlib.metadata.version('ncnn')}"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return run_in_batches(self.path, (1, *images.shape[1:]), lambda x: self.program.run(x).reshape(1, -1),
-                              images)
+        return run_in_batches(self.path, self.input_shape, lambda x: self.program.run(x).reshape(1, -1), images)
 
 
 def run_in_batches(path: str, input_shape: tuple[int, ...], run: Any, images: np.ndarray) -> np.ndarray:
-    """``run`` over ``images`` in chunks of the artefact's baked-in batch size, the last padded with zeros whose
-    outputs are dropped."""
-    batch = input_shape[0]
+    """``run`` over ``images`` in chunks of the artefact's baked-in batch size (:func:`export.parity.run_batched`),
+    after checking the images fit the artefact's input."""
     if tuple(images.shape[1:]) != tuple(input_shape[1:]):
         raise ExportError(f"{path!r} takes inputs {tuple(input_shape)}, the images are {tuple(images.shape[1:])}")
-    out = []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        padded = np.zeros((batch, *images.shape[1:]), dtype=np.float32)
-        padded[:len(chunk)] = chunk
-        out.append(np.asarray(run(padded), dtype=np.float32).reshape(batch, -1)[:len(chunk)])
-    return np.concatenate(out)
+    return run_batched(run, images, input_shape[0])
 
 
 LITERT_FORMATS = ("litert", "litert-fp16", "litert-int8-dynamic", "litert-int8")

@@ -47,8 +47,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from latency_tables.agent_config import (DEFAULT_PORT, MAX_UPLOAD_MB, AgentConfig, add_agent_arguments,  # noqa: F401
-                                         agent_config_from_args)
+from latency_tables.agent_config import AgentConfig, agent_config_from_args
 from latency_tables.devices import API_PREFIX, ARTEFACT_SUFFIX, CONFIG_HEADER, RUNTIMES
 from common.environment import current_environment
 from export.errors import one_line

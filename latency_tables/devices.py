@@ -35,7 +35,7 @@ from common.errors import InputError
 from common.environment import Environment, current_environment
 from common.files import scratch_directory
 from export.errors import ExportError, one_line
-from latency_tables.agent_config import TOKEN_ENV  # noqa: F401  (the agent's option, read by its clients)
+from latency_tables.agent_config import TOKEN_ENV  # the agent's option, read by its clients
 from latency_tables.measure import ONNX_RUNTIME, BenchConfig, LatencyResult, measure_onnx
 from export.parity import eval_mode
 

@@ -239,7 +239,7 @@ def test_agent_refuses_upload_limits_it_cannot_honour(capsys: pytest.CaptureFixt
 def test_agent_listens_on_this_machine_only_by_default() -> None:
     import argparse
 
-    from latency_tables.agent import AgentConfig, add_agent_arguments, agent_config_from_args
+    from latency_tables.agent_config import AgentConfig, add_agent_arguments, agent_config_from_args
 
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)

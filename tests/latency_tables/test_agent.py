@@ -153,7 +153,7 @@ def test_agent_refuses_an_empty_token(monkeypatch: pytest.MonkeyPatch) -> None:
         AgentConfig(token="  ")
     import argparse
 
-    from latency_tables.agent import add_agent_arguments
+    from latency_tables.agent_config import add_agent_arguments
 
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)

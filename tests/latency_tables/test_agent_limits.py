@@ -24,12 +24,8 @@ import pytest
 from onnx import TensorProto, helper
 from torch import nn
 
-from latency_tables.agent import (
-    AgentServer,
-    add_agent_arguments,
-    agent_config_from_args,
-    start_agent,
-)
+from latency_tables.agent import AgentServer, start_agent
+from latency_tables.agent_config import add_agent_arguments, agent_config_from_args
 from latency_tables.devices import CONFIG_HEADER, RemoteDevice, export_onnx_fast
 from latency_tables.measure import BenchConfig
 
