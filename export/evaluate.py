@@ -441,12 +441,14 @@ Progress = Callable[[str, int], None]  # (stage, amount): "export" per format do
 
 
 def eval_export_options(options: ExportOptions, resolved: ResolvedModel, gated: bool) -> ExportOptions:
-    """``options`` with the fp16/int8 gates switched off unless ``gated`` (other settings kept)."""
+    """``options`` with the fp16/int8 gates of every format (ONNX's and LiteRT's) switched off unless ``gated``
+    (other settings kept): the gate's verdict is then measured and shown, and the file is scored either way."""
     if gated:
         return options
     fp16 = options.fp16 or Fp16Config(thresholds=default_thresholds("fp16", trained=not resolved.random_init))
     int8 = options.int8 or Int8Config(thresholds=default_thresholds("int8", trained=not resolved.random_init))
-    return replace(options, fp16=replace(fp16, thresholds=UNGATED), int8=replace(int8, thresholds=UNGATED))
+    return replace(options, fp16=replace(fp16, thresholds=UNGATED), int8=replace(int8, thresholds=UNGATED),
+                   litert=replace(options.litert, thresholds=UNGATED))
 
 
 def evaluate(
@@ -553,21 +555,24 @@ def _coreml_row(path: str) -> FormatAccuracy:
     return FormatAccuracy("coreml", "Core ML", "needs macOS", path=path, note=note)
 
 
+GATED_FORMATS = ("onnx-fp16", "onnx-int8", "litert-fp16", "litert-int8-dynamic", "litert-int8")
+
+
 def _gate(fmt: str, report: Mapping[str, Any], resolved: ResolvedModel, gated: bool) -> str:
-    if fmt not in ("onnx-fp16", "onnx-int8"):
+    if fmt not in GATED_FORMATS:
         return ""
     if gated:
         return "passed (enforced)"
-    thresholds = default_thresholds("fp16" if fmt == "onnx-fp16" else "int8", trained=not resolved.random_init)
+    thresholds = default_thresholds("fp16" if fmt.endswith("fp16") else "int8", trained=not resolved.random_init)
     failed = failed_threshold(report["top1_agreement"], report["mean_cosine"], report["min_cosine"],
                               report["constant_output_cosine"], thresholds)
     return "passed" if failed is None else f"FAILED: {failed[0]} {failed[1]:.4g} < {failed[2]:.4g}"
 
 
 def _calibration(names: Sequence[str], options: ExportOptions) -> str:
-    if "onnx-int8" not in names:
-        return "none exported here (no onnx-int8 in --formats)"
-    n = (options.int8 or Int8Config()).num_calibration
+    if "onnx-int8" not in names and "litert-int8" not in names:
+        return "none exported here (no onnx-int8 or litert-int8 in --formats)"
+    n = (options.int8 or Int8Config()).num_calibration if "onnx-int8" in names else options.litert.num_calibration
     if not options.calibration:
         return f"{n} random-noise inputs (no calibration images given)"
     split = " (train split)" if is_shared_cifar10(options.calibration) else ""

@@ -150,6 +150,10 @@ def test_android_formats_run_in_their_runtimes_and_are_read_back_as_artefacts(tr
         assert row.status == "ok" and row.agreement == 1.0 and abs(row.top1_drop) < 1e-9, row
     dynamic = report.row("litert-int8-dynamic")
     assert dynamic.status == "ok" and dynamic.agreement >= 0.9 and "LiteRT" in dynamic.runtime
+    assert dynamic.gate == "passed (enforced)"  # exported into -o: the gate held, as mzoo export would hold it
+    # Without -o the LiteRT gates are measured, not enforced, as ONNX's: the verdict is shown and the file scored.
+    measured = ev.evaluate(trained, small_set, "litert-fp16").row("litert-fp16")
+    assert measured.status == "ok" and measured.gate == "passed", measured
     given = [Path(report.row(f).path) for f in ("litert-int8-dynamic", "ncnn")]
     assert [ev.artefact_format(p) for p in given] == ["litert-int8-dynamic", "ncnn"]
     again = ev.evaluate(trained, small_set, (), artefacts=given)
