@@ -24,7 +24,6 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,7 +40,7 @@ from latency_tables.devices import local_device_name  # noqa: E402
 from latency_tables.measure import BenchConfig, measure_onnx  # noqa: E402
 from latency_tables.measure_pte import measure_pte  # noqa: E402
 from latency_tables.predict import MissingKeysError, Predictor  # noqa: E402
-from latency_tables.table import NoTablesError  # noqa: E402
+from latency_tables.table import TABLES_ENV, NoTablesError, tables_root  # noqa: E402
 from zoo.deploy import FUSED, deploy_spec, reparameterize, resolve_plan  # noqa: E402
 
 DEFAULT_MODELS = ("hgcnet_0_5x", "hgcnet_1x", "hgcnet_1_5x", "hgcnet_2x")
@@ -87,6 +86,8 @@ def predictors(devices: Mapping[str, str], notes: list[str]) -> dict[str, Predic
             notes.append(f"no auto plan or prediction for {RUNTIMES[runtime]}: no {device} tables (`mzoo lut build "
                          f"--space hgcnet_width --device {runtime}` here, or --{runtime}-tables DEVICE).")
             continue
+        notes.append(f"{RUNTIMES[runtime]}: auto plans and predictions from {device}'s tables in {tables_root()} "
+                     f"(${TABLES_ENV} sets that root).")
         if device != local_device_name(runtime, 1):
             notes.append(f"{RUNTIMES[runtime]}: auto plans and predictions from {device}'s tables, not this "
                          "machine's: predicted vs measured compares two machines.")
