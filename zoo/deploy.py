@@ -24,7 +24,7 @@ one op in every runtime.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 
 import torch
@@ -138,27 +138,66 @@ def reparameterize(model: ZooModel, plan: Plan = "all") -> ZooModel:
     return deployed.to(next(model.parameters()).device)
 
 
-def _conv_bn_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
-    """(parent, conv attribute, bn attribute) for each BatchNorm that directly follows a conv in a zoo module."""
-    pairs = (("conv", "bn"), ("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"), ("conv_stem", "bn1"),
-             ("conv_head", "bn2"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
-    for module in model.modules():
-        for conv_name, bn_name in pairs:
-            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                yield module, conv_name, bn_name
+def _conv_bn_pairs(model: nn.Module, example: Tensor) -> list[tuple[str, str]]:
+    """``(conv name, BatchNorm name)`` for each BatchNorm whose input, in a forward pass on ``example``, is the very
+    tensor a conv returned, each module run once. Found by running the network, not by attribute names: a block's
+    names (``conv_pw`` is followed by ``bn1`` in an inverted residual but by ``bn2`` in a depthwise-separable
+    block) say nothing reliable about which conv feeds which BatchNorm."""
+    produced: dict[int, str] = {}
+    keep: list[Tensor] = []  # holds every conv output alive, so no id is reused during the pass
+    calls: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            def after_conv(_m: nn.Module, _inputs: tuple, output: Tensor, name: str = name) -> None:
+                calls[name] = calls.get(name, 0) + 1
+                produced[id(output)] = name
+                keep.append(output)
+            handles.append(module.register_forward_hook(after_conv))
+        elif isinstance(module, nn.BatchNorm2d):
+            def before_bn(_m: nn.Module, inputs: tuple, name: str = name) -> None:
+                calls[name] = calls.get(name, 0) + 1
+                if inputs and id(inputs[0]) in produced:
+                    pairs.append((produced[id(inputs[0])], name))
+            handles.append(module.register_forward_pre_hook(before_bn))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(conv, bn) for conv, bn in pairs if calls[conv] == 1 and calls[bn] == 1]
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: nn.Module, example: Tensor | None = None) -> nn.Module:
     """A copy of ``model`` (in eval mode) with each BatchNorm that directly follows a conv folded into it.
 
     ``y = γ (conv(x) − μ) / √(σ² + ε) + β`` becomes one conv with weight ``W·γ/√(σ²+ε)`` and bias
     ``β + (b − μ)·γ/√(σ²+ε)``; the BatchNorm becomes an identity. Only running statistics are used, so the
     result equals the eval-mode model, not the training-mode one.
+
+    Which conv feeds which BatchNorm is read from a forward pass on ``example`` (default: a seeded random batch of
+    one at the zoo model's ``pretrained_cfg.input_size``). The folded copy is then checked against the eval-mode
+    original on that input; a difference beyond fp32 rounding (a conv output used by more than its BatchNorm,
+    say) raises instead of returning a network that computes something else.
     """
-    folded = copy.deepcopy(model).eval()
-    for parent, conv_name, bn_name in list(_conv_bn_pairs(folded)):
-        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+    reference = copy.deepcopy(model).eval()
+    if example is None:
+        cfg = getattr(model, "pretrained_cfg", None)
+        size = cfg.get("input_size") if isinstance(cfg, Mapping) else getattr(cfg, "input_size", None)
+        if size is None:
+            raise InputError(f"fold_batchnorm: pass example= (an input batch) for {type(model).__name__}, which has "
+                             f"no pretrained_cfg input_size")
+        example = torch.randn((1, *size), generator=torch.Generator().manual_seed(0))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    example = example.to(device)
+    folded = copy.deepcopy(reference)
+    modules = dict(folded.named_modules())
+    for conv_name, bn_name in _conv_bn_pairs(folded, example):
+        conv, bn = modules[conv_name], modules[bn_name]
+        if bn.num_features != conv.out_channels or bn.running_var is None:
+            continue
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
             1.0 / torch.sqrt(bn.running_var + bn.eps)
         shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
@@ -168,9 +207,20 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         with torch.no_grad():
             fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
             fused.bias.copy_(shift + (bias - bn.running_mean) * scale)
-        setattr(parent, conv_name, fused.to(conv.weight.device))
-        setattr(parent, bn_name, nn.Identity())
+        _set_module(folded, conv_name, fused.to(conv.weight.device))
+        _set_module(folded, bn_name, nn.Identity())
+    with torch.no_grad():
+        expected, got = reference(example), folded(example)
+    diff = (got - expected).abs().max().item()
+    if not diff <= 1e-4 * max(1.0, expected.abs().max().item()):
+        raise InputError(f"fold_batchnorm: the folded {type(model).__name__} differs from the original by {diff:.3g} "
+                         f"(max abs); a conv's output is used by more than the BatchNorm that follows it")
     return folded
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, module)
 
 
 __all__ = ["FUSED", "PLANS", "UNFUSED", "deploy_spec", "fold_batchnorm", "fusable_blocks", "fused_hgc_weight",

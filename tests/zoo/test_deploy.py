@@ -10,6 +10,8 @@ import zoo
 from zoo.deploy import (FUSED, UNFUSED, deploy_spec, fold_batchnorm, fusable_blocks, fused_hgc_weight, reparameterize,
                         resolve_plan)
 from zoo.hgc import HierarchicalGroupConv
+from zoo.mbconv import DepthwiseSeparable
+from zoo.spec import BlockSpec
 
 HGC_MODELS = [n for n in zoo.list_models("hgcnet_*") if fusable_blocks(zoo.get_arch_spec(n))]
 
@@ -87,6 +89,39 @@ def test_fold_batchnorm_is_exact_in_eval_mode() -> None:
         # fp32 rounding of the rescaled weights: 1e-5 relative to the outputs' scale
         assert (folded(x) - expected).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original keeps its BatchNorms
+
+
+@pytest.mark.parametrize("build", [
+    lambda: zoo.create_model("mz_tf_efficientnet_lite0"),  # depthwise-separable blocks: conv_dw→bn1, conv_pw→bn2
+    lambda: zoo.create_model("bcnet_resnet50_575m"),
+    # A width-keeping DepthwiseSeparable: pairing conv_pw with bn1 would fit the shapes and fold the wrong BN.
+    lambda: nn.Sequential(DepthwiseSeparable(16, BlockSpec("ds", 16, 1, 3, act="relu", residual=False))),
+], ids=["lite0", "resnet50", "ds_same_width"])
+def test_fold_batchnorm_folds_each_batchnorm_into_the_conv_it_follows(build) -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorm(build()).eval()
+    size = 64 if isinstance(model, nn.Sequential) else 96
+    x = torch.randn(2, 16 if isinstance(model, nn.Sequential) else 3, size, size)
+    folded = fold_batchnorm(model, x[:1])
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        expected = model(x)
+        assert (folded(x) - expected).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_fold_batchnorm_refuses_a_batchnorm_whose_conv_output_is_used_elsewhere() -> None:
+    class PreBnSkip(nn.Module):  # the conv's output feeds the BatchNorm and the sum: folding would change the sum
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    model = randomize_batchnorm(PreBnSkip()).eval()
+    with pytest.raises(ValueError, match="fold_batchnorm.*PreBnSkip|differs"):
+        fold_batchnorm(model, torch.randn(1, 4, 8, 8))
 
 
 def test_bad_plans_are_refused_naming_the_problem() -> None:
