@@ -318,7 +318,8 @@ def _pt2e_static(model: nn.Module, example: torch.Tensor, calibration: np.ndarra
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    quantizer = _clamp_fusing(PT2EQuantizer)().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
     move_exported_model_to_eval(prepared)
     batch = example.shape[0]
@@ -329,6 +330,50 @@ def _pt2e_static(model: nn.Module, example: torch.Tensor, calibration: np.ndarra
     converted = convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(converted)
     return converted, QuantConfig(pt2e_quantizer=quantizer)
+
+
+def _clamp_fusing(base: type) -> type:
+    """litert-torch's PT2E quantiser, also fusing a conv with the clamp (ReLU6, hardtanh) that follows it.
+
+    The stock quantiser fuses a conv only with ReLU: before a ReLU6 it quantises the conv's own output, over the
+    pre-activation range, which in a trained MobileNet or EfficientNet-Lite spans about ±100 where ReLU6 keeps
+    [0, 6]; that leaves a handful of int8 levels for what the next layer reads. Measured on the trained
+    EfficientNet-Lite0 (64 CIFAR-10 photos at 224): mean cosine to PyTorch 0.54 with the stock quantiser. Here the
+    conv's output is observed after the clamp, as LiteRT runs it (the clamp becomes the conv's fused activation),
+    exactly as the stock quantiser already does for conv + ReLU.
+    """
+    from litert_torch.quantize.pt2e_quantizer_utils import (
+        QuantizationAnnotation, _is_annotated, _mark_nodes_as_annotated, get_bias_qspec, get_input_act_qspec,
+        get_output_act_qspec, get_weight_qspec)
+
+    convs = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
+    clamps = {torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default, torch.ops.aten.clamp.default}
+
+    class ClampFusing(base):  # type: ignore[misc, valid-type]
+        def annotate(self, model: Any) -> Any:
+            config = self.global_config
+            if config is not None and config.input_activation is not None:
+                for clamp in model.graph.nodes:
+                    conv = clamp.args[0] if clamp.op == "call_function" and clamp.target in clamps else None
+                    if conv is None or getattr(conv, "op", None) != "call_function" or conv.target not in convs \
+                            or len(conv.users) != 1:
+                        continue
+                    partition = [clamp, conv, conv.args[1]]
+                    qspecs = {conv.args[0]: get_input_act_qspec(config), conv.args[1]: get_weight_qspec(config)}
+                    bias = conv.args[2] if len(conv.args) > 2 else None
+                    if bias is not None and hasattr(bias, "op"):
+                        qspecs[bias] = get_bias_qspec(config)
+                        partition.append(bias)
+                    if _is_annotated(partition):
+                        continue
+                    conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qspecs,
+                                                                                  _annotated=True)
+                    clamp.meta["quantization_annotation"] = QuantizationAnnotation(
+                        output_qspec=get_output_act_qspec(config), _annotated=True)
+                    _mark_nodes_as_annotated(partition)
+            return super().annotate(model)
+
+    return ClampFusing
 
 
 def with_metadata(content: bytes, props: Mapping[str, str]) -> bytes:

@@ -89,6 +89,33 @@ def test_reduced_precisions_pass_their_gate_on_the_given_images(tmp_path: Path, 
     assert litert_metadata(tmp_path / "t.tflite")["mzoo.precision"] == precision
 
 
+def test_full_integer_int8_quantises_a_conv_after_its_relu6_not_before(tmp_path: Path) -> None:
+    """Trained ReLU6 networks (MobileNetV2, EfficientNet-Lite) have pre-activations of about ±100 that ReLU6 cuts
+    to [0, 6]. Quantising the conv's output before the clamp leaves ~4 int8 levels for what the next layer
+    reads (mean cosine 0.85 on this model with litert-torch's stock quantiser, above 0.9999 fused); observed after the clamp, as
+    LiteRT fuses it, int8 follows fp32 closely."""
+    from export.litert import convert_to_tflite, load_litert
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+                          nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    with torch.no_grad():  # a wide pre-activation range, ReLU6 keeping a small part of it
+        for bn in (model[1], model[4]):
+            bn.weight.fill_(100.0)
+            bn.bias.uniform_(-2.0, 2.0)
+    model.eval()
+    images, calibration = seeded_images(16, 1), seeded_images(64, 2)
+    content = convert_to_tflite(model, torch.from_numpy(images[:1]), "int8", calibration)
+    (tmp_path / "m.tflite").write_bytes(content)
+    program = load_litert(tmp_path / "m.tflite")
+    got = np.concatenate([program.run(images[i:i + 1]) for i in range(len(images))])
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.mean() >= 0.99, cosine.mean()
+
+
 def test_a_variant_that_does_not_follow_the_reference_fails_its_gate(tmp_path: Path) -> None:
     def negated(batch: np.ndarray) -> np.ndarray:  # a reference the file cannot agree with
         with torch.inference_mode():
