@@ -172,7 +172,7 @@ def _cmd_lut_import_ofa(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from latency_tables.predict import Predictor
+    from latency_tables.predict import MissingKeysError, Predictor
 
     from latency_tables.choose import choose_device
 
@@ -180,22 +180,33 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from zoo.deploy import FUSED, deploy_spec, resolve_plan
 
     spec, input_size = _predict_target(args)
-    if args.deploy != "auto":
-        plan = resolve_plan(spec, args.deploy)  # a bad plan fails before any table is read
+    requested = args.deploy  # None: auto, as `mzoo export --device` does, unless the tables lack the fused form
+    plan = resolve_plan(spec, requested) if requested not in (None, "auto") else None  # fails before any table
     args.device = choose_device(args.device, args.space, _root(args))
     predictor = Predictor.for_device(args.device, _root(args))
-    if args.deploy == "auto":
-        plan = auto_plan(spec, input_size, predictor, interpolate=args.interpolate)
+    mode, note = requested or "auto", ""
+    if mode == "auto":
+        try:
+            plan = auto_plan(spec, input_size, predictor, interpolate=args.interpolate)
+        except MissingKeysError as err:
+            if requested:
+                raise InputError(f"--deploy auto: device {args.device!r}'s latency tables lack {len(err.keys)} op "
+                                 f"key(s) of this network's HGC or fused form (e.g. {err.keys[0]}): measure them "
+                                 f"with `mzoo lut build --space SPACE`, or give --deploy none|all") from None
+            mode, plan = "none", resolve_plan(spec, "none")
+            note = (f"; deploy none: the tables lack {len(err.keys)} key(s) of the fused form (e.g. {err.keys[0]}), "
+                    f"so auto cannot choose (`mzoo lut build --space SPACE` measures them)")
     prediction = predictor.predict(deploy_spec(spec, plan), input_size, interpolate=args.interpolate,
                                    space=args.space)
     if args.json:
-        print(json.dumps(_prediction_dict(prediction) | {"deploy": args.deploy, "deploy_plan": plan}, indent=2,
+        print(json.dumps(_prediction_dict(prediction) | {"deploy": mode, "deploy_plan": plan}, indent=2,
                          default=str))
         return 0
     label = args.name or args.spec
     fused = sum(form == FUSED for form in plan.values())
-    deployed = f", deploy {args.deploy}: {fused} of {len(plan)} HGC blocks fused" if args.deploy != "none" else ""
-    print(f"{label} at {'x'.join(map(str, input_size))} on {args.device}{deployed}: {prediction.total_ms:.3f} ms "
+    if plan and not note:
+        note = (f", deploy {mode}{'' if requested else ' (default)'}: {fused} of {len(plan)} HGC blocks fused")
+    print(f"{label} at {'x'.join(map(str, input_size))} on {args.device}{note}: {prediction.total_ms:.3f} ms "
           f"(ops {prediction.ops_ms:.3f} + overhead {prediction.overhead_ms:.3f})")
     if prediction.interpolated_keys:
         print(f"  {len(prediction.interpolated_keys)} op(s) interpolated, not measured: "
@@ -401,9 +412,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--space", help="take the overhead from this space's table (default: the best-covering one)")
     p.add_argument("--ops", action="store_true", help="show every op's entry")
     p.add_argument("--json", action="store_true", help="print the whole prediction as JSON")
-    p.add_argument("--deploy", choices=("none", "all", "auto"), default="none",
+    p.add_argument("--deploy", choices=("none", "all", "auto"),
                    help="predict the deployed network: HGC layers fused into dense convs (all), per layer from the "
-                        "device's tables (auto), or as trained (none, default)")
+                        "device's tables (auto, the default, as `mzoo export --device`; none when the tables lack "
+                        "the fused form, with a note), or as trained (none)")
     _root_arg(p)
     p.set_defaults(func=_cmd_predict)
 

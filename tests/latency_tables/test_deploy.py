@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 
 import pytest
@@ -79,3 +80,30 @@ def test_predict_deploy_prices_the_deployed_network(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as stop:  # argparse: one line naming the flag and its choices
         main([*base[:-1], "--deploy", "most"])
     assert stop.value.code == 2 and "--deploy" in capsys.readouterr().err
+
+
+def test_predict_defaults_to_auto_as_export_does_and_says_when_the_tables_cannot(tmp_path, capsys) -> None:
+    from mzoo.cli import main
+    from latency_tables import table_path
+
+    faster = set(sorted(set(fused_keys().values()))[::3])
+    table_with(both_forms(faster)).save(table_path("fake-cpu-t1", "hgcnet_width", tmp_path))
+    base = ["predict", "hgcnet_0_5x_cifar", "--device", "fake-cpu-t1", "--root", str(tmp_path)]
+    assert main([*base, "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main([*base, "--json", "--deploy", "auto"]) == 0
+    assert default == json.loads(capsys.readouterr().out)
+    assert default["deploy"] == "auto" and FUSED in default["deploy_plan"].values()
+    assert main(base) == 0
+    assert "deploy auto (default)" in capsys.readouterr().out
+    # Tables without the fused form: the default falls back to the network as trained and says why ...
+    table_with({op.key: 1.0 for op in zoo.iter_ops(SPEC, SIZE)}).save(
+        table_path("fake-cpu-t1", "hgcnet_width", tmp_path))
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "deploy none" in out and "lack" in out and "mzoo lut build" in out
+    assert main([*base, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deploy"] == "none"
+    # ... while an explicit --deploy auto refuses, naming the flag and a missing key
+    assert main([*base, "--deploy", "auto"]) == 2
+    assert re.search(r"--deploy auto.*ir-", capsys.readouterr().err)
