@@ -84,6 +84,9 @@ def calibrate_batchnorm(model: nn.Module, input_size: tuple[int, int, int], step
     return model
 
 
+RANDOM_INIT_SEED = 0
+
+
 def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -> ResolvedModel:
     """Build ``name`` from the zoo, or from timm if only timm knows it, in eval mode, with its weights.
 
@@ -92,6 +95,9 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
     and a missing, changed or corrupt file is an error. Only a model with no weights anywhere is built at
     random init, its BatchNorm statistics calibrated on random inputs (:func:`calibrate_batchnorm`) so exports
     are verified on realistically scaled outputs; ``ResolvedModel.weights`` says which it was.
+
+    The random init is drawn from ``RANDOM_INIT_SEED`` (the caller's global RNG is left as it was), so a model
+    without weights is the same network on every export: the compatibility matrix and a bug report reproduce.
 
     Raises:
         zoo.UnknownModelError: neither the zoo nor timm has ``name`` (zoo names are suggested).
@@ -102,7 +108,9 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
         record = zoo.get_pretrained_cfg(name)
         if checkpoint_path is not None or record.has_weights:
             weights = pretrained.resolve_weights(name, record, checkpoint_path)
-        model = zoo.create_model(name, pretrained=weights is not None, checkpoint_path=checkpoint_path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = zoo.create_model(name, pretrained=weights is not None, checkpoint_path=checkpoint_path)
         spec, source = model.arch_spec.to_json(), "zoo"
     elif timm.is_model(name):
         weights = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -110,7 +118,9 @@ def resolve_model(name: str, checkpoint_path: str | os.PathLike | None = None) -
             if not weights.is_file():
                 raise pretrained.WeightsNotFoundError(f"checkpoint file {str(weights)!r} does not exist")
             pretrained.read_state_dict(weights)
-        model = timm.create_model(name, pretrained=False, checkpoint_path=checkpoint_path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = timm.create_model(name, pretrained=False, checkpoint_path=checkpoint_path)
         spec, source = None, "timm"
     else:
         zoo.get_pretrained_cfg(name)  # raises UnknownModelError with close zoo matches
@@ -159,7 +169,9 @@ def resolve_spec(spec_path: str | os.PathLike, checkpoint_path: str | os.PathLik
         mean=mean or (pretrained.IMAGENET_MEAN if imagenet else pretrained.CIFAR10_MEAN),
         std=std or (pretrained.IMAGENET_STD if imagenet else pretrained.CIFAR10_STD),
         num_classes=spec.num_classes, crop_pct=0.875 if imagenet else 1.0)
-    model = zoo.build_model(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)  # as resolve_model: a spec without weights exports reproducibly
+        model = zoo.build_model(spec)
     label = name or path.name.removesuffix(".json")
     weights = None
     if checkpoint_path is not None:

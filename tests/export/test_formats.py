@@ -215,3 +215,19 @@ def test_cli_corrupt_calibration_image_is_named_and_nothing_written(capsys: pyte
     err = capsys.readouterr().err
     assert code == 2 and "050.jpg" in err and err.count("mzoo: error:") == 1, err
     assert not list(out.glob("*.int8.onnx*"))
+
+
+def test_a_random_init_model_is_the_same_network_on_every_export() -> None:
+    """An export of a model without weights is reproducible (the compatibility matrix, a bug report): the random
+    init is seeded, and the caller's global RNG is left as it was."""
+    from export.pipeline import resolve_model
+
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = resolve_model("hgcnet_0_5x_cifar")
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(7)  # a different global state must not change the network
+    second = resolve_model("hgcnet_0_5x_cifar")
+    assert first.weights_file is None
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
