@@ -47,9 +47,10 @@ from latency_tables.devices import Device
 from latency_tables.measure import BenchConfig, LatencyResult
 from zoo.spaces import SearchSpace, layout_variants, op_keys, sample_distinct
 from zoo.costs import OpCost
-from zoo.deploy import deploy_spec, fusable_blocks
+from zoo.deploy import FUSABLE_KIND, deploy_spec, fusable_blocks
 from zoo.ops import op_module
 
+from .predict import kind_sums
 from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_lock_path, table_path
 
 DTYPE = "float32"
@@ -99,6 +100,7 @@ def build_table(
     seed: int = 0,
     progress: bool = True,
     checkpoint_every: int = 10,
+    recalibrate: bool = False,
 ) -> LatencyTable:
     """Measure ``space``'s op keys on ``device`` into ``path`` (default ``table_path(device, space)``).
 
@@ -106,7 +108,9 @@ def build_table(
     the space no longer produces are dropped with a warning, after its
     device, space, runtime and version, fingerprint, threads, dtype, batch and protocol are checked against
     this build, else :class:`TableMismatchError` naming the field) or replaced (``restart=True``); with
-    neither it is an error. A table that is already complete is returned as it is. Then
+    neither it is an error. A table that is already complete is returned as it is, unless ``recalibrate``: then its
+    entries are kept and only its overhead is measured and fitted again (after the overhead model changed, or to
+    calibrate under the conditions the table will be used in). Then
     ``calibration_networks`` random architectures (seeded by ``seed``) are measured end to end to fit the
     overhead (0 leaves it uncalibrated), and the complete table is saved and returned. The partial table is
     saved every ``checkpoint_every`` new entries and when the build stops on an exception or Ctrl-C;
@@ -121,11 +125,12 @@ def build_table(
     target = Path(path) if path is not None else table_path(device.name, space.name)
     with exclusive_lock(table_lock_path(target), f"latency table {str(target)!r}"):
         return _build_locked(space, device, cfg, target, resume, restart, calibration_networks, seed, progress,
-                             checkpoint_every)
+                             checkpoint_every, recalibrate)
 
 
 def _build_locked(space: SearchSpace, device: Device, cfg: BenchConfig, target: Path, resume: bool, restart: bool,
-                  calibration_networks: int, seed: int, progress: bool, checkpoint_every: int) -> LatencyTable:
+                  calibration_networks: int, seed: int, progress: bool, checkpoint_every: int,
+                  recalibrate: bool = False) -> LatencyTable:
     keys = op_keys(space)
     context = _context(space, device, cfg)
     saved = _saved_table(target, context, resume=resume, restart=restart)
@@ -138,7 +143,10 @@ def _build_locked(space: SearchSpace, device: Device, cfg: BenchConfig, target: 
         entries = {k: v for k, v in entries.items() if k in keys}
     created = saved.created if saved is not None else _now()
     unchanged = saved is not None and not stale and keys.keys() == entries.keys()
-    if unchanged and saved.complete and saved.overhead is not None:
+    if recalibrate and (saved is None or not calibration_networks):
+        raise InputError(f"--recalibrate refits the overhead of an existing table with --calibration N > 0; "
+                         f"{str(target)!r} " + ("does not exist" if saved is None else "would be left uncalibrated"))
+    if unchanged and saved.complete and saved.overhead is not None and not recalibrate:
         return saved
     entries = _measure_keys(keys, entries, device, context, target, created, progress, checkpoint_every)
     overhead = None
@@ -175,7 +183,7 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     call_ms = measure_call_ms(device, cfg, table.statistic)
     rng = random.Random(seed)
     archs = sample_distinct(space, rng, networks, _MAX_SAMPLE_TRIES)
-    measured, summed, counts = [], [], []
+    measured, summed, counts, kinds = [], [], [], []
     bar = tqdm(archs, desc=f"{device.name}/{space.name} calibration", unit="net", file=sys.stderr,
                disable=not progress)
     variants = layout_variants(space)
@@ -194,15 +202,23 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
         result = device.measure(model, (cfg.batch_size, *input_size), cfg, label)
         _check_threads(result, cfg.threads, label)
         measured.append(getattr(result, table.statistic))
-        summed.append(sum(table.entries[op.key].value(table.statistic) for op in ops))
+        values = [table.entries[op.key].value(table.statistic) for op in ops]
+        summed.append(sum(values))
         counts.append(len(ops))
-    return fit_overhead(measured, summed, counts, call_ms)
+        kinds.append(kind_sums(ops, values))
+    # The two forms of an HGC block run at different efficiency inside a network: the HGC form's gets its own scale.
+    own = (FUSABLE_KIND,) if any(FUSABLE_KIND in k for k in kinds) else ()
+    return fit_overhead(measured, summed, counts, call_ms, kind_ops=kinds, kinds=own)
 
 
 def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: Sequence[int],
-                 call_ms: float = 0.0) -> Overhead:
+                 call_ms: float = 0.0, *, kind_ops: Sequence[Mapping[str, tuple[int, float]]] | None = None,
+                 kinds: Sequence[str] = ()) -> Overhead:
     """Fit ``measured − S = intercept + scale × S`` over networks, where ``S = ops − call_ms × n_ops``.
 
+    With ``kinds`` (and each network's ``kind_ops``, ``{kind: (count, Σ entries)}``), each named kind gets a
+    scale of its own on top: ``+ kind_scale × S_kind`` (``S_kind`` its ops' entries less a call each), fitted in
+    the same least squares; a kind whose column adds nothing (absent everywhere, or collinear) is left out.
     Least squares, refit once without networks whose residual lies more than 3 normal-scaled MADs from the
     fit (a calibration network caught by a burst of interference would otherwise tilt the line). With fewer
     than 3 networks, or when they all have the same ``S``, ``scale`` is 0 and the intercept is the median residual.
@@ -213,41 +229,55 @@ def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: S
         raise InputError("fit_overhead needs at least one measured network, got none")
     if not (math.isfinite(call_ms) and call_ms >= 0):
         raise InputError(f"fit_overhead: call_ms must be finite and >= 0, got {call_ms!r}")
+    if kinds and (kind_ops is None or len(kind_ops) != len(measured_ms)):
+        raise InputError("fit_overhead: kinds need one kind_ops mapping per network")
     net = np.asarray(ops_ms, dtype=np.float64) - call_ms * np.asarray(n_ops, dtype=np.float64)
     residual = np.asarray(measured_ms, dtype=np.float64) - net
     n = len(residual)
     call = f"call {call_ms:.4g} ms subtracted per op"
-    fitted = _robust_line(net, residual) if n >= _MIN_FIT_NETWORKS and np.ptp(net) > 0 else None
+    columns = {kind: np.asarray([ms - call_ms * count for count, ms in (k.get(kind, (0, 0.0)) for k in kind_ops)])
+               for kind in kinds} if kinds and kind_ops is not None else {}
+    fitted = _robust_fit(net, columns, residual) if n >= _MIN_FIT_NETWORKS and np.ptp(net) > 0 else None
     if fitted is not None:
-        intercept, scale, kept, rms = fitted
+        intercept, scale, own, kept, rms = fitted
         dropped = f", {n - kept} outlier(s) dropped" if kept < n else ""
-        note = (f"least squares over {n} networks{dropped} ({call}): measured - S = intercept + scale x S, "
+        extra = "".join(f" + {kind}_scale x S_{kind}" for kind in own)
+        note = (f"least squares over {n} networks{dropped} ({call}): measured - S = intercept + scale x S{extra}, "
                 f"S = sum of entries - call x n_ops; RMS error {rms:.4g} ms")
-        return Overhead(intercept, 0.0, n, note, scale=scale, call_ms=call_ms)
+        return Overhead(intercept, 0.0, n, note, scale=scale, call_ms=call_ms, kind_scales=own)
     why = f"only {n} network(s)" if n < _MIN_FIT_NETWORKS else "every network has the same op sum"
     note = f"median of measured - S over {n} networks ({why}; {call}); scale fixed at 0"
     return Overhead(float(statistics.median(residual.tolist())), 0.0, n, note, call_ms=call_ms)
 
 
-def _robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int, float] | None:
-    """``(intercept, slope, points kept, RMS)`` of y on x by least squares, refit once without outliers."""
+def _robust_fit(x: np.ndarray, columns: Mapping[str, np.ndarray], y: np.ndarray
+                ) -> tuple[float, float, dict[str, float], int, float] | None:
+    """``(intercept, scale, {kind: scale}, points kept, RMS)`` of y on [1, x, columns...] by least squares, refit
+    once without outliers; a column that is all zero or leaves the design rank-deficient is dropped first."""
+    usable: dict[str, np.ndarray] = {}
+    for kind, column in columns.items():
+        trial = np.stack([np.ones(len(x)), x, *usable.values(), column], axis=1)
+        if np.any(column != 0) and np.linalg.matrix_rank(trial) == trial.shape[1]:
+            usable[kind] = column
+    design = np.stack([np.ones(len(x)), x, *usable.values()], axis=1)
     keep = np.ones(len(x), dtype=bool)
     for _ in range(2):
-        design = np.stack([np.ones(keep.sum()), x[keep]], axis=1)
-        coef, _, rank, _ = np.linalg.lstsq(design, y[keep], rcond=None)
-        if rank < 2 or not np.all(np.isfinite(coef)):
+        coef, _, rank, _ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
+        if rank < design.shape[1] or not np.all(np.isfinite(coef)):
             return None
-        errors = y - (coef[0] + coef[1] * x)
+        errors = y - design @ coef
         mad = 1.4826 * float(np.median(np.abs(errors - np.median(errors))))
         outliers = np.abs(errors) > _OUTLIER_MADS * mad if mad > 0 else np.zeros(len(x), dtype=bool)
-        if not outliers.any() or (~outliers).sum() < _MIN_FIT_NETWORKS or np.ptp(x[~outliers]) == 0:
+        if not outliers.any() or (~outliers).sum() < max(_MIN_FIT_NETWORKS, design.shape[1] + 1) \
+                or np.linalg.matrix_rank(design[~outliers]) < design.shape[1]:
             break
         keep = ~outliers
-    intercept, slope = float(coef[0]), float(coef[1])
-    if slope <= -1:  # ops cannot run in less than no time inside a network; the fit is unusable
+    intercept, scale = float(coef[0]), float(coef[1])
+    own = {kind: float(c) for kind, c in zip(usable, coef[2:])}
+    if scale <= -1 or any(scale + c <= -1 for c in own.values()):  # ops cannot run in less than no time
         return None
-    rms = float(np.sqrt(np.mean((intercept + slope * x[keep] - y[keep]) ** 2)))
-    return intercept, slope, int(keep.sum()), rms
+    rms = float(np.sqrt(np.mean((design[keep] @ coef - y[keep]) ** 2)))
+    return intercept, scale, own, int(keep.sum()), rms
 
 
 def _context(space: SearchSpace, device: Device, cfg: BenchConfig) -> _Context:

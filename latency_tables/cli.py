@@ -95,7 +95,8 @@ def _cmd_lut_build(args: argparse.Namespace) -> int:
         cfg = table_protocol(args.threads, args.quick, parse_cpus(args.cpus))
         table = build_table(get_space(space_name), device, cfg=cfg,
                             path=path, resume=not args.restart, restart=args.restart,
-                            calibration_networks=args.calibration, seed=args.seed, progress=True)
+                            calibration_networks=args.calibration, seed=args.seed, progress=True,
+                            recalibrate=args.recalibrate)
         overhead = table.overhead
         print(f"{path}: {len(table.entries)} op entries on {name}"
               + (f"; a network = {overhead.intercept_ms:.4f} ms + {1 + overhead.scale:.3f} x (sum of entries - "
@@ -375,6 +376,8 @@ def add_commands(sub: Any) -> None:
     _device_args(p)
     p.add_argument("--name", help="table directory name (default: the device's name, e.g. amd-epyc-f23m1-ort-t1)")
     p.add_argument("--restart", action="store_true", help="discard a partial table instead of resuming it")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="keep a table's entries; measure its calibration networks again and refit the overhead")
     p.add_argument("--calibration", type=int, default=20, help="networks measured to fit the overhead (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks (default 0)")
     p.add_argument("--quick", action="store_true", help="a short protocol, for smoke tests only")

@@ -89,6 +89,15 @@ class PredictedOp:
     extrapolated: bool = False
 
 
+
+def kind_sums(ops: Sequence[OpCost], ms: Sequence[float]) -> dict[str, tuple[int, float]]:
+    """``{op kind: (count, Σ ms)}`` of a network's ops: what :meth:`Overhead.network_ms` takes as ``kind_ops``."""
+    sums: dict[str, tuple[int, float]] = {}
+    for op, value in zip(ops, ms, strict=True):
+        count, total = sums.get(op.kind, (0, 0.0))
+        sums[op.kind] = (count + 1, total + value)
+    return sums
+
 @dataclass(frozen=True)
 class Prediction:
     """Predicted latency of one spec: ``total_ms = ops_ms + overhead_ms``.
@@ -220,7 +229,7 @@ class Predictor:
             notes.append(f"table {chosen.space!r} has no calibrated overhead: overhead counted as 0 ms")
             overhead_ms = 0.0
         else:
-            overhead_ms = chosen.overhead.ms(len(ops), ops_ms)
+            overhead_ms = chosen.overhead.ms(len(ops), ops_ms, kind_sums(ops, [p.ms for p in predicted]))
         clamped = sorted({p.key for p in predicted if p.extrapolated})
         if clamped:
             notes.append(f"{len(clamped)} interpolated op(s) lie outside the MAC range of their measured "

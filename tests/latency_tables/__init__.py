@@ -4,7 +4,9 @@ tiny search space whose networks vary in width, depth and kernel.
 ``FakeDevice`` charges ``call_ms`` per runtime call, ``ms_per_mmac`` per million MACs (``1 + network_scale`` times
 that inside a whole network, as caches make ops slower in a network than alone), and ``network_ms`` more for a
 whole network (what pooling would cost), so a calibration over its networks must recover ``call_ms``,
-``intercept = call_ms + network_ms`` and ``scale = network_scale`` exactly.
+``intercept = call_ms + network_ms`` and ``scale = network_scale`` exactly. ``hgc_scale`` charges a whole
+network's HGC blocks (op kind ``hgc_ir``) that much more again, as measured HGC networks run less efficiently than
+fused ones, which calibration must recover as that kind's own scale.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class FakeDevice:
     ms_per_mmac: float = 0.01
     network_ms: float = 0.3
     network_scale: float = 0.0
+    hgc_scale: float = 0.0
     interrupt_after: int | None = None
     calls: list[str] = field(default_factory=list)
 
@@ -58,7 +61,10 @@ class FakeDevice:
         else:
             macs = zoo.count_module(model, input_shape[1:]).macs
         if hasattr(model, "forward_head"):  # a whole network
-            return self.call_ms + (1 + self.network_scale) * self.ms_per_mmac * macs / 1e6 + self.network_ms
+            hgc = sum(op.macs for op in zoo.iter_ops(model.arch_spec, input_shape[1:]) if op.kind == "hgc_ir") \
+                if self.hgc_scale else 0
+            return (self.call_ms + (1 + self.network_scale) * self.ms_per_mmac * macs / 1e6 + self.network_ms
+                    + self.hgc_scale * self.ms_per_mmac * hgc / 1e6)
         return self.call_ms + self.ms_per_mmac * macs / 1e6
 
     def measure(self, model: nn.Module, input_shape: tuple[int, ...], cfg: BenchConfig,

@@ -277,3 +277,18 @@ def test_an_interrupted_build_never_replaces_a_complete_table_with_its_checkpoin
         _build(Overtaken(), path, checkpoint_every=100)
     kept = LatencyTable.load(path)
     assert kept == complete and kept.overhead is not None
+
+
+def test_recalibrate_keeps_the_entries_and_refits_only_the_overhead(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.json"
+    first = _build(FakeDevice(network_scale=0.0), path, calibration_networks=6, seed=1)
+    slower = FakeDevice(network_scale=0.25)  # the same machine, now running networks 25 % slower
+    assert _build(slower, path, calibration_networks=6, seed=1) == first  # a complete table is kept as it is
+    again = _build(slower, path, calibration_networks=6, seed=1, recalibrate=True)
+    assert again.entries == first.entries and again.created == first.created
+    assert again.overhead.scale == pytest.approx(0.25, abs=1e-9) and first.overhead.scale == pytest.approx(0.0)
+    measured_ops = [label for label in slower.calls if label in KEYS]
+    assert not measured_ops and len(slower.calls) == 1 + 6  # the call cost and the six networks, no op
+    assert LatencyTable.load(path) == again
+    with pytest.raises(ValueError, match="--recalibrate.*does not exist"):
+        _build(slower, tmp_path / "none.json", calibration_networks=6, recalibrate=True)

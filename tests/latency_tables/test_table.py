@@ -180,3 +180,19 @@ def test_constructor_validates_names_and_values() -> None:
         Entry(1.0, n=-1)
     with pytest.raises(LatencyTableError, match="intercept_ms"):
         Overhead(float("nan"), 0.0, 3)
+
+
+def test_an_overhead_with_kind_scales_round_trips_and_needs_the_kinds_to_price() -> None:
+    plain = Overhead(0.5, 0.0, 10, "fit", scale=0.2, call_ms=0.01)
+    assert "kind_scales" not in plain.to_dict()  # files without kind scales stay as they were
+    assert Overhead.from_dict(plain.to_dict()) == plain
+    scaled = Overhead(0.5, 0.0, 10, "fit", scale=0.2, call_ms=0.01, kind_scales={"hgc_ir": 0.15})
+    assert Overhead.from_dict(json.loads(json.dumps(scaled.to_dict()))) == scaled
+    kinds = {"hgc_ir": (4, 2.0), "conv": (2, 1.0)}
+    base = 0.5 + 1.2 * (3.0 - 0.01 * 6)
+    assert scaled.network_ms(6, 3.0, kinds) == pytest.approx(base + 0.15 * (2.0 - 0.01 * 4))
+    assert scaled.network_ms(6, 3.0, {"conv": (6, 3.0)}) == pytest.approx(base)  # no HGC op: no extra
+    with pytest.raises(LatencyTableError, match="kind_ops"):
+        scaled.network_ms(6, 3.0)
+    with pytest.raises(LatencyTableError, match="kind_scales"):
+        Overhead(0.5, 0.0, 10, kind_scales={"hgc_ir": float("nan")})
