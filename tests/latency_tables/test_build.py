@@ -292,3 +292,15 @@ def test_recalibrate_keeps_the_entries_and_refits_only_the_overhead(tmp_path: Pa
     assert LatencyTable.load(path) == again
     with pytest.raises(ValueError, match="--recalibrate.*does not exist"):
         _build(slower, tmp_path / "none.json", calibration_networks=6, recalibrate=True)
+
+
+def test_fit_overhead_never_fits_a_negative_intercept() -> None:
+    # Networks of 5-10 ms that run 1.3x their entries less 0.5 ms: an unconstrained line says -0.5 ms for what
+    # only a whole network pays, and predicts a 1 ms network at 0.8 ms. Held at 0, the scale takes it up.
+    sums = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    measured = [1.3 * s - 0.5 for s in sums]
+    overhead = fit_overhead(measured, sums, [10] * len(sums))
+    assert overhead.intercept_ms == 0.0
+    assert 0.2 < overhead.scale < 0.3  # the least-squares ratio of (measured - S) to S through the origin
+    expected = sum(m * s for m, s in zip(measured, sums)) / sum(s * s for s in sums) - 1
+    assert overhead.scale == pytest.approx(expected)
