@@ -153,12 +153,16 @@ def _diff(value: float | None) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    """The deployability report of an artefact: ops by type, what the delegate took, partitions, layout ops."""
+    """The deployability report of an artefact: ops by type, what the delegate took, partitions, layout ops, and with
+    ``--profile`` each op's measured share of latency."""
     import json
 
     from export.inspection import inspect_artefact
 
-    inspection = inspect_artefact(args.artefact)
+    for option, value in (("--runs", args.runs), ("--threads", args.threads)):
+        if value < 1:
+            raise InputError(f"{option} must be a positive number, got {value}")
+    inspection = inspect_artefact(args.artefact, profile_runs=args.runs if args.profile else 0, threads=args.threads)
     print(json.dumps(inspection.to_dict(), indent=2) if args.json else inspection.to_text(), end="" if not args.json
           else "\n")
     return 0
@@ -294,11 +298,22 @@ def add_commands(sub: Any) -> None:
     # `mzoo` replaces this with the planner that reads latency tables (latency_tables.cli; export may not import it).
     p.set_defaults(func=_cmd_export, deploy_planner=None)
 
-    p = sub.add_parser("inspect", help="what an artefact asks of its runtime: ops by type, ops the XNNPACK delegate "
-                                       "took and left (with the module each came from), partitions, layout ops",
-                       description="Deployability report of a .tflite file or an ncnn package (NAME.ncnn/).")
-    p.add_argument("artefact", help="a .tflite file, or an ncnn package directory / .param file")
+    p = sub.add_parser("inspect", help="what an artefact asks of its runtime: ops by type, ops the delegate took and "
+                                       "left (with the module or position each came from), partitions, layout ops; "
+                                       "--profile: each op's measured share of latency",
+                       description="Deployability report of a .tflite, .onnx or .pte file or an ncnn package "
+                                   "(NAME.ncnn/). --profile runs the artefact and times each op where the runtime can "
+                                   "(ONNX Runtime's profiler, ExecuTorch's ETDump); LiteRT's and ncnn's Python "
+                                   "bindings have no per-op timer, and the report says so.")
+    p.add_argument("artefact", help="a .tflite, .onnx or .pte file, or an ncnn package directory / .param file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--profile", action="store_true", help="run the artefact and report each op's measured share of "
+                                                          "latency (by op, op type, block and where it ran)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs for --profile, after one warm-up run "
+                                                                  "(default 20; each op's median is reported)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime intra-op threads for --profile and its graph rewrites (default 1); ExecuTorch "
+                        "profiles on its own thread pool as it is")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("eval", help="top-1/top-5 of a model and of each exported format, each in its own runtime",
