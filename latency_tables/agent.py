@@ -2,7 +2,7 @@
 machine to be measured (a phone under Termux, a Raspberry Pi, a Mac) so that :class:`latency_tables.devices.RemoteDevice`
 can time artefacts there.
 
-Owns the wire protocol (``GET /v1/info``; ``POST /v1/measure?runtime=ort|xnnpack`` with the artefact as the body
+Owns the wire protocol (``GET /v1/info``; ``POST /v1/measure?runtime=ort|xnnpack|litert`` with the artefact as the body
 and the ``BenchConfig`` as JSON in the ``X-Mzoo-Bench-Config`` header, answered with ``LatencyResult`` JSON) and the
 agent's defences, each a limit of :class:`AgentConfig` with its ``mzoo agent`` option: bearer-token auth compared in
 constant time; at most ``max_connections`` open connections (more get 503 at once); a whole-request deadline for
@@ -14,8 +14,9 @@ time, each in a fresh subprocess with an address-space cap and a timeout, so tha
 out of memory takes only that process down; a request whose client disconnects is cancelled, its subprocess
 killed. Artefacts are stored under names the agent chooses in a private temporary directory that is deleted after
 each request and when the agent stops (Ctrl-C or SIGTERM). Errors are JSON ``{"error": "..."}``; each request logs
-one line to stderr, with secrets in a query string redacted. Only ONNX Runtime and ExecuTorch/XNNPACK are served
-(a Core ML runtime would need macOS and is not implemented).
+one line to stderr, with secrets in a query string redacted. ONNX Runtime, ExecuTorch/XNNPACK and LiteRT/XNNPACK
+(ai-edge-litert, e.g. on an Android phone under Termux) are served; ncnn is not (its artefact is two files), and a
+Core ML runtime would need macOS and is not implemented.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class _Cancelled(ConnectionAbortedError):
 def available_runtimes() -> dict[str, dict[str, str | None]]:
     """The runtimes this machine can serve (without importing them: ExecuTorch takes seconds to import)."""
     found: dict[str, dict[str, str | None]] = {}
-    for short, package, distribution in (("ort", "onnxruntime", "onnxruntime"), ("xnnpack", "executorch", "executorch")):
+    for short, package, distribution in (("ort", "onnxruntime", "onnxruntime"), ("xnnpack", "executorch", "executorch"),
+                                         ("litert", "ai_edge_litert", "ai-edge-litert")):
         if importlib.util.find_spec(package) is not None:
             found[short] = {"runtime": RUNTIMES[short], "version": _version(distribution)}
     return found

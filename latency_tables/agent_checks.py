@@ -18,6 +18,8 @@ from export.errors import one_line
 _PTE_MAGIC_OFFSET = 4
 _PTE_HEADER_BYTES = 40
 _MIN_PTE_BYTES = 32
+_TFLITE_IDENTIFIER = b"TFL3"
+_MIN_TFLITE_BYTES = 16
 
 
 class AgentError(MzooError):
@@ -31,6 +33,9 @@ class AgentError(MzooError):
 def _check_artefact(runtime: str, path: Path) -> None:
     """Refuse what is not an artefact of ``runtime`` before any runtime parses it: 415 for the wrong kind of
     file, 400 for a broken one. ONNX files must carry their weights inside (external data could name any path)."""
+    if runtime == "litert":
+        _check_tflite(path)
+        return
     if runtime == "xnnpack":
         size = path.stat().st_size
         with path.open("rb") as file:
@@ -44,6 +49,20 @@ def _check_artefact(runtime: str, path: Path) -> None:
         _check_pte_sizes(head, size)
         return
     _check_onnx(path)
+
+
+def _check_tflite(path: Path) -> None:
+    """A LiteRT flatbuffer: the 'TFL3' file identifier at byte 4, and a root table offset inside the file."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(8)
+    if head[4:8] != _TFLITE_IDENTIFIER:
+        raise AgentError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                         f"upload is not a LiteRT model: no 'TFL3' identifier at byte 4 (found {head[4:8]!r})")
+    root = int.from_bytes(head[:4], "little")
+    if size < _MIN_TFLITE_BYTES or root >= size:
+        raise AgentError(HTTPStatus.BAD_REQUEST,
+                         f"upload is a truncated LiteRT model ({size} bytes, root table at byte {root})")
 
 
 def _check_pte_sizes(head: bytes, size: int) -> None:

@@ -77,6 +77,8 @@ def _load_runtime(runtime: str) -> None:
     """Import the runtime before the cap, so that the cap counts what a measurement adds, not the libraries."""
     if runtime == "ort":
         import onnxruntime  # noqa: F401 (loaded for its side effect: its libraries are mapped)
+    elif runtime == "litert":
+        import ai_edge_litert.interpreter  # noqa: F401 (as above)
     else:
         from export.executorch import portable_lib
 
@@ -109,6 +111,10 @@ def _measure_here(runtime: str, artefact: str, cfg: BenchConfig) -> LatencyResul
         from latency_tables.measure import measure_onnx
 
         return measure_onnx(artefact, cfg)
+    if runtime == "litert":
+        from latency_tables.measure_android import measure_litert
+
+        return measure_litert(artefact, cfg)
     # This process is already fresh, so time the program here rather than through measure_pte's own subprocess.
     from latency_tables.measure_pte import measure_pte_in_process as measure_pte_here
 

@@ -100,7 +100,9 @@ def _cmd_lut_build(args: argparse.Namespace) -> int:
         overhead = table.overhead
         print(f"{path}: {len(table.entries)} op entries on {name}"
               + (f"; a network = {overhead.intercept_ms:.4f} ms + {1 + overhead.scale:.3f} x (sum of entries - "
-                 f"{overhead.call_ms:.4f} ms per op) (fitted on {overhead.n_networks} networks)" if overhead else ""))
+                 f"{overhead.call_ms:.4f} ms per op)"
+                 + "".join(f", {k} ops x {1 + overhead.scale + v:.3f}" for k, v in overhead.kind_scales.items())
+                 + f" (fitted on {overhead.n_networks} networks)" if overhead else ""))
     return 0
 
 

@@ -41,11 +41,12 @@ from export.parity import eval_mode
 
 XNNPACK_RUNTIME = "executorch-xnnpack"  # same value as export.executorch.XNNPACK_RUNTIME (not imported: slow)
 # Short runtime names used in device specs, device names, agent URLs and the agent's API.
-RUNTIMES: Mapping[str, str] = {"ort": ONNX_RUNTIME, "xnnpack": XNNPACK_RUNTIME}
-ARTEFACT_SUFFIX: Mapping[str, str] = {"ort": ".onnx", "xnnpack": ".pte"}
-# Runtimes measured on this machine only (the agent serves RUNTIMES): LiteRT with its XNNPACK delegate and ncnn,
-# both from the android extra (latency_tables.measure_android).
-LOCAL_RUNTIMES: Mapping[str, str] = {**RUNTIMES, "litert": "litert-xnnpack", "ncnn": "ncnn-cpu"}
+# The agent serves these (LiteRT: a .tflite upload, timed in ai-edge-litert's interpreter with its XNNPACK delegate).
+RUNTIMES: Mapping[str, str] = {"ort": ONNX_RUNTIME, "xnnpack": XNNPACK_RUNTIME, "litert": "litert-xnnpack"}
+ARTEFACT_SUFFIX: Mapping[str, str] = {"ort": ".onnx", "xnnpack": ".pte", "litert": ".tflite"}
+# ncnn is measured on this machine only: its artefact is a package of two files, which the agent's one-file upload
+# does not carry. LiteRT's and ncnn's converters and runtimes come from the android extra (measure_android).
+LOCAL_RUNTIMES: Mapping[str, str] = {**RUNTIMES, "ncnn": "ncnn-cpu"}
 CONFIG_HEADER = "X-Mzoo-Bench-Config"
 API_PREFIX = "/v1"
 # The TorchScript exporter's opset 17 loads in every ONNX Runtime since 1.14, so old device installs work too.
@@ -238,6 +239,8 @@ def _export_artefact(runtime: str, model: nn.Module, input_shape: tuple[int, ...
     path = directory / f"model{ARTEFACT_SUFFIX[runtime]}"
     if runtime == "ort":
         return export_onnx_fast(model, input_shape, path)
+    if runtime == "litert":
+        return export_litert_fast(model, input_shape, path)
     return export_pte_fast(model, input_shape, path)
 
 
@@ -556,4 +559,4 @@ def get_device(spec: str, *, threads: int = 1, token: str | None = None) -> Devi
         base = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, "", "", ""))
         return RemoteDevice(base, token or os.environ.get(TOKEN_ENV, ""), runtime, threads=threads)
     raise InputError(f"unknown device {spec!r}; use 'ort', 'xnnpack', 'litert', 'ncnn' or "
-                     "'http://HOST:PORT[/ort|/xnnpack]'")
+                     "'http://HOST:PORT[/ort|/xnnpack|/litert]'")

@@ -214,3 +214,17 @@ def test_xnnpack_via_the_agent(agent: AgentServer) -> None:
     result = device.measure(nn.Linear(16, 10), (1, 16), FAST)
     assert result.runtime == "executorch-xnnpack" and result.input_shape == (1, 16) and result.model == "Linear"
     assert result.environment.fingerprint == agent.info()["fingerprint"]
+
+
+def test_litert_via_the_agent_and_what_is_not_a_tflite_file_is_refused(agent: AgentServer, conv_bytes: bytes) -> None:
+    pytest.importorskip("litert_torch", reason="the android extra is not installed")
+    device = RemoteDevice(agent.url, TOKEN, runtime="litert")
+    assert device.describe().runtime == "litert-xnnpack" and device.name.endswith("-litert-t1")
+    result = device.measure(nn.Linear(16, 10), (1, 16), FAST, label="fc")
+    assert result.runtime == "litert-xnnpack" and result.input_shape == (1, 16) and result.model == "fc"
+    assert result.environment.fingerprint == agent.info()["fingerprint"] and result.n >= FAST.runs
+    status, data, _ = post(agent, conv_bytes, runtime="litert", config=FAST_JSON)  # an ONNX file, named LiteRT
+    assert status == 415 and "not a LiteRT model" in data["error"]
+    status, data, _ = post(agent, b"\x10\x00\x00\x00TFL3" + b"\x00" * 8, runtime="litert", config=FAST_JSON)
+    assert status == 400 and "truncated LiteRT model" in data["error"]
+    assert list(agent.workdir.iterdir()) == []
