@@ -98,3 +98,9 @@ def nbmacro_00000010() -> ArchSpec:
 def nbmacro_00000200() -> ArchSpec:
     """NAS-Bench-Macro, one inverted residual (MB6 k5, stride 2) at stage 3's first layer, identity elsewhere."""
     return nbmacro_spec("00000200")
+
+
+@register_model(_cfg("MB3 k3 at stage 1's first layer, identity elsewhere: 57.25 %", "10000000"))
+def nbmacro_10000000() -> ArchSpec:
+    """NAS-Bench-Macro, one inverted residual (MB3 k3, stride 2) at stage 1's first layer, identity elsewhere."""
+    return nbmacro_spec("10000000")
