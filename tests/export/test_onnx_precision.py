@@ -297,6 +297,60 @@ def test_int8_variant_is_static_qdq_per_channel(fp32: tuple[nn.Module, Path], ve
     assert run_ort(path, x).shape == (3, CLASSES)
 
 
+class OutlierNet(nn.Module):
+    """Conv ``b`` reads a channel that is always zero through weights 1000 times its others: in float that weight
+    does nothing, but it sets each of ``b``'s per-channel int8 weight scales, so quantised ``b`` loses every other
+    weight. Leaving ``b`` in float is the one fix; ``a`` and ``fc`` quantise well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, CLASSES)
+        with torch.no_grad():
+            self.a.weight[0] = 0.0
+            self.a.bias[0] = -1.0  # channel 0 of relu(a(x)) is always 0
+            self.b.weight[:, 0] = 1000.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
+
+
+def test_float_nodes_leaves_the_node_whose_quantisation_hurts_in_float(verify_batch: np.ndarray,
+                                                                      calibration: np.ndarray, tmp_path: Path) -> None:
+    model = OutlierNet().eval()
+    source = tmp_path / "outlier.onnx"
+    export_onnx(model, source, SIZE, metadata={"model_name": "outlier"})
+    ungated = AgreementThresholds(-1.0, -1.0, -1.0, -1.0)
+
+    def quantise(name: str, **changes: int) -> PrecisionReport:
+        return quantize_int8(source, tmp_path / name, images=verify_batch, calibration=calibration,
+                             reference=eager_reference(model), cfg=Int8Config(threads=1, thresholds=ungated, **changes))
+
+    plain, fixed = quantise("plain.onnx"), quantise("fixed.onnx", float_nodes=2)
+    # The logits are mostly b's bias (a constant output scores 0.998), so top-1 agreement is the telling figure.
+    assert plain.top1_agreement < 0.5 and "sensitive_nodes" not in plain.settings
+    assert fixed.top1_agreement == 1.0 and fixed.mean_cosine > 0.9999
+    (name, gain), *rest = fixed.settings["sensitive_nodes"]
+    assert gain > 10 and all(g < gain / 10 for _, g in rest)  # only nodes that help, at most float_nodes of them
+    assert fixed.settings["nodes_to_exclude"] == [name, *(n for n, _ in rest)] and len(rest) <= 1
+    proto = onnx.load(str(tmp_path / "fixed.onnx"))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    in_float = [n for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in inits]
+    assert [n.name for n in in_float] == [name]  # b, read through its float weight; a still quantised
+    np.testing.assert_array_equal(inits[in_float[0].input[1]], model.b.weight.detach().numpy())
+
+
+def test_signal_to_noise_db() -> None:
+    ref = np.array([[3.0, 4.0]])
+    assert precision.signal_to_noise_db(ref, ref) == float("inf")
+    assert precision.signal_to_noise_db(ref, ref * 1.1) == pytest.approx(20.0)
+    assert np.isnan(precision.signal_to_noise_db(ref, np.array([[np.nan, 0.0]])))
+    with pytest.raises(ValueError, match="one shape"):
+        precision.signal_to_noise_db(ref, ref[:, :1])
+
+
 def test_unnormalised_calibration_fails_agreement(fp32: tuple[nn.Module, Path], verify_batch: np.ndarray,
                                                   calibration: np.ndarray, tmp_path: Path) -> None:
     # Calibrating on raw 0..255 pixels instead of normalised ones makes every activation range ~100x too wide,
@@ -437,6 +491,8 @@ def test_constant_output_cosine_shows_when_logits_ignore_the_image() -> None:
         (lambda: Int8Config(activation_type="QInt4"), "activation_type"),  # type: ignore[arg-type]
         (lambda: Int8Config(calibrate_method="Guess"), "calibrate_method"),  # type: ignore[arg-type]
         (lambda: Int8Config(num_calibration=0), "Int8Config.num_calibration must be an int >= 1"),
+        (lambda: Int8Config(float_nodes=-1), "Int8Config.float_nodes must be an int >= 0"),
+        (lambda: Int8Config(sensitivity_images=0), "Int8Config.sensitivity_images must be an int >= 1"),
         (lambda: Fp16Config(batch_size=0), "Fp16Config.batch_size"),
         (lambda: Fp16Config(threads=-1), "threads must be an int >= 0"),
     ],
