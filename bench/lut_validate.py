@@ -27,7 +27,7 @@ from bench._report import write_section  # noqa: E402
 from common.files import write_json_atomic  # noqa: E402
 from latency_tables.measure import BenchConfig  # noqa: E402
 from latency_tables.cli import run_validation  # noqa: E402
-from latency_tables.table import load_tables  # noqa: E402
+from latency_tables.table import TABLES_ENV, load_tables, tables_root  # noqa: E402
 from latency_tables.validate import ValidationResult, prediction_metrics, sample_archs, scatter_plot  # noqa: E402
 from zoo.spaces import get_space  # noqa: E402
 
@@ -64,11 +64,12 @@ def main() -> None:
     figure = ROOT / "figures" / f"lut_validation_{table_device}.png"
     points = ROOT / "results" / f"lut_validation_{table_device}.json"
     protocol = BenchConfig.from_dict(next(iter(tables.values())).protocol)
-    notes = (f"Tables: `latency_tables/{table_device}/`. Each architecture is predicted from its walker ops' "
+    calibration = sorted({t.overhead.n_networks for t in tables.values()})
+    notes = (f"Tables: {tables_location(table_device)}. Each architecture is predicted from its walker ops' "
              "table minimums (the tables' statistic) and the table's overhead model, `intercept + (1 + scale) × "
              "(Σ entries − call × n_ops)`, whose call cost was measured and whose intercept and scale were fitted "
-             "on 30 separate calibration networks at build time; it is measured end to end (export, fresh "
-             "session, warm-up, runs until the median is stable) with the tables' protocol "
+             f"on {'/'.join(map(str, calibration))} separate calibration networks at build time; it is measured "
+             "end to end (export, fresh session, warm-up, runs until the median is stable) with the tables' protocol "
              f"(1 thread, pinned to CPU(s) {protocol.cpus}), compared on the minimum. 'Repeat' measures the first "
              "architectures of each space again in a fresh session: the machine's own agreement with itself. "
              "'Overhead models' refits each model on half of the validation points and scores it on the other "
@@ -84,6 +85,15 @@ def main() -> None:
                                "repeats": {space: pairs for space, pairs in repeats.items()}})
     write_section(f"lut-validation-{table_device}", f"Latency predictor validation on {table_device}",
                   f"{table}\n\n![predicted vs measured](bench/figures/{figure.name})\n\n{notes}\n", machine)
+
+
+def tables_location(table_device: str) -> str:
+    """Where the tables came from, as a reader can find them: the project's directory, or the override root."""
+    root = tables_root().resolve()
+    project = Path(__file__).resolve().parents[1]
+    if root.is_relative_to(project):
+        return f"`{(root / table_device).relative_to(project)}/`"
+    return f"`{root / table_device}/` (${TABLES_ENV}; not shipped with the project)"
 
 
 def remeasure(device, result: ValidationResult, protocol, count: int) -> list[tuple[float, float]]:
