@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from latency_tables.devices import local_device_name
+from latency_tables.devices import LOCAL_RUNTIMES, local_device_name
 from common.images import shared_data_dir
 from latency_tables.predict import Predictor
 from latency_tables.table import LatencyTable, list_devices, load_tables, tables_root
@@ -108,8 +108,13 @@ def _write(path: Path, text: str) -> str:
 
 # --- the tables shipped in the repository -------------------------------------------------------------------
 
-def _shipped() -> list[LatencyTable]:
-    return load_tables(SHIPPED_DEVICE, tables_root()) if SHIPPED_DEVICE in list_devices(tables_root()) else []
+def _shipped(device: str = SHIPPED_DEVICE) -> list[LatencyTable]:
+    return load_tables(device, tables_root()) if device in list_devices(tables_root()) else []
+
+
+# Every device directory shipped in latency_tables/ that this project's builder measured (imported tables such as
+# a phone's have no environment and are checked by their own tests).
+SHIPPED_MEASURED = [d for d in list_devices(tables_root()) if all(t.environment for t in _shipped(d))]
 
 
 def test_a_table_is_shipped_for_this_machines_cpu() -> None:
@@ -117,29 +122,40 @@ def test_a_table_is_shipped_for_this_machines_cpu() -> None:
     assert set(list_spaces()) <= spaces
 
 
+def test_this_machines_own_tables_are_shipped_too() -> None:
+    # The family 26 model 2 EPYC measured tables of its own (ORT's hgcnet_width with the fused keys, LiteRT's and
+    # ncnn's nbmacro); they must sit beside the family 23 ones, not replace them.
+    assert {SHIPPED_DEVICE, "amd-epyc-f26m2-ort-t1", "amd-epyc-f26m2-litert-t1",
+            "amd-epyc-f26m2-ncnn-t1"} <= set(SHIPPED_MEASURED)
+
+
 # The fused (deploy-time) form of HGC blocks (issue #22) and the CIFAR layout of the width spaces (issue #18: the
-# search accepts it, so the tables must answer it) added op keys. The shipped tables were measured on AMD EPYC
-# family 23 model 1 and only that CPU can extend them (`mzoo lut build --space S` resumes a table there).
+# search accepts it, so the tables must answer it) added op keys. The family 23 model 1 tables predate them and
+# only that CPU can extend them (`mzoo lut build --space S` resumes a table there).
 # Strict: once rebuilt, the test passes and the marker must go.
 NOT_YET_REBUILT = {
-    "hgcnet_width": "fused HGC and 32x32 keys not yet measured on the tables' CPU (family 23 model 1)",
-    "mobilenetv2_width": "32x32 (CIFAR layout) keys not yet measured on the tables' CPU (family 23 model 1)",
+    (SHIPPED_DEVICE, "hgcnet_width"): "fused HGC and 32x32 keys not yet measured on the tables' CPU (family 23 model 1)",
+    (SHIPPED_DEVICE, "mobilenetv2_width"): "32x32 (CIFAR layout) keys not yet measured on the tables' CPU "
+                                           "(family 23 model 1)",
 }
 
 
-def _completeness_case(table: LatencyTable) -> object:
-    reason = NOT_YET_REBUILT.get(table.space)
+def _completeness_case(device: str, table: LatencyTable) -> object:
+    reason = NOT_YET_REBUILT.get((device, table.space))
     marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(table, marks=marks, id=table.space)
+    return pytest.param(device, table, marks=marks, id=f"{device}/{table.space}")
 
 
-@pytest.mark.parametrize("table", [_completeness_case(t) for t in _shipped()])
-def test_shipped_tables_are_complete_calibrated_and_cover_their_space_exactly(table: LatencyTable) -> None:
+@pytest.mark.parametrize("device, table", [_completeness_case(d, t) for d in SHIPPED_MEASURED for t in _shipped(d)])
+def test_shipped_tables_are_complete_calibrated_and_cover_their_space_exactly(device: str,
+                                                                              table: LatencyTable) -> None:
     # Fails when a space, the walker's keys or an op's definition change without the table being rebuilt.
     assert table.space in list_spaces()
     assert table.complete and table.overhead is not None and table.overhead.n_networks >= 10
     assert set(table.entries) == set(op_keys(get_space(table.space)))
-    assert table.runtime == "onnxruntime-cpu" and table.threads == 1 and table.statistic == "min_ms"
+    assert table.device == device and table.threads == 1 and table.statistic == "min_ms"
+    runtime = device.rsplit("-", 2)[1]
+    assert table.runtime == LOCAL_RUNTIMES[runtime]
     # Built by the current builder: the runtime call cost was measured and the in-network slowdown fitted.
     assert table.schema_version == 2 and 0 < table.overhead.call_ms < 0.1 and -0.5 < table.overhead.scale < 0.5
 
