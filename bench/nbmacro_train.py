@@ -130,7 +130,8 @@ def _wall_cell(r: dict) -> str:
 def write(rows: list[dict], args: argparse.Namespace) -> None:
     env = current_environment()
     machine = (f"{env.cpu_model} ({env.cpu_id}), {env.logical_cores} logical cores, {env.os}; torch {env.torch}; "
-               "each run one process, 1 thread, nice 19, the two runs side by side on a machine shared with other work")
+               "each run one process of 1 or 2 threads, some side by side at nice 19, some resumed across sessions, "
+               "on a machine shared with other work: wall times compare only roughly")
     lines = ["| model | params | MACs | benchmark mean ± std (3 runs) | here: best top-1 (epoch) | Δ best − mean "
              "| within ±1.0 | final-epoch top-1 | shipped weights via `pretrained=True` | training wall (img/s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
