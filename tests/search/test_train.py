@@ -23,7 +23,7 @@ from common.errors import InputError
 from search.train import CACHE_FORMAT, TensorImages, TrainJob, image_cache, score_top1
 from tests.search.ddp_worker import make_image_folder
 from mzoo.cli import main as mzoo
-from zoo.nbmacro import nbmacro_spec
+from zoo.nbmacro import TRAINED_SHA256, nbmacro_spec
 from zoo.pretrained import sha256_of, weight_candidates
 from zoo.searched import register_searched
 
@@ -251,7 +251,7 @@ def test_list_models_pretrained_lists_exactly_the_models_with_weights(finished: 
     assert zoo.list_models("hgcnet_*", pretrained=True) == []
 
 
-SHIPPED = ("nbmacro_00000000", "nbmacro_00000100")
+SHIPPED = tuple(f"nbmacro_{arch}" for arch in sorted(TRAINED_SHA256))  # every run shipped with its sha256
 
 
 @pytest.mark.parametrize("name", SHIPPED)
