@@ -46,8 +46,8 @@ from export.onnx_precision import (FP16_THRESHOLDS_TRAINED, INT8_THRESHOLDS_TRAI
 from export.pipeline import ResolvedModel, resolve_model  # noqa: E402
 from export.runners import REFERENCE  # noqa: E402
 
-MODELS = ("nbmacro_00000000", "nbmacro_00000010", "nbmacro_00000100", "mz_tf_efficientnet_lite0", "mz_tf_efficientnet_lite1",
-          "mz_tf_efficientnet_lite2")
+MODELS = ("nbmacro_00000000", "nbmacro_00000010", "nbmacro_00000100", "nbmacro_10000000", "mz_tf_efficientnet_lite0",
+          "mz_tf_efficientnet_lite1", "mz_tf_efficientnet_lite2")
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_formats"
 ACCURACY_FILE = Path(__file__).resolve().parents[1] / "zoo" / "data" / "accuracy.json"
 ACCURACY_SOURCE = ("mzoo eval (export/evaluate.py) via `python bench/eval_formats.py`: PyTorch fp32 top-1 of the "

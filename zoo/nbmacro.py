@@ -32,7 +32,8 @@ OPS = {"0": dict(kind="skip"), "1": dict(kind="ir", kernel=3, expand=3.0), "2": 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TRAINED_SHA256: dict[str, str] = {"00000000": "937939a0280de615752826242cabfcd834220ae658a3935deb48f8afc36e581e",
                                  "00000010": "373c2830194a3956e5a42ebe8993446c943f4a19e65f3fecd4469d7f50f08964",
-                                 "00000100": "ef305227d7699b955189e7c3ad39a0b3e1c016494fa9499344b31d6641957199"}
+                                 "00000100": "ef305227d7699b955189e7c3ad39a0b3e1c016494fa9499344b31d6641957199",
+                                 "10000000": "98a958d7530bf58b40b6dde7ab4d9f60aa70c61306b42eecb50ed9b66aea250a"}
 
 
 def nbmacro_spec(arch: str) -> ArchSpec:
