@@ -3,8 +3,8 @@ and time models side by side), ``lut list|build|validate|import-ofa``, ``predict
 
 Owns argument parsing and the glue between spaces, devices, tables and the predictor; the work itself
 lives in :mod:`latency_tables.build`, :mod:`latency_tables.predict`, :mod:`latency_tables.validate`,
-:mod:`latency_tables.ofa`, :mod:`latency_tables.devices` and :mod:`latency_tables.agent`. :func:`add_commands` is called by
-:mod:`mzoo.cli`, which turns every user error into one line and exit status 2.
+:mod:`latency_tables.ofa`, :mod:`latency_tables.devices` and :mod:`latency_tables.agent`. :func:`add_commands` is
+called by :mod:`mzoo.cli`, which turns every user error into one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -268,7 +268,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.file}: input {result.input_shape}, {result.threads} thread(s), n={result.n}")
     print(f"  median {result.median_ms:.3f} ms  p10 {result.p10_ms:.3f}  p90 {result.p90_ms:.3f}  "
-          f"std {result.std_ms:.3f}  (first run {result.first_run_ms:.2f} ms, session {result.session_create_ms:.1f} ms)")
+          f"std {result.std_ms:.3f}  (first run {result.first_run_ms:.2f} ms, "
+          f"session {result.session_create_ms:.1f} ms)")
     print(f"  on {result.environment.cpu_model} ({result.environment.logical_cores} cores), "
           f"onnxruntime {result.environment.onnxruntime}")
     return 0
@@ -278,34 +279,62 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from latency_tables.measure import BenchConfig
+    from export.deploy import check_mode
     from latency_tables.compare import compare_models, format_table, nearest_baselines
 
+    check_mode(args.deploy)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    for name in names:
+        _check_known(name)
     out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="mzoo-demo-"))
     bar = tqdm(total=len(names), desc="build, export, verify, measure", unit="model", file=sys.stderr)
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
 
-    rows = compare_models(names, out, BenchConfig(threads=args.threads), progress=step)
+    notes: list[str] = []
+    rows = compare_models(names, out, BenchConfig(threads=args.threads), progress=step, deploy_mode=args.deploy,
+                          notes=notes)
     bar.update(len(names))
     bar.close()
     env = rows[0].ort.environment
     print(f"\nCPU latency, batch 1, {args.threads} thread(s), on {env.cpu_model} "
           f"(onnxruntime {env.onnxruntime}, torch {env.torch}); ONNX files in {out}\n")
     print(format_table(rows))
-    for line in nearest_baselines(rows):
+    for line in notes + nearest_baselines(rows):
         print(f"\n{line}")
     for line in _predicted_lines(rows, args.threads):
         print(f"\n{line}")
     return 0
 
 
+def _check_known(name: str) -> None:
+    """``InputError`` naming ``--models`` for a name neither the zoo nor timm knows, before any work."""
+    import timm
+
+    if not (registry.is_model(name) or timm.is_model(name)):
+        raise InputError(f"--models: unknown model {name!r} (neither a zoo model, see `mzoo list`, nor a timm model)")
+
+
+def _table_protocol(protocol: Any) -> Any:
+    """A table's measurement protocol as a BenchConfig, unpinned where this process may not use its CPUs."""
+    from latency_tables.measure import BenchConfig
+
+    cfg = dict(protocol)
+    if cfg.get("cpus") and not set(cfg["cpus"]) <= os.sched_getaffinity(0):
+        cfg["cpus"] = None
+    return BenchConfig(**cfg)
+
+
 def _predicted_lines(rows: Sequence[Any], threads: int) -> list[str]:
-    """Each zoo model's latency predicted from the shipped tables of this machine, beside its measured minimum."""
+    """Each zoo row's latency predicted from this machine's tables, beside its ONNX file measured again with the
+    tables' own protocol (pinned, its statistic): the demo's own timing is unpinned and one session, which on a
+    shared machine differs from the table's by more than the predictor's error."""
     from latency_tables.devices import local_device_name
+    from latency_tables.measure import measure_onnx
     from latency_tables.predict import MissingKeysError, Predictor
     from latency_tables.table import NoTablesError
+    from zoo.deploy import deploy_spec
 
     device = local_device_name("ort", threads)
     try:
@@ -317,15 +346,21 @@ def _predicted_lines(rows: Sequence[Any], threads: int) -> list[str]:
         if row.source != "zoo":
             continue
         spec = registry.get_arch_spec(row.name)
+        if row.deploy is not None:
+            spec = deploy_spec(spec, row.deploy.blocks)
         try:
             p = predictor.predict(spec, registry.get_pretrained_cfg(row.name).input_size)
         except MissingKeysError as err:
-            lines.append(f"{row.name}: not predictable from latency_tables/{device} ({len(err.keys)} op keys missing)")
+            lines.append(f"{row.label}: not predictable from latency_tables/{device} ({len(err.keys)} op keys "
+                         "missing)")
             continue
-        measured = getattr(row.ort, predictor.statistic)
-        lines.append(f"{row.name} predicted from latency_tables/{device} (table {p.overhead_table}: {len(p.ops)} ops "
-                     f"+ overhead): {p.total_ms:.2f} ms; measured above: {measured:.2f} ms "
-                     f"({predictor.statistic.removesuffix('_ms')} over runs), error {p.total_ms / measured - 1:+.1%}")
+        table = next(t for t in predictor.tables if t.space == p.overhead_table) if p.overhead_table else \
+            predictor.tables[0]
+        measured = getattr(measure_onnx(row.onnx_path, _table_protocol(table.protocol)), predictor.statistic)
+        stat = predictor.statistic.removesuffix("_ms")
+        lines.append(f"{row.label} predicted from latency_tables/{device} (table {p.overhead_table}: {len(p.ops)} "
+                     f"ops + overhead): {p.total_ms:.2f} ms; measured with the table's protocol: {measured:.2f} ms "
+                     f"({stat} over runs), error {p.total_ms / measured - 1:+.1%}")
     return lines
 
 
@@ -364,6 +399,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--models", default=",".join(DEMO_MODELS), help=f"comma-separated (default {','.join(DEMO_MODELS)})")
     p.add_argument("-o", "--output", help="where to keep the ONNX files (default: a temporary directory)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--deploy", default="auto", help="also show each HGC network deployed: auto (the plan this "
+                   "machine's latency tables choose; all where they cannot), all (every HGC layer fused), or none")
     p.set_defaults(func=_cmd_demo)
 
     lut = sub.add_parser("lut", help="latency lookup tables: list, build, validate, import OFA's Note10 tables")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import onnx
 import pytest
 
 import zoo
+from zoo.deploy import fusable_blocks
 from mzoo.cli import main
 
 
@@ -109,3 +111,30 @@ def test_demo_runs_end_to_end(capsys, tmp_path: Path) -> None:
     assert zoo.format_count(zoo.model_info("hgcnet_0_5x_cifar")["macs"]) in rows["hgcnet_0_5x_cifar"]
     assert "| timm |" in rows["mobilenetv2_050"]
     assert (tmp_path / "hgcnet_0_5x_cifar.onnx").is_file() and (tmp_path / "mobilenetv2_050.onnx").is_file()
+    # the flagship is also shown deployed (default --deploy auto; all where this machine's tables cannot plan it)
+    deployed = [label for label in rows if label.startswith("hgcnet_0_5x_cifar deployed (")]
+    assert len(deployed) == 1, rows.keys()
+    mode, fused, total = re.fullmatch(r"hgcnet_0_5x_cifar deployed \((auto|all): (\d+)/(\d+) fused\)",
+                                      deployed[0]).groups()
+    spec = zoo.get_arch_spec("hgcnet_0_5x_cifar")
+    assert int(total) == len(fusable_blocks(spec)) and 1 <= int(fused) <= int(total)
+    if mode == "all":
+        assert int(fused) == int(total) and "no auto plan (" in out
+    cells = [c.strip() for c in rows[deployed[0]].split("|")[1:-1]]
+    assert cells[3] != zoo.format_count(zoo.model_info("hgcnet_0_5x_cifar")["macs"])  # fused MACs differ
+    assert float(cells[4]) <= 1e-4  # ONNX max abs diff against the training-time network
+    assert (tmp_path / "deployed" / "hgcnet_0_5x_cifar.onnx").is_file()
+    assert f"{deployed[0]} vs mobilenetv2_050:" in out
+
+
+def test_demo_deploy_none_shows_only_the_trained_network(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "demo", "--models", "hgcnet_0_5x_cifar", "--deploy", "none", "-o", str(tmp_path))
+    assert code == 0 and "deployed (" not in out and not (tmp_path / "deployed").exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "named"), [("--deploy", "fused", "--deploy"),
+                                                      ("--models", "hgcnet_1x,no_such_net", "no_such_net")])
+def test_demo_refuses_bad_flags_before_any_work(capsys, tmp_path: Path, flag: str, value: str, named: str) -> None:
+    code, _, err = run(capsys, "demo", flag, value, "-o", str(tmp_path / "out"))
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

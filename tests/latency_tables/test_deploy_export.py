@@ -16,6 +16,7 @@ import torch
 import zoo
 from latency_tables import table_path
 from latency_tables.build import build_table
+from latency_tables.table import LatencyTable
 from mzoo.cli import main
 from tests.latency_tables import FAST, FakeDevice
 from tests.latency_tables.test_deploy import table_with
@@ -194,3 +195,26 @@ def test_calibration_gives_the_hgc_form_its_own_scale_and_prices_both_forms(tmp_
         deployed = deploy_spec(spec, plan)
         measured = device.latency_ms(zoo.build_model(deployed), (1, *size))
         assert predictor.predict(deployed, size).total_ms == pytest.approx(measured, rel=1e-6), plan
+
+
+def test_demo_deploys_by_this_machines_tables_and_says_when_it_cannot(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mzoo demo`'s deployed row: auto from this machine's tables; every layer fused, with the reason, without."""
+    from dataclasses import replace
+
+    from latency_tables.compare import deploy_choice
+    from latency_tables.devices import local_device_name
+
+    spec = tiny_hgc_spec()
+    first, second = fusable_blocks(spec)
+    monkeypatch.setenv("MZOO_LATENCY_TABLES", str(tmp_path / "tables"))
+    choice, note = deploy_choice("auto", spec, (3, 32, 32))  # no tables for this machine
+    assert choice.mode == "all" and choice.fused == 2 and "no auto plan (" in note and "mzoo lut build" in note
+    assert deploy_choice("none", spec, (3, 32, 32)) == (None, "")
+    plan = tables_for(spec, tmp_path / "fake", fused_faster={second})
+    fake = next((tmp_path / "fake").rglob("hgcnet_width.json"))
+    mine = local_device_name("ort", 1)
+    table = replace(LatencyTable.load(fake), device=mine)
+    table.save(table_path(mine, "hgcnet_width", tmp_path / "tables"))
+    choice, note = deploy_choice("auto", spec, (3, 32, 32))
+    assert note == "" and choice.mode == "auto" and dict(choice.blocks) == plan == {first: UNFUSED, second: FUSED}
