@@ -55,30 +55,37 @@ ACCURACY_SOURCE = ("mzoo eval (export/evaluate.py) via `python bench/eval_format
                    "scored by mapping their prediction to CIFAR-10 (zoo/data/imagenet_to_cifar10.json)")
 GATE_IMAGES = 64  # the export gate's verification batch (Int8Config.num_images / Fp16Config.num_images)
 EIGHT_BIT = {"reduce_range": False}
+# Every row before bias correction existed was made without it; the rows say so, now that it is the default.
+PLAIN = {"bias_correction": False}
 
 # (key, description, Int8Config changes, which nodes to leave in float, calibration as unnormalised pixels)
 Setting = tuple[str, str, dict[str, Any], str, bool]
 SETTINGS: tuple[Setting, ...] = (
-    ("pc7", "per-channel 7-bit weights (reduce_range), uint8 act., MinMax, 128 images", {"reduce_range": True}, "",
-     False),
-    ("pc8", "per-channel 8-bit weights, uint8 act., MinMax, 128 images", EIGHT_BIT, "", False),
-    ("pt7", "per-tensor 7-bit weights, MinMax, 128", {"per_channel": False, "reduce_range": True}, "", False),
-    ("pt8", "per-tensor 8-bit weights, MinMax, 128", {"per_channel": False, **EIGHT_BIT}, "", False),
-    ("entropy", "per-channel 8-bit, Entropy (KL, 2048-bin histogram) calibration, 128", {"calibrate_method": "Entropy", **EIGHT_BIT}, "",
-     False),
+    ("pc7", "per-channel 7-bit weights (reduce_range), uint8 act., MinMax, 128 images",
+     {"reduce_range": True, **PLAIN}, "", False),
+    ("pc8", "per-channel 8-bit weights, uint8 act., MinMax, 128 images", {**EIGHT_BIT, **PLAIN}, "", False),
+    ("pt7", "per-tensor 7-bit weights, MinMax, 128", {"per_channel": False, "reduce_range": True, **PLAIN}, "", False),
+    ("pt8", "per-tensor 8-bit weights, MinMax, 128", {"per_channel": False, **EIGHT_BIT, **PLAIN}, "", False),
+    ("entropy", "per-channel 8-bit, Entropy (KL, 2048-bin histogram) calibration, 128",
+     {"calibrate_method": "Entropy", **EIGHT_BIT, **PLAIN}, "", False),
     ("percentile", "per-channel 8-bit, Percentile (99.999) calibration, 128",
-     {"calibrate_method": "Percentile", **EIGHT_BIT}, "", False),
-    ("cal32", "per-channel 8-bit, MinMax, 32 calibration images", {"num_calibration": 32, **EIGHT_BIT}, "", False),
-    ("cal512", "per-channel 8-bit, MinMax, 512 calibration images", {"num_calibration": 512, **EIGHT_BIT}, "",
+     {"calibrate_method": "Percentile", **EIGHT_BIT, **PLAIN}, "", False),
+    ("cal32", "per-channel 8-bit, MinMax, 32 calibration images", {"num_calibration": 32, **EIGHT_BIT, **PLAIN}, "",
      False),
-    ("qint8", "per-channel 8-bit, int8 (not uint8) activations", {"activation_type": "QInt8", **EIGHT_BIT}, "",
+    ("cal512", "per-channel 8-bit, MinMax, 512 calibration images", {"num_calibration": 512, **EIGHT_BIT, **PLAIN},
+     "", False),
+    ("qint8", "per-channel 8-bit, int8 (not uint8) activations", {"activation_type": "QInt8", **EIGHT_BIT, **PLAIN},
+     "", False),
+    ("ends_float", "per-channel 8-bit, first conv and classifier left in float", {**EIGHT_BIT, **PLAIN}, "ends",
      False),
-    ("ends_float", "per-channel 8-bit, first conv and classifier left in float", EIGHT_BIT, "ends", False),
-    ("dw_float", "per-channel 8-bit, depthwise convs left in float", EIGHT_BIT, "depthwise", False),
+    ("dw_float", "per-channel 8-bit, depthwise convs left in float", {**EIGHT_BIT, **PLAIN}, "depthwise", False),
     ("sens4", ("per-channel 8-bit, the 4 nodes most sensitive on the calibration set left in float "
-               "(`Int8Config.float_nodes=4`)"), {"float_nodes": 4, **EIGHT_BIT}, "", False),
+               "(`Int8Config.float_nodes=4`)"), {"float_nodes": 4, **EIGHT_BIT, **PLAIN}, "", False),
     ("sens12", "per-channel 8-bit, the 12 most sensitive nodes left in float (`float_nodes=12`)",
-     {"float_nodes": 12, **EIGHT_BIT}, "", False),
+     {"float_nodes": 12, **EIGHT_BIT, **PLAIN}, "", False),
+    ("bias_corr", ("per-channel 8-bit, MinMax, 128 images, then each layer's mean output shift taken off its bias, "
+                   "layer by layer on 32 of them (`Int8Config.bias_correction`)"),
+     {"bias_correction": True, **EIGHT_BIT}, "", False),
     ("bad_cal", "deliberately wrong: calibrated on unnormalised 0..255 pixels (the gate must refuse it)", {}, "",
      True),
 )
@@ -317,8 +324,14 @@ def main() -> None:
     parser.add_argument("--settings", help="rerun only these int8 settings (comma-separated keys: "
                                            + ", ".join(s[0] for s in SETTINGS) + ") and merge them into each "
                                            "model's earlier results (same count and seed)")
+    parser.add_argument("--formats", help="rerun only these formats (comma-separated, e.g. onnx-int8 after its "
+                                          "default changed) and replace their rows in each model's earlier results")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    rerun = [f for f in args.formats.split(",") if f] if args.formats else []
+    if set(rerun) - set(ev.DEFAULT_EVAL_FORMATS):
+        sys.exit(f"--formats: unknown format {sorted(set(rerun) - set(ev.DEFAULT_EVAL_FORMATS))[0]!r}; known: "
+                 + ", ".join(ev.DEFAULT_EVAL_FORMATS))
     unknown = set(args.settings.split(",")) - {k for k, *_ in SETTINGS} if args.settings else set()
     if unknown:
         sys.exit(f"--settings: unknown setting {sorted(unknown)[0]!r}; known: {', '.join(k for k, *_ in SETTINGS)}")
@@ -332,17 +345,24 @@ def main() -> None:
         cached = json.loads(path.read_text()) if path.is_file() else None
         if cached and (cached["count"], cached["seed"]) != (count, args.seed):
             cached = None
-        if args.reuse and cached and not args.settings:
+        merging = bool(args.settings or rerun)
+        if args.reuse and cached and not merging:
             results.append(cached)
             continue
-        if args.settings and not cached:
-            sys.exit(f"--settings merges into earlier results; {path} has none for {count} images, seed {args.seed}")
-        keys = args.settings.split(",") if args.settings else [] if args.no_study else [k for k, *_ in SETTINGS]
+        if merging and not cached:
+            sys.exit(f"--settings/--formats merge into earlier results; {path} has none for {count} images, "
+                     f"seed {args.seed}")
+        keys = args.settings.split(",") if args.settings else [] if args.no_study or merging else \
+            [k for k, *_ in SETTINGS]
         with warnings.catch_warnings():
             warnings.simplefilter("error", RandomImagesWarning)  # every figure here is on real images
-            result = run_model(name, count, args.seed, keys, formats=() if args.settings else ev.DEFAULT_EVAL_FORMATS)
-        if args.settings:
+            result = run_model(name, count, args.seed, keys,
+                               formats=rerun if merging else ev.DEFAULT_EVAL_FORMATS)
+        if merging:
             cached["int8_study"].update(result["int8_study"])
+            fresh = {r["format"]: r for r in result["report"]["rows"] if r["format"] in rerun}
+            cached["report"]["rows"] = [fresh.pop(r["format"], r) for r in cached["report"]["rows"]] + \
+                list(fresh.values())
             result = cached
         write_json_atomic(path, result)
         results.append(result)

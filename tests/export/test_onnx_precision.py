@@ -324,9 +324,10 @@ def test_float_nodes_leaves_the_node_whose_quantisation_hurts_in_float(verify_ba
     export_onnx(model, source, SIZE, metadata={"model_name": "outlier"})
     ungated = AgreementThresholds(-1.0, -1.0, -1.0, -1.0)
 
-    def quantise(name: str, **changes: int) -> PrecisionReport:
+    def quantise(name: str, **changes: int) -> PrecisionReport:  # (bias correction off: it also rescues b)
         return quantize_int8(source, tmp_path / name, images=verify_batch, calibration=calibration,
-                             reference=eager_reference(model), cfg=Int8Config(threads=1, thresholds=ungated, **changes))
+                             reference=eager_reference(model),
+                             cfg=Int8Config(threads=1, thresholds=ungated, bias_correction=False, **changes))
 
     plain, fixed = quantise("plain.onnx"), quantise("fixed.onnx", float_nodes=2)
     # The logits are mostly b's bias (a constant output scores 0.998), so top-1 agreement is the telling figure.
@@ -340,6 +341,55 @@ def test_float_nodes_leaves_the_node_whose_quantisation_hurts_in_float(verify_ba
     in_float = [n for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in inits]
     assert [n.name for n in in_float] == [name]  # b, read through its float weight; a still quantised
     np.testing.assert_array_equal(inits[in_float[0].input[1]], model.b.weight.detach().numpy())
+
+
+class RoundedAwayNet(nn.Module):
+    """In each output channel of conv ``b`` one weight is 1 and the 63 others are 0.4 of the int8 step that 1 sets:
+    rounding drops all 63, so quantised ``b`` loses their share of its (positive, post-ReLU) input every time: a
+    mean shift, not noise, which bias correction can take off and no choice of ranges can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 64, 3, padding=1)
+        self.b = nn.Conv2d(64, 8, 1)
+        self.fc = nn.Linear(8, CLASSES)
+        with torch.no_grad():
+            self.b.weight.fill_(0.4 / 127)
+            for k in range(8):
+                self.b.weight[k, k] = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
+
+
+def test_bias_correction_takes_off_the_mean_shift_rounding_makes(verify_batch: np.ndarray, calibration: np.ndarray,
+                                                                 tmp_path: Path) -> None:
+    model = RoundedAwayNet().eval()
+    source = tmp_path / "rounded.onnx"
+    export_onnx(model, source, SIZE, metadata={"model_name": "rounded"})
+    ungated = AgreementThresholds(-1.0, -1.0, -1.0, -1.0)
+    expected = eager_reference(model)(verify_batch)
+
+    def quantise(name: str, **changes: object) -> np.ndarray:
+        report = quantize_int8(source, tmp_path / name, images=verify_batch, calibration=calibration,
+                               reference=eager_reference(model), cfg=Int8Config(threads=1, thresholds=ungated,
+                                                                                **changes))
+        assert ("bias_corrected_layers" in report.settings) == changes["bias_correction"]
+        return run_ort(tmp_path / name, verify_batch)
+
+    plain, corrected = quantise("plain.onnx", bias_correction=False), quantise("corrected.onnx", bias_correction=True)
+    assert Int8Config().bias_correction  # the default
+    shift_plain = np.abs((plain - expected).mean(0)).mean()
+    shift_corrected = np.abs((corrected - expected).mean(0)).mean()
+    assert shift_corrected < shift_plain / 4  # measured on calibration images, checked on others
+    assert precision.signal_to_noise_db(expected, corrected) > precision.signal_to_noise_db(expected, plain) + 6
+    proto = onnx.load(str(tmp_path / "corrected.onnx"))
+    inits = {t.name: t for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    for node in (n for n in proto.graph.node if n.op_type in ("Conv", "Gemm")):  # still QDQ, biases still int32
+        assert producer[node.input[1]].op_type == producer[node.input[2]].op_type == "DequantizeLinear"
+        assert inits[producer[node.input[2]].input[0]].data_type == onnx.TensorProto.INT32
 
 
 def test_signal_to_noise_db() -> None:
@@ -493,6 +543,8 @@ def test_constant_output_cosine_shows_when_logits_ignore_the_image() -> None:
         (lambda: Int8Config(num_calibration=0), "Int8Config.num_calibration must be an int >= 1"),
         (lambda: Int8Config(float_nodes=-1), "Int8Config.float_nodes must be an int >= 0"),
         (lambda: Int8Config(sensitivity_images=0), "Int8Config.sensitivity_images must be an int >= 1"),
+        (lambda: Int8Config(bias_correction_images=0), "Int8Config.bias_correction_images must be an int >= 1"),
+        (lambda: Int8Config(bias_correction="yes"), "Int8Config.bias_correction must be a bool"),  # type: ignore
         (lambda: Fp16Config(batch_size=0), "Fp16Config.batch_size"),
         (lambda: Fp16Config(threads=-1), "threads must be an int >= 0"),
     ],
