@@ -41,7 +41,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,7 +55,7 @@ from export.errors import one_line
 from common.files import write_json_atomic
 from latency_tables.agent_checks import AgentError, _check_artefact
 from latency_tables.agent_child import _CHILD_COMMAND, _read_answer, memory_cap_enforced
-from latency_tables.measure import BenchConfig, LatencyResult
+from latency_tables.measure import CHILD_THREAD_ENV, BenchConfig, LatencyResult
 
 API_VERSION = 1
 STARTED_HEADER = "X-Mzoo-Measure-Started"  # wall-clock seconds (time.time) around the measuring subprocess
@@ -276,8 +276,9 @@ class AgentServer(ThreadingHTTPServer):
         write_json_atomic(request, {"runtime": runtime, "artefact": str(artefact), "config": dataclasses.asdict(cfg),
                                     "memory_mb": self.config.child_memory_mb})
         timeout_s = self.config.measure_timeout_s
+        extra_env = CHILD_THREAD_ENV if runtime == "xnnpack" else {}
         with stderr_path.open("wb") as stderr, self._child([sys.executable, "-c", _CHILD_COMMAND, str(request),
-                                                             str(answer)], stderr) as child:
+                                                             str(answer)], stderr, extra_env) as child:
             deadline = time.monotonic() + timeout_s
             while child.poll() is None and time.monotonic() < deadline and not cancelled():
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -291,10 +292,12 @@ class AgentServer(ThreadingHTTPServer):
         return _read_answer(answer, stderr_path, child.returncode, self.config.child_memory_mb)
 
     @contextlib.contextmanager
-    def _child(self, command: list[str], stderr: Any) -> Iterator[subprocess.Popen[bytes]]:
+    def _child(self, command: list[str], stderr: Any,
+               extra_env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
         package_root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+               **(extra_env or {})}
         with self._state:  # under the lock: close() either sees this child or has set `closing` before it starts
             if self.closing:
                 raise _Cancelled("the agent is shutting down")

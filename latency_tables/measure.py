@@ -42,6 +42,12 @@ _ORT_DTYPES: Mapping[str, type[np.generic]] = types.MappingProxyType(
 )
 
 
+# A process that times an ExecuTorch program (measure_pte's child, the agent's) runs torch's OpenMP pool with one
+# thread: with more, pinned to one CPU (BenchConfig.cpus), the other OpenMP thread shared that CPU with the timed
+# program and each run waited out 4 ms scheduler slices (a 0.19 ms conv measured 4-12 ms; half the entries of an
+# XNNPACK table built so were such multiples of 4 ms). XNNPACK's own pool is sized from BenchConfig.threads.
+CHILD_THREAD_ENV = {"OMP_NUM_THREADS": "1"}
+
 @dataclass(frozen=True)
 class BenchConfig:
     """The measurement protocol.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -448,3 +449,28 @@ def test_measure_pte_rejects_other_batch_and_bad_files(xnn_export: tuple[nn.Modu
         measure_pte(path, BenchConfig(batch_size=4))
     with pytest.raises(ExecutorchVerificationError, match="does not exist"):
         measure_pte(tmp_path / "missing.pte")
+
+
+def test_measure_pte_child_runs_one_openmp_thread(xnn_export: tuple[nn.Module, Path, PteExportReport],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned to one CPU, the measuring child shared it with torch's other OpenMP thread and every run waited out
+    4 ms scheduler slices: a 0.19 ms conv measured 4-12 ms (half of an XNNPACK table). The child must start with
+    OMP_NUM_THREADS=1 whatever the parent has; XNNPACK's own pool is set from BenchConfig.threads."""
+    import subprocess
+
+    import latency_tables.measure_pte as mp
+
+    _, path, _ = xnn_export
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    seen: dict[str, str] = {}
+    real_run = subprocess.run
+
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.update(kwargs["env"])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(mp.subprocess, "run", run)
+    cfg = BenchConfig(threads=1, warmup_runs=1, warmup_min_seconds=0.0, runs=2, min_seconds=0.0, max_seconds=5.0,
+                      stable_rel_tol=None, cpus=(max(os.sched_getaffinity(0)),))
+    assert measure_pte(path, cfg).n == 2
+    assert seen["OMP_NUM_THREADS"] == "1"
