@@ -11,7 +11,7 @@ every row alike; each figure is the median over rounds of each round's fastest r
 The repeat noise is the spread of those per-round figures. Prints the table and writes its section of BENCHMARKS.md.
 
     python bench/deploy.py [--models hgcnet_0_5x,hgcnet_1x,hgcnet_1_5x,hgcnet_2x] [--rounds 5] [--interpolate]
-                           [--ort-tables DEVICE] [--xnnpack-tables DEVICE] [--no-pte] [--no-write]
+                           [--cpu ID] [--ort-tables DEVICE] [--xnnpack-tables DEVICE] [--no-pte] [--no-write]
     python bench/deploy.py --quick    # one model, one round, short protocol: a smoke run, never written
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -158,6 +159,9 @@ def main() -> None:
     for runtime, label in RUNTIMES.items():
         parser.add_argument(f"--{runtime}-tables", metavar="DEVICE", default=local_device_name(runtime, 1),
                             help=f"latency tables of the {label} auto plan and predictions (default: this machine's)")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="pin every measurement to this CPU id, as the tables' protocol pins theirs (default: "
+                             "unpinned); on a shared VM the scheduler moving the process is most of the repeat noise")
     parser.add_argument("--no-pte", action="store_true", help="ONNX Runtime only")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--quick", action="store_true",
@@ -169,9 +173,11 @@ def main() -> None:
     unknown = [n for n in hgcnets if not zoo.is_model(n)]
     if not hgcnets or unknown:
         raise SystemExit(f"--models must name zoo HGCNets, got {unknown or args.models!r}")
+    if args.cpu is not None and args.cpu not in os.sched_getaffinity(0):
+        raise SystemExit(f"--cpu {args.cpu}: this process may use CPUs {sorted(os.sched_getaffinity(0))} only")
     if args.quick:
         hgcnets, args.rounds = hgcnets[:1], 1
-    cfg = QUICK if args.quick else FULL
+    cfg = dataclasses.replace(QUICK if args.quick else FULL, cpus=None if args.cpu is None else (args.cpu,))
     runtimes = ["ort"] if args.no_pte else list(RUNTIMES)
     formats = ",".join("onnx" if r == "ort" else "pte" for r in runtimes)
 
@@ -275,7 +281,9 @@ def goals(rows: Sequence[Row], baselines: Sequence[Row], runtimes: Sequence[str]
 def _protocol(args: argparse.Namespace, cfg: BenchConfig) -> str:
     return ("Batch 1, one thread, random-init weights with BatchNorm calibrated on random inputs (latency does not "
             f"depend on weights). Protocol: `BenchConfig` with runs ≥ {cfg.runs}, warm-up ≥ "
-            f"{cfg.warmup_min_seconds:g} s; each figure is the median over {args.rounds} round-robin round(s) of each "
+            f"{cfg.warmup_min_seconds:g} s, "
+            f"{'pinned to CPU ' + str(cfg.cpus[0]) if cfg.cpus else 'not pinned'}; each figure is the median over "
+            f"{args.rounds} round-robin round(s) of each "
             "round's fastest run (min_ms), all rows in one run. `fused` is how many HGC blocks the plan folds into "
             "one dense 1×1 convolution (exact: the rewritten eager network is checked against the trained one to "
             "1e-5, and each artefact against its eager network by the exporter). `vs MBV2` divides by the "
