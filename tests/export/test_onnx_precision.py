@@ -297,24 +297,31 @@ def test_int8_variant_is_static_qdq_per_channel(fp32: tuple[nn.Module, Path], ve
     assert run_ort(path, x).shape == (3, CLASSES)
 
 
-class OutlierNet(nn.Module):
+class ConvConvLinear(nn.Module):
+    """``fc(mean(relu(b(relu(a(x))))))`` with a 3x3 conv ``a`` to ``hidden`` channels and a 1x1 conv ``b`` to 8."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, hidden, 3, padding=1)
+        self.b = nn.Conv2d(hidden, 8, 1)
+        self.fc = nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
+
+
+class OutlierNet(ConvConvLinear):
     """Conv ``b`` reads a channel that is always zero through weights 1000 times its others: in float that weight
     does nothing, but it sets each of ``b``'s per-channel int8 weight scales, so quantised ``b`` loses every other
     weight. Leaving ``b`` in float is the one fix; ``a`` and ``fc`` quantise well."""
 
     def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.a = nn.Conv2d(3, 8, 3, padding=1)
-        self.b = nn.Conv2d(8, 8, 1)
-        self.fc = nn.Linear(8, CLASSES)
+        super().__init__(hidden=8)
         with torch.no_grad():
             self.a.weight[0] = 0.0
             self.a.bias[0] = -1.0  # channel 0 of relu(a(x)) is always 0
             self.b.weight[:, 0] = 1000.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
 
 
 def test_float_nodes_leaves_the_node_whose_quantisation_hurts_in_float(verify_batch: np.ndarray,
@@ -343,24 +350,17 @@ def test_float_nodes_leaves_the_node_whose_quantisation_hurts_in_float(verify_ba
     np.testing.assert_array_equal(inits[in_float[0].input[1]], model.b.weight.detach().numpy())
 
 
-class RoundedAwayNet(nn.Module):
+class RoundedAwayNet(ConvConvLinear):
     """In each output channel of conv ``b`` one weight is 1 and the 63 others are 0.4 of the int8 step that 1 sets:
     rounding drops all 63, so quantised ``b`` loses their share of its (positive, post-ReLU) input every time: a
     mean shift, not noise, which bias correction can take off and no choice of ranges can."""
 
     def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.a = nn.Conv2d(3, 64, 3, padding=1)
-        self.b = nn.Conv2d(64, 8, 1)
-        self.fc = nn.Linear(8, CLASSES)
+        super().__init__(hidden=64)
         with torch.no_grad():
             self.b.weight.fill_(0.4 / 127)
             for k in range(8):
                 self.b.weight[k, k] = 1.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
 
 
 def test_bias_correction_takes_off_the_mean_shift_rounding_makes(verify_batch: np.ndarray, calibration: np.ndarray,
