@@ -4,7 +4,6 @@
 zoo model with timm, so ``timm.create_model('hgcnet_1x')`` works afterwards.
 """
 
-from . import torch_fixes  # noqa: F401  (first: applies its work-arounds on import)
 from . import (darts, efficientnet, efficientnet_lite, hgcnet, mctnas, mobilenetv2, nbmacro,  # noqa: F401
                resnet)  # (register their families)
 from .costs import Cost, OpCost, count, count_module, format_count, iter_ops

@@ -24,6 +24,9 @@ from timm.models import FeatureInfo
 from torch import Tensor, nn
 
 from .costs import features_hw
+from .torch_fixes import keep_jit_builtins_alive
+
+keep_jit_builtins_alive()  # every zoo model is a ZooModel: scripting and tracing them needs the fix
 
 GLOBAL_POOLS = ("avg", "")
 

@@ -1,4 +1,6 @@
-"""Work-arounds for torch defects that break Mobile Zoo's users' paths; applied when this module is imported.
+"""Work-arounds for torch defects that break Mobile Zoo's users' paths; :mod:`zoo.contract` (the base of every zoo
+model, so the first module that builds one with torch) applies them when it is imported; ``import zoo`` itself
+stays free of torch.
 
 torch.jit's table of builtins (``torch.jit._builtins._builtin_table``) is keyed by ``id()`` and does not hold the
 objects it names. Every operator looked up through ``torch.ops`` is registered there; when the
@@ -46,6 +48,3 @@ def keep_jit_builtins_alive() -> None:
             _KEPT.extend(packet._op for packet in list(vars(namespace).values())
                          if isinstance(packet, torch._ops.OpOverloadPacket))
     builtins._register_builtin = _register_builtin
-
-
-keep_jit_builtins_alive()

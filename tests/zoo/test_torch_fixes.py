@@ -15,7 +15,7 @@ import itertools
 import torch
 import torch.jit._builtins
 
-import zoo  # noqa: F401  (importing the zoo applies the fix)
+import zoo.contract  # noqa: F401  (the base of every zoo model applies the fix)
 
 _names = itertools.count()
 
