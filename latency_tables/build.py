@@ -51,7 +51,8 @@ from zoo.deploy import FUSABLE_KIND, deploy_spec, fusable_blocks
 from zoo.ops import op_module
 
 from .predict import kind_sums
-from .table import Entry, LatencyTable, LatencyTableError, Overhead, table_lock_path, table_path
+from .table import (DEFAULT_STATISTIC, IMPLAUSIBLE_FACTOR, Entry, LatencyTable, LatencyTableError, Overhead,
+                    implausible_entries, table_lock_path, table_path)
 
 DTYPE = "float32"
 _MIN_FIT_NETWORKS = 3
@@ -149,6 +150,7 @@ def _build_locked(space: SearchSpace, device: Device, cfg: BenchConfig, target: 
     if unchanged and saved.complete and saved.overhead is not None and not recalibrate:
         return saved
     entries = _measure_keys(keys, entries, device, context, target, created, progress, checkpoint_every)
+    _warn_implausible(entries, target)
     overhead = None
     if calibration_networks:
         partial = context.table(entries, None, complete=False, created=created)
@@ -160,6 +162,19 @@ def _build_locked(space: SearchSpace, device: Device, cfg: BenchConfig, target: 
     table = context.table(entries, overhead, complete=True, created=created)
     table.save(target)
     return table
+
+
+def _warn_implausible(entries: Mapping[str, Entry], target: Path) -> None:
+    """Say when entries look like interference rather than their op (:func:`latency_tables.table.implausible_entries`).
+
+    They are kept: the builder cannot tell what they should have been, and a rebuild on a quiet machine can."""
+    slow = implausible_entries(entries, DEFAULT_STATISTIC)
+    if slow:
+        key, ratio = slow[0]
+        warnings.warn(f"latency table {str(target)!r}: {len(slow)} entr{'y' if len(slow) == 1 else 'ies'} take "
+                      f"more than {IMPLAUSIBLE_FACTOR:g}x the table's median time per MAC (worst {key}: {ratio:.0f}x): "
+                      f"that is interference (another load on the measured CPU, scheduler slices), not the op; "
+                      f"rebuild on a quiet machine with --restart", stacklevel=3)
 
 
 def measure_call_ms(device: Device, cfg: BenchConfig, statistic: str) -> float:

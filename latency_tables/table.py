@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import statistics
 import types
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -94,6 +95,30 @@ class Entry:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Entry:
         return cls(**_fields_of(cls, data, "entry"))
+
+
+IMPLAUSIBLE_FACTOR = 20.0
+IMPLAUSIBLE_MIN_MACS = 1_000_000
+_MIN_JUDGED_ENTRIES = 5
+
+
+def implausible_entries(entries: Mapping[str, Entry], statistic: str = DEFAULT_STATISTIC,
+                        factor: float = IMPLAUSIBLE_FACTOR) -> list[tuple[str, float]]:
+    """Entries far slower per MAC than the rest of their table: ``(key, times the median ms per MAC)``, worst first.
+
+    Only entries of at least ``IMPLAUSIBLE_MIN_MACS`` MACs are judged (below that a runtime call's fixed cost
+    dominates, so ms per MAC legitimately varies), and only when there are at least five of them. One that takes
+    more than ``factor`` times their median ms per MAC measured something else than the op: ExecuTorch timings
+    pinned to a CPU that a second OpenMP thread shared were 4 ms scheduler slices for 0.1-0.2 ms ops, 10-320x the
+    median, while no entry of the valid tables measured here exceeds 9x (depthwise- and memory-bound ops are the
+    slow end).
+    """
+    rates = {key: e.value(statistic) / e.macs for key, e in entries.items() if e.macs >= IMPLAUSIBLE_MIN_MACS}
+    if len(rates) < _MIN_JUDGED_ENTRIES:
+        return []
+    median = statistics.median(rates.values())
+    slow = [(key, rate / median) for key, rate in rates.items() if rate > factor * median]
+    return sorted(slow, key=lambda item: -item[1])
 
 
 @dataclass(frozen=True)

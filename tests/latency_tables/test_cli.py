@@ -11,7 +11,7 @@ import zoo
 from latency_tables.devices import LOCAL_RUNTIMES, local_device_name
 from common.images import shared_data_dir
 from latency_tables.predict import Predictor
-from latency_tables.table import LatencyTable, list_devices, load_tables, tables_root
+from latency_tables.table import LatencyTable, implausible_entries, list_devices, load_tables, tables_root
 from zoo.spaces import get_space, list_spaces, op_keys
 from mzoo.cli import main
 from zoo.ofa import ofa_mbv3_uniform_spec
@@ -173,3 +173,11 @@ def test_zoo_models_are_predicted_from_the_table_of_their_space(space: str, mode
     assert prediction.overhead_table == space and not prediction.interpolated_keys
     assert prediction.total_ms == pytest.approx(prediction.ops_ms + prediction.overhead_ms)
     assert prediction.ops_ms == pytest.approx(sum(op.ms for op in prediction.ops)) and prediction.total_ms > 0
+
+
+@pytest.mark.parametrize("device, table", [pytest.param(d, t, id=f"{d}/{t.space}") for d in SHIPPED_MEASURED
+                                           for t in _shipped(d)])
+def test_no_shipped_entry_is_implausibly_slow_for_its_macs(device: str, table: LatencyTable) -> None:
+    # The first ExecuTorch table of hgcnet_width held 110 entries at 10-320x their table's median time per MAC
+    # (4 ms scheduler slices); it was never shipped. Every shipped one must pass the builder's own check.
+    assert implausible_entries(table.entries, table.statistic) == []
