@@ -172,7 +172,8 @@ def _warn_implausible(entries: Mapping[str, Entry], target: Path) -> None:
     if slow:
         key, ratio = slow[0]
         warnings.warn(f"latency table {str(target)!r}: {len(slow)} entr{'y' if len(slow) == 1 else 'ies'} take "
-                      f"more than {IMPLAUSIBLE_FACTOR:g}x the table's median time per MAC (worst {key}: {ratio:.0f}x): "
+                      f"more than {IMPLAUSIBLE_FACTOR:g}x the median time per MAC of their op kind "
+                      f"(worst {key}: {ratio:.0f}x): "
                       f"that is interference (another load on the measured CPU, scheduler slices), not the op; "
                       f"rebuild on a quiet machine with --restart", stacklevel=3)
 

@@ -178,6 +178,6 @@ def test_zoo_models_are_predicted_from_the_table_of_their_space(space: str, mode
 @pytest.mark.parametrize("device, table", [pytest.param(d, t, id=f"{d}/{t.space}") for d in SHIPPED_MEASURED
                                            for t in _shipped(d)])
 def test_no_shipped_entry_is_implausibly_slow_for_its_macs(device: str, table: LatencyTable) -> None:
-    # The first ExecuTorch table of hgcnet_width held 110 entries at 10-320x their table's median time per MAC
+    # The first ExecuTorch table of hgcnet_width held 50 entries at 30-200x their kind's median time per MAC
     # (4 ms scheduler slices); it was never shipped. Every shipped one must pass the builder's own check.
     assert implausible_entries(table.entries, table.statistic) == []
