@@ -111,7 +111,7 @@ def implausible_entries(entries: Mapping[str, Entry], statistic: str = DEFAULT_S
     (``Entry.kind``: an HGC block runs slower per MAC than a dense conv), and only kinds with at least five such
     entries. One that takes more than ``factor`` times that median measured something else than the op:
     ExecuTorch timings pinned to a CPU that a second OpenMP thread shared recorded 4 ms scheduler slices for
-    0.1-0.2 ms ops, up to 200x their kind's median, while no entry of the valid tables measured here exceeds 17x
+    0.1-0.2 ms ops, up to 200x their kind's median, while no entry of the valid tables measured here exceeds 19x
     (XNNPACK's HGC block at 112x112 with 4-channel groups, memory-bound). It catches slices on small ops only: a
     4 ms slice recorded for a 2 ms op is within any plausible spread.
     """
@@ -125,6 +125,7 @@ def implausible_entries(entries: Mapping[str, Entry], statistic: str = DEFAULT_S
             median = statistics.median(rates.values())
             slow += [(key, rate / median) for key, rate in rates.items() if rate > factor * median]
     return sorted(slow, key=lambda item: -item[1])
+
 
 @dataclass(frozen=True)
 class Overhead:
