@@ -55,7 +55,7 @@ from export.errors import one_line
 from common.files import write_json_atomic
 from latency_tables.agent_checks import AgentError, _check_artefact
 from latency_tables.agent_child import _CHILD_COMMAND, _read_answer, memory_cap_enforced
-from latency_tables.measure import CHILD_THREAD_ENV, BenchConfig, LatencyResult
+from latency_tables.measure import CHILD_THREAD_ENV, BenchConfig, LatencyResult, child_env
 
 API_VERSION = 1
 STARTED_HEADER = "X-Mzoo-Measure-Started"  # wall-clock seconds (time.time) around the measuring subprocess
@@ -294,10 +294,7 @@ class AgentServer(ThreadingHTTPServer):
     @contextlib.contextmanager
     def _child(self, command: list[str], stderr: Any,
                extra_env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-        package_root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-               **(extra_env or {})}
+        env = child_env(extra_env)
         with self._state:  # under the lock: close() either sees this child or has set `closing` before it starts
             if self.closing:
                 raise _Cancelled("the agent is shutting down")

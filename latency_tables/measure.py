@@ -17,6 +17,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,15 @@ _ORT_DTYPES: Mapping[str, type[np.generic]] = types.MappingProxyType(
 # program and each run waited out 4 ms scheduler slices (a 0.19 ms conv measured 4-12 ms; half the entries of an
 # XNNPACK table built so were such multiples of 4 ms). XNNPACK's own pool is sized from BenchConfig.threads.
 CHILD_THREAD_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a measuring subprocess: this one's, with the project's root first on ``PYTHONPATH`` (so
+    the child imports this checkout, installed or not) and ``extra`` on top."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+            **(extra or {})}
+
 
 @dataclass(frozen=True)
 class BenchConfig:

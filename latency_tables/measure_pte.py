@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ import torch
 from common.errors import InputError
 from export.errors import ExecutorchVerificationError, ExportError
 from export.executorch import load_pte, portable_lib, runtime_log, with_log
-from latency_tables.measure import CHILD_THREAD_ENV, BenchConfig, LatencyResult, make_result, time_runs
+from latency_tables.measure import CHILD_THREAD_ENV, BenchConfig, LatencyResult, child_env, make_result, time_runs
 
 
 def measure_pte(path: str | os.PathLike[str], cfg: BenchConfig = BenchConfig()) -> LatencyResult:
@@ -38,9 +37,7 @@ def measure_pte(path: str | os.PathLike[str], cfg: BenchConfig = BenchConfig()) 
                          f"{loaded.input_shape}); BenchConfig.batch_size is {cfg.batch_size}")
     request = json.dumps({"path": loaded.path, "config": asdict(cfg)})
     del loaded
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-           **CHILD_THREAD_ENV}
+    env = child_env(CHILD_THREAD_ENV)
     try:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD_COMMAND, request], capture_output=True, text=True, env=env,
