@@ -37,7 +37,7 @@ from export.deploy import eager_parity  # noqa: E402
 from export.formats import ExportOptions, export_formats  # noqa: E402
 from export.pipeline import ResolvedModel, resolve_model  # noqa: E402
 from latency_tables.deploy import auto_plan  # noqa: E402
-from latency_tables.devices import local_device_name  # noqa: E402
+from latency_tables.devices import cpu_slug, local_device_name  # noqa: E402
 from latency_tables.measure import BenchConfig, measure_onnx  # noqa: E402
 from latency_tables.measure_pte import measure_pte  # noqa: E402
 from latency_tables.predict import MissingKeysError, Predictor  # noqa: E402
@@ -205,15 +205,17 @@ def main() -> None:
     table = format_table(rows, baselines, runtimes)
     summary = goals(rows, baselines, runtimes)
     e = current_environment()
-    machine = f"{e.cpu_model}, {e.logical_cores} logical cores, {e.os}; onnxruntime {e.onnxruntime}, torch {e.torch}"
+    machine = (f"{e.cpu_model} ({e.cpu_id}), {e.logical_cores} logical cores, {e.os}; onnxruntime {e.onnxruntime}, "
+               f"torch {e.torch}")
     text = "\n\n".join(part for part in (table, "\n".join(f"- {s}" for s in summary),
                                           "\n".join(f"- {n}" for n in notes), _protocol(args, cfg)) if part)
     print(f"\n{machine}\n\n{text}")
     if args.quick or args.no_write:
         print("\n(not written to BENCHMARKS.md: " + ("--quick is a smoke run)" if args.quick else "--no-write)"))
         return
-    write_section("deploy", "Deploy-time re-parameterisation: HGCNets under none / all / auto beside MobileNetV2",
-                  text + "\n", machine)
+    slug = cpu_slug(e.cpu_model, e.cpu_id)  # one section per CPU model: the trade-off is the device's
+    write_section(f"deploy-{slug}", f"Deploy-time re-parameterisation on {slug}: HGCNets under none / all / auto "
+                  f"beside MobileNetV2", text + "\n", machine)
 
 
 def _predict(row: Row, predictor: Predictor | None, interpolate: bool) -> float | None:

@@ -128,6 +128,44 @@ def implausible_entries(entries: Mapping[str, Entry], statistic: str = DEFAULT_S
 
 
 @dataclass(frozen=True)
+class CalibrationNetwork:
+    """One network the overhead was fitted on: what it measured end to end and what its entries sum to, kept in the
+    table so that a fit can be audited (and refitted) without measuring again. ``kind_ops`` maps an op kind to
+    ``[count, Σ entries]`` of the network's ops of that kind (:func:`latency_tables.predict.kind_sums`)."""
+
+    label: str
+    measured_ms: float
+    n_ops: int
+    ops_ms: float
+    kind_ops: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise LatencyTableError(f"CalibrationNetwork.label must be a non-empty string, got {self.label!r}")
+        for name in ("measured_ms", "ops_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
+                                                                                    and value >= 0):
+                raise LatencyTableError(f"CalibrationNetwork.{name} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.n_ops, bool) or not isinstance(self.n_ops, int) or self.n_ops < 0:
+            raise LatencyTableError(f"CalibrationNetwork.n_ops must be an int >= 0, got {self.n_ops!r}")
+        try:
+            kinds = {str(k): (int(c), float(ms)) for k, (c, ms) in dict(self.kind_ops).items()}
+        except (TypeError, ValueError) as err:
+            raise LatencyTableError(f"CalibrationNetwork.kind_ops must map op kinds to [count, ms], got "
+                                    f"{self.kind_ops!r}") from err
+        object.__setattr__(self, "kind_ops", types.MappingProxyType(kinds))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "measured_ms": self.measured_ms, "n_ops": self.n_ops, "ops_ms": self.ops_ms,
+                "kind_ops": {k: list(v) for k, v in self.kind_ops.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CalibrationNetwork:
+        return cls(**_fields_of(cls, data, "overhead.networks[]"))
+
+
+@dataclass(frozen=True)
 class Overhead:
     """How a whole network's latency follows from its ops' entries, calibrated on networks measured end to end.
 
@@ -139,7 +177,8 @@ class Overhead:
     between runs), net of what the runtime gains by fusing across op boundaries; it can be negative.
     ``intercept_ms`` is what only whole networks pay (global pooling, flatten, DARTS node sums, the one call).
     ``per_op_ms`` is the per-op term that schema-1 builds fitted instead of measuring ``call_ms``; newer builds
-    leave it 0. ``n_networks`` is how many networks the fit used; ``note`` says how it was fit.
+    leave it 0. ``n_networks`` is how many networks the fit used; ``note`` says how it was fit; ``networks`` are
+    those networks' measurements (:class:`CalibrationNetwork`; empty in tables built before they were kept).
 
     ``kind_scales`` adds, for ops of the named kinds (an entry's ``kind``, the op key's prefix), a scale of their
     own on top of ``scale``: ``network += Σ_kind kind_scale × (Σ entries of that kind − call_ms × their count)``.
@@ -155,8 +194,11 @@ class Overhead:
     scale: float = 0.0
     call_ms: float = 0.0
     kind_scales: Mapping[str, float] = field(default_factory=dict)
+    networks: tuple[CalibrationNetwork, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "networks", tuple(
+            n if isinstance(n, CalibrationNetwork) else CalibrationNetwork.from_dict(n) for n in self.networks))
         for name in ("intercept_ms", "per_op_ms", "scale", "call_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -196,6 +238,9 @@ class Overhead:
         data["kind_scales"] = dict(self.kind_scales)
         if not data["kind_scales"]:  # tables without kind scales read as before in older versions
             del data["kind_scales"]
+        data["networks"] = [n.to_dict() for n in self.networks]
+        if not data["networks"]:
+            del data["networks"]
         return data
 
     @classmethod
