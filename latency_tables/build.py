@@ -103,6 +103,7 @@ def build_table(
     progress: bool = True,
     checkpoint_every: int = 10,
     recalibrate: bool = False,
+    calibration_rounds: int = 3,
 ) -> LatencyTable:
     """Measure ``space``'s op keys on ``device`` into ``path`` (default ``table_path(device, space)``).
 
@@ -114,7 +115,8 @@ def build_table(
     entries are kept and only its overhead is measured and fitted again (after the overhead model changed, or to
     calibrate under the conditions the table will be used in). Then
     ``calibration_networks`` random architectures (seeded by ``seed``) are measured end to end to fit the
-    overhead (0 leaves it uncalibrated), and the complete table is saved and returned. The partial table is
+    overhead (0 leaves it uncalibrated), each ``calibration_rounds`` times round-robin (its median counts), and the
+    complete table is saved and returned. The partial table is
     saved every ``checkpoint_every`` new entries and when the build stops on an exception or Ctrl-C;
     calibration is not checkpointed (an interrupted calibration reruns in full). The whole build holds the
     table's lock file: another build of it running raises ``common.files.LockHeldError`` before anything is
@@ -124,15 +126,17 @@ def build_table(
         raise InputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if calibration_networks < 0:
         raise InputError(f"calibration_networks must be >= 0, got {calibration_networks}")
+    if isinstance(calibration_rounds, bool) or not isinstance(calibration_rounds, int) or calibration_rounds < 1:
+        raise InputError(f"calibration_rounds must be an int >= 1, got {calibration_rounds!r}")
     target = Path(path) if path is not None else table_path(device.name, space.name)
     with exclusive_lock(table_lock_path(target), f"latency table {str(target)!r}"):
         return _build_locked(space, device, cfg, target, resume, restart, calibration_networks, seed, progress,
-                             checkpoint_every, recalibrate)
+                             checkpoint_every, recalibrate, calibration_rounds)
 
 
 def _build_locked(space: SearchSpace, device: Device, cfg: BenchConfig, target: Path, resume: bool, restart: bool,
                   calibration_networks: int, seed: int, progress: bool, checkpoint_every: int,
-                  recalibrate: bool = False) -> LatencyTable:
+                  recalibrate: bool = False, calibration_rounds: int = 3) -> LatencyTable:
     keys = op_keys(space)
     context = _context(space, device, cfg)
     saved = _saved_table(target, context, resume=resume, restart=restart)
@@ -156,7 +160,8 @@ def _build_locked(space: SearchSpace, device: Device, cfg: BenchConfig, target: 
     if calibration_networks:
         partial = context.table(entries, None, complete=False, created=created)
         try:
-            overhead = calibrate_overhead(space, device, partial, cfg, calibration_networks, seed, progress)
+            overhead = calibrate_overhead(space, device, partial, cfg, calibration_networks, seed, progress,
+                                          rounds=calibration_rounds)
         except BaseException:
             _save_progress(partial, target)  # the entries are safe even if calibration fails; a rerun recalibrates
             raise
@@ -187,24 +192,27 @@ def measure_call_ms(device: Device, cfg: BenchConfig, statistic: str) -> float:
 
 
 def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, cfg: BenchConfig,
-                       networks: int, seed: int = 0, progress: bool = True) -> Overhead:
+                       networks: int, seed: int = 0, progress: bool = True, *, rounds: int = 3) -> Overhead:
     """Measure the runtime call cost and ``networks`` distinct random architectures of ``space`` end to end, and
     fit the overhead.
 
     Every op of a sampled network must be in ``table``: a key it lacks means the space's covering specs
-    miss it, and is reported as such. Networks and entries are compared on the table's ``statistic``. In a space
-    with HGC blocks every other network is measured with them fused (:func:`zoo.deploy.deploy_spec`), so that the
-    overhead is fitted on the deployed form too; in a space with several input layouts
-    (:func:`zoo.spaces.layout_variants`) the networks take each layout in turn, for the same reason.
+    miss it, and is reported as such before anything is measured. Networks and entries are compared on the
+    table's ``statistic``. In a space with HGC blocks every other network is measured with them fused
+    (:func:`zoo.deploy.deploy_spec`), so that the overhead is fitted on the deployed form too; in a space with
+    several input layouts (:func:`zoo.spaces.layout_variants`) the networks take each layout in turn, for the same
+    reason. The networks are measured ``rounds`` times, round-robin, and each one's median counts: a shared VM
+    runs in phases (measured on a 2-core Xeon VM: the same MobileNetV2 at a steady 9.0 ms for a minute, then 6.8
+    ms), so one pass put each network in whatever phase it met, and the fit followed the phases (ratios of
+    measured to entries' sum 1.05-1.82 over 60 networks, and a network measured twice moved by 23 %).
     """
-    call_ms = measure_call_ms(device, cfg, table.statistic)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InputError(f"calibration rounds must be an int >= 1, got {rounds!r}")
     rng = random.Random(seed)
     archs = sample_distinct(space, rng, networks, _MAX_SAMPLE_TRIES)
-    measured, summed, counts, kinds, labels = [], [], [], [], []
-    bar = tqdm(archs, desc=f"{device.name}/{space.name} calibration", unit="net", file=sys.stderr,
-               disable=not progress)
     variants = layout_variants(space)
-    for i, arch in enumerate(bar):
+    nets = []  # (label, model, input shape, ops, entry values): every network checked before one is measured
+    for i, arch in enumerate(archs):
         spec, input_size = variants[(i // 2) % len(variants)].to_spec(arch)
         fused = i % 2 == 1 and bool(fusable_blocks(spec))
         if fused:  # every other network of a space with HGC blocks runs deployed, so the fit covers both forms
@@ -214,24 +222,32 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
         if lacking:
             raise LatencyTableError(f"architecture {arch!r} of space {space.name!r} has op key {lacking[0]!r} "
                                     f"that the space's covering specs do not produce ({len(lacking)} such keys)")
-        model = zoo.build_model(spec).eval()
         label = f"{space.name}:{arch!r}" + (" fused" if fused else "")
-        result = device.measure(model, (cfg.batch_size, *input_size), cfg, label)
-        _check_threads(result, cfg.threads, label)
-        measured.append(getattr(result, table.statistic))
         values = [table.entries[op.key].value(table.statistic) for op in ops]
-        summed.append(sum(values))
-        counts.append(len(ops))
-        kinds.append(kind_sums(ops, values))
-        labels.append(label)
+        nets.append((label, zoo.build_model(spec).eval(), (cfg.batch_size, *input_size), ops, values))
+    call_ms = measure_call_ms(device, cfg, table.statistic)
+    times: list[list[float]] = [[] for _ in nets]
+    bar = tqdm(total=len(nets) * rounds, desc=f"{device.name}/{space.name} calibration", unit="net",
+               file=sys.stderr, disable=not progress)
+    with bar:
+        for _ in range(rounds):
+            for (label, model, shape, _ops, _values), samples in zip(nets, times):
+                result = device.measure(model, shape, cfg, label)
+                _check_threads(result, cfg.threads, label)
+                samples.append(float(getattr(result, table.statistic)))
+                bar.update()
+    kinds = [kind_sums(ops, values) for _, _, _, ops, values in nets]
     # The two forms of an HGC block run at different efficiency inside a network: the HGC form's gets its own scale.
     own = (FUSABLE_KIND,) if any(FUSABLE_KIND in k for k in kinds) else ()
-    return fit_overhead(measured, summed, counts, call_ms, kind_ops=kinds, kinds=own, labels=labels)
+    return fit_overhead([statistics.median(t) for t in times], [sum(n[4]) for n in nets], [len(n[3]) for n in nets],
+                        call_ms, kind_ops=kinds, kinds=own, labels=[n[0] for n in nets],
+                        rounds_ms=times if rounds > 1 else None)
 
 
 def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: Sequence[int],
                  call_ms: float = 0.0, *, kind_ops: Sequence[Mapping[str, tuple[int, float]]] | None = None,
-                 kinds: Sequence[str] = (), labels: Sequence[str] | None = None) -> Overhead:
+                 kinds: Sequence[str] = (), labels: Sequence[str] | None = None,
+                 rounds_ms: Sequence[Sequence[float]] | None = None) -> Overhead:
     """Fit ``measured − S = intercept + scale × S`` over networks, where ``S = ops − call_ms × n_ops``.
 
     With ``kinds`` (and each network's ``kind_ops``, ``{kind: (count, Σ entries)}``), each named kind gets a
@@ -244,7 +260,8 @@ def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: S
     largest ones, and on this project's Zen 5 VM its XNNPACK fit (intercept 0.26 ms) overpredicted the 1.4 ms
     networks by 30 % while the 12 ms ones were within 5 %. With fewer than 3 networks, or when they all have the
     same ``S``, ``scale`` is 0 and the intercept is the median residual. With ``labels`` (one per network), the
-    networks' measurements are kept in the overhead (``Overhead.networks``).
+    networks' measurements are kept in the overhead (``Overhead.networks``), with each network's per-round
+    figures when ``rounds_ms`` gives them (``measured_ms`` is then their median).
     """
     if not (len(measured_ms) == len(ops_ms) == len(n_ops)):
         raise InputError(f"fit_overhead needs equally long inputs, got {len(measured_ms)}, {len(ops_ms)}, {len(n_ops)}")
@@ -256,7 +273,10 @@ def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: S
         raise InputError("fit_overhead: kinds need one kind_ops mapping per network")
     if labels is not None and len(labels) != len(measured_ms):
         raise InputError(f"fit_overhead: {len(labels)} label(s) for {len(measured_ms)} network(s)")
-    records = tuple(CalibrationNetwork(label, float(m), int(c), float(o), (kind_ops or [{}] * len(labels))[i])
+    if rounds_ms is not None and len(rounds_ms) != len(measured_ms):
+        raise InputError(f"fit_overhead: {len(rounds_ms)} rounds_ms for {len(measured_ms)} network(s)")
+    records = tuple(CalibrationNetwork(label, float(m), int(c), float(o), (kind_ops or [{}] * len(labels))[i],
+                                       tuple(rounds_ms[i]) if rounds_ms is not None else ())
                     for i, (label, m, c, o) in enumerate(zip(labels, measured_ms, n_ops, ops_ms))) if labels else ()
     net = np.asarray(ops_ms, dtype=np.float64) - call_ms * np.asarray(n_ops, dtype=np.float64)
     residual = np.asarray(measured_ms, dtype=np.float64) - net

@@ -88,6 +88,8 @@ def _cmd_lut_build(args: argparse.Namespace) -> int:
     from latency_tables.table import table_path
     from zoo.spaces import get_space
 
+    if args.calibration_rounds < 1:
+        raise InputError(f"--calibration-rounds must be >= 1, got {args.calibration_rounds}")
     device = get_device(args.device, threads=args.threads, token=args.token)
     name = args.name or device.name
     for space_name in _spaces(args.space):
@@ -96,7 +98,7 @@ def _cmd_lut_build(args: argparse.Namespace) -> int:
         table = build_table(get_space(space_name), device, cfg=cfg,
                             path=path, resume=not args.restart, restart=args.restart,
                             calibration_networks=args.calibration, seed=args.seed, progress=True,
-                            recalibrate=args.recalibrate)
+                            recalibrate=args.recalibrate, calibration_rounds=args.calibration_rounds)
         overhead = table.overhead
         print(f"{path}: {len(table.entries)} op entries on {name}"
               + (f"; a network = {overhead.intercept_ms:.4f} ms + {1 + overhead.scale:.3f} x (sum of entries - "
@@ -418,6 +420,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--recalibrate", action="store_true",
                    help="keep a table's entries; measure its calibration networks again and refit the overhead")
     p.add_argument("--calibration", type=int, default=20, help="networks measured to fit the overhead (default 20)")
+    p.add_argument("--calibration-rounds", type=int, default=3,
+                   help="round-robin passes over the calibration networks, each one's median counts (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks (default 0)")
     p.add_argument("--quick", action="store_true", help="a short protocol, for smoke tests only")
     p.add_argument("--cpus", help="pin the measurements to these CPU ids, e.g. 1 or 0,2 (recorded in the protocol)")

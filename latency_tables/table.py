@@ -131,15 +131,24 @@ def implausible_entries(entries: Mapping[str, Entry], statistic: str = DEFAULT_S
 class CalibrationNetwork:
     """One network the overhead was fitted on: what it measured end to end and what its entries sum to, kept in the
     table so that a fit can be audited (and refitted) without measuring again. ``kind_ops`` maps an op kind to
-    ``[count, Σ entries]`` of the network's ops of that kind (:func:`latency_tables.predict.kind_sums`)."""
+    ``[count, Σ entries]`` of the network's ops of that kind (:func:`latency_tables.predict.kind_sums`);
+    ``rounds_ms`` the network's figure in each calibration round (``measured_ms`` is their median), empty when it
+    was measured once."""
 
     label: str
     measured_ms: float
     n_ops: int
     ops_ms: float
     kind_ops: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    rounds_ms: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        rounds = tuple(self.rounds_ms) if isinstance(self.rounds_ms, (list, tuple)) else None
+        if rounds is None or not all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+                                     and v >= 0 for v in rounds):
+            raise LatencyTableError(f"CalibrationNetwork.rounds_ms must be a list of finite numbers >= 0, got "
+                                    f"{self.rounds_ms!r}")
+        object.__setattr__(self, "rounds_ms", rounds)
         if not isinstance(self.label, str) or not self.label:
             raise LatencyTableError(f"CalibrationNetwork.label must be a non-empty string, got {self.label!r}")
         for name in ("measured_ms", "ops_ms"):
@@ -158,7 +167,7 @@ class CalibrationNetwork:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "measured_ms": self.measured_ms, "n_ops": self.n_ops, "ops_ms": self.ops_ms,
-                "kind_ops": {k: list(v) for k, v in self.kind_ops.items()}}
+                "kind_ops": {k: list(v) for k, v in self.kind_ops.items()}, "rounds_ms": list(self.rounds_ms)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationNetwork:

@@ -83,6 +83,9 @@ def test_build_refuses_unknown_spaces_and_validate_a_space_without_table(built_r
     assert code == 2 and "unknown space(s) nope" in err and "nbmacro" in err
     code, _, err = run(capsys, "lut", "validate", "--space", "darts", "--root", str(built_root))
     assert code == 2 and "no table for space(s) darts" in err
+    code, _, err = run(capsys, "lut", "build", "--space", "nbmacro", "--calibration-rounds", "0", "--root",
+                       str(built_root))
+    assert code == 2 and "--calibration-rounds must be >= 1, got 0" in err
 
 
 def test_agent_refuses_to_start_without_a_token(monkeypatch, capsys) -> None:

@@ -127,7 +127,7 @@ def test_a_built_table_prices_predict_deploy_auto_with_every_key(tmp_path: Path,
     space = HGCNetWidthSpace(multipliers=(0.5, 1.0), layout="cifar", num_classes=10)
     device = FakeDevice(name=DEVICE)
     build_table(space, device, cfg=FAST, path=table_path(DEVICE, space.name, tmp_path), calibration_networks=2,
-                progress=False)
+                progress=False, calibration_rounds=1)
     networks = [label for label in device.calls if label.startswith(space.name)]
     assert len(networks) == 2 and networks[1].endswith(" fused")  # the overhead is fitted on both forms
     args = ["predict", "hgcnet_0_5x_cifar", "--device", DEVICE, "--root", str(tmp_path), "--json"]
@@ -184,7 +184,7 @@ def test_calibration_gives_the_hgc_form_its_own_scale_and_prices_both_forms(tmp_
     space = HGCNetWidthSpace(multipliers=(0.5, 1.0), layout="cifar", num_classes=10)
     device = FakeDevice(name=DEVICE, network_scale=0.1, hgc_scale=0.3)
     table = build_table(space, device, cfg=FAST, path=table_path(DEVICE, space.name, tmp_path),
-                        calibration_networks=8, progress=False)
+                        calibration_networks=8, progress=False, calibration_rounds=1)
     overhead = table.overhead
     assert overhead.scale == pytest.approx(0.1, abs=1e-6)
     assert dict(overhead.kind_scales) == {"hgc_ir": pytest.approx(0.3, abs=1e-6)}
