@@ -115,7 +115,7 @@ def build_table(
     entries are kept and only its overhead is measured and fitted again (after the overhead model changed, or to
     calibrate under the conditions the table will be used in). Then
     ``calibration_networks`` random architectures (seeded by ``seed``) are measured end to end to fit the
-    overhead (0 leaves it uncalibrated), each ``calibration_rounds`` times round-robin (its median counts), and the
+    overhead (0 leaves it uncalibrated), each ``calibration_rounds`` times round-robin (its fastest counts), and the
     complete table is saved and returned. The partial table is
     saved every ``checkpoint_every`` new entries and when the build stops on an exception or Ctrl-C;
     calibration is not checkpointed (an interrupted calibration reruns in full). The whole build holds the
@@ -201,10 +201,13 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     table's ``statistic``. In a space with HGC blocks every other network is measured with them fused
     (:func:`zoo.deploy.deploy_spec`), so that the overhead is fitted on the deployed form too; in a space with
     several input layouts (:func:`zoo.spaces.layout_variants`) the networks take each layout in turn, for the same
-    reason. The networks are measured ``rounds`` times, round-robin, and each one's median counts: a shared VM
-    runs in phases (measured on a 2-core Xeon VM: the same MobileNetV2 at a steady 9.0 ms for a minute, then 6.8
-    ms), so one pass put each network in whatever phase it met, and the fit followed the phases (ratios of
-    measured to entries' sum 1.05-1.82 over 60 networks, and a network measured twice moved by 23 %).
+    reason. The networks are measured ``rounds`` times, round-robin, and each one's fastest round counts: a shared
+    VM runs in phases (measured on a 2-core Xeon VM: the same MobileNetV2 at 6.8 ms or at 10.9 ms from one second
+    to the next), so one pass put each network in whatever phase it met, and the fit followed the phases (ratios
+    of measured to entries' sum 1.05-1.82 over 60 networks, 35 of them outside ±10 % of the fit). Interference
+    only ever adds time, so the fastest round is the one it touched least, as ``min_ms`` is within a round: over
+    the same 60 networks measured three times, the fit of each one's fastest round left 4 outside ±10 % (RMS
+    5.3 %), of its median round 5 (RMS 7.7 %).
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"calibration rounds must be an int >= 1, got {rounds!r}")
@@ -239,7 +242,7 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     kinds = [kind_sums(ops, values) for _, _, _, ops, values in nets]
     # The two forms of an HGC block run at different efficiency inside a network: the HGC form's gets its own scale.
     own = (FUSABLE_KIND,) if any(FUSABLE_KIND in k for k in kinds) else ()
-    return fit_overhead([statistics.median(t) for t in times], [sum(n[4]) for n in nets], [len(n[3]) for n in nets],
+    return fit_overhead([min(t) for t in times], [sum(n[4]) for n in nets], [len(n[3]) for n in nets],
                         call_ms, kind_ops=kinds, kinds=own, labels=[n[0] for n in nets],
                         rounds_ms=times if rounds > 1 else None)
 
@@ -261,7 +264,7 @@ def fit_overhead(measured_ms: Sequence[float], ops_ms: Sequence[float], n_ops: S
     networks by 30 % while the 12 ms ones were within 5 %. With fewer than 3 networks, or when they all have the
     same ``S``, ``scale`` is 0 and the intercept is the median residual. With ``labels`` (one per network), the
     networks' measurements are kept in the overhead (``Overhead.networks``), with each network's per-round
-    figures when ``rounds_ms`` gives them (``measured_ms`` is then their median).
+    figures when ``rounds_ms`` gives them (``measured_ms`` is then their fastest).
     """
     if not (len(measured_ms) == len(ops_ms) == len(n_ops)):
         raise InputError(f"fit_overhead needs equally long inputs, got {len(measured_ms)}, {len(ops_ms)}, {len(n_ops)}")

@@ -421,7 +421,7 @@ def add_commands(sub: Any) -> None:
                    help="keep a table's entries; measure its calibration networks again and refit the overhead")
     p.add_argument("--calibration", type=int, default=20, help="networks measured to fit the overhead (default 20)")
     p.add_argument("--calibration-rounds", type=int, default=3,
-                   help="round-robin passes over the calibration networks, each one's median counts (default 3)")
+                   help="round-robin passes over the calibration networks, each one's fastest counts (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks (default 0)")
     p.add_argument("--quick", action="store_true", help="a short protocol, for smoke tests only")
     p.add_argument("--cpus", help="pin the measurements to these CPU ids, e.g. 1 or 0,2 (recorded in the protocol)")

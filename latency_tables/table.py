@@ -132,7 +132,7 @@ class CalibrationNetwork:
     """One network the overhead was fitted on: what it measured end to end and what its entries sum to, kept in the
     table so that a fit can be audited (and refitted) without measuring again. ``kind_ops`` maps an op kind to
     ``[count, Σ entries]`` of the network's ops of that kind (:func:`latency_tables.predict.kind_sums`);
-    ``rounds_ms`` the network's figure in each calibration round (``measured_ms`` is their median), empty when it
+    ``rounds_ms`` the network's figure in each calibration round (``measured_ms`` is their fastest), empty when it
     was measured once."""
 
     label: str

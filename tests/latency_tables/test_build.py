@@ -364,15 +364,16 @@ def test_a_build_warns_when_an_entry_measured_interference_not_the_op(tmp_path: 
     assert table.entries[slow_key].min_ms == 4.0  # kept, and said: the builder does not guess what it should be
 
 
-def test_calibration_measures_round_robin_and_fits_each_networks_median(tmp_path: Path) -> None:
-    # A shared VM in phases: every network of one round runs 40 % slow. Measured once (one pass), the networks
-    # that met the slow phase would tilt the fit; measured three times round-robin, each network's median is its
-    # steady figure and the fit recovers the device's costs exactly.
+def test_calibration_measures_round_robin_and_fits_each_networks_fastest_round(tmp_path: Path) -> None:
+    # A shared VM in phases: every network of rounds 2 and 3 runs 40 % slow (interference only adds time).
+    # Measured once, the networks that met the slow phase would tilt the fit, and the median of three rounds would
+    # be the slow figure; each network's fastest round is its figure without interference, and the fit recovers
+    # the device's costs exactly.
     class Phased(FakeDevice):
         def latency_ms(self, model, input_shape):
             ms = super().latency_ms(model, input_shape)
             networks = sum(1 for c in self.calls if c.startswith("tiny:"))
-            return ms * 1.4 if hasattr(model, "forward_head") and 6 < networks <= 12 else ms  # round 2
+            return ms * 1.4 if hasattr(model, "forward_head") and networks > 6 else ms  # rounds 2 and 3
 
     device = Phased(call_ms=0.2, network_ms=1.5, ms_per_mmac=0.03, network_scale=0.1)
     table = _build(device, tmp_path / "t.json", calibration_networks=6, seed=3, calibration_rounds=3)
@@ -381,7 +382,7 @@ def test_calibration_measures_round_robin_and_fits_each_networks_median(tmp_path
     overhead = table.overhead
     assert (overhead.intercept_ms, overhead.scale) == (pytest.approx(1.7, abs=1e-9), pytest.approx(0.1, abs=1e-9))
     for net in overhead.networks:
-        assert len(net.rounds_ms) == 3 and net.rounds_ms[1] == pytest.approx(1.4 * net.rounds_ms[0])
+        assert len(net.rounds_ms) == 3 and net.rounds_ms[1:] == pytest.approx([1.4 * net.rounds_ms[0]] * 2)
         assert net.measured_ms == pytest.approx(net.rounds_ms[0])
     assert LatencyTable.load(tmp_path / "t.json").overhead.networks == overhead.networks
     once = _build(Phased(call_ms=0.2, network_ms=1.5, ms_per_mmac=0.03, network_scale=0.1), tmp_path / "o.json",
