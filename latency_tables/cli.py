@@ -90,6 +90,8 @@ def _cmd_lut_build(args: argparse.Namespace) -> int:
 
     if args.calibration_rounds < 1:
         raise InputError(f"--calibration-rounds must be >= 1, got {args.calibration_rounds}")
+    if args.passes < 1:
+        raise InputError(f"--passes must be >= 1, got {args.passes}")
     device = get_device(args.device, threads=args.threads, token=args.token)
     name = args.name or device.name
     for space_name in _spaces(args.space):
@@ -98,7 +100,8 @@ def _cmd_lut_build(args: argparse.Namespace) -> int:
         table = build_table(get_space(space_name), device, cfg=cfg,
                             path=path, resume=not args.restart, restart=args.restart,
                             calibration_networks=args.calibration, seed=args.seed, progress=True,
-                            recalibrate=args.recalibrate, calibration_rounds=args.calibration_rounds)
+                            recalibrate=args.recalibrate, calibration_rounds=args.calibration_rounds,
+                            passes=args.passes)
         overhead = table.overhead
         print(f"{path}: {len(table.entries)} op entries on {name}"
               + (f"; a network = {overhead.intercept_ms:.4f} ms + {1 + overhead.scale:.3f} x (sum of entries - "
@@ -420,6 +423,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--recalibrate", action="store_true",
                    help="keep a table's entries; measure its calibration networks again and refit the overhead")
     p.add_argument("--calibration", type=int, default=20, help="networks measured to fit the overhead (default 20)")
+    p.add_argument("--passes", type=int, default=1,
+                   help="measure every op this many times, round-robin, keeping its fastest (default 1; 2 on a "
+                        "shared VM whose speed comes in phases); a complete table gets the missing passes")
     p.add_argument("--calibration-rounds", type=int, default=3,
                    help="round-robin passes over the calibration networks, each one's fastest counts (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration networks (default 0)")

@@ -53,7 +53,10 @@ class NoTablesError(MzooError, LookupError):
 
 @dataclass(frozen=True)
 class Entry:
-    """The measured latency of one op key, with the statistics of the timed runs and the op's size."""
+    """The measured latency of one op key, with the statistics of the timed runs and the op's size.
+
+    ``passes`` is how many times the build measured the op (``mzoo lut build --passes N``, round-robin over the
+    space's keys); the statistics are those of the pass fastest on the table's statistic."""
 
     median_ms: float
     n: int
@@ -65,9 +68,12 @@ class Entry:
     kind: str = ""
     min_ms: float | None = None
     mean_ms: float | None = None
+    passes: int = 1
 
     def __post_init__(self) -> None:
         _check_ms("median_ms", self.median_ms, required=True)
+        if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 1:
+            raise LatencyTableError(f"Entry.passes must be an int >= 1, got {self.passes!r}")
         for name in ("p10_ms", "p90_ms", "std_ms", "min_ms", "mean_ms"):
             _check_ms(name, getattr(self, name), required=False)
         for name in ("n", "macs", "params"):
@@ -90,7 +96,10 @@ class Entry:
         return ", ".join(s for s in STATISTICS if getattr(self, s) is not None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if data["passes"] == 1:  # entries measured once read as before in older versions
+            del data["passes"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Entry:

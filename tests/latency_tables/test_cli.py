@@ -86,6 +86,8 @@ def test_build_refuses_unknown_spaces_and_validate_a_space_without_table(built_r
     code, _, err = run(capsys, "lut", "build", "--space", "nbmacro", "--calibration-rounds", "0", "--root",
                        str(built_root))
     assert code == 2 and "--calibration-rounds must be >= 1, got 0" in err
+    code, _, err = run(capsys, "lut", "build", "--space", "nbmacro", "--passes", "0", "--root", str(built_root))
+    assert code == 2 and "--passes must be >= 1, got 0" in err
 
 
 def test_agent_refuses_to_start_without_a_token(monkeypatch, capsys) -> None:
