@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import nn
@@ -134,10 +134,8 @@ def build_table(
         raise InputError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     if calibration_networks < 0:
         raise InputError(f"calibration_networks must be >= 0, got {calibration_networks}")
-    if isinstance(calibration_rounds, bool) or not isinstance(calibration_rounds, int) or calibration_rounds < 1:
-        raise InputError(f"calibration_rounds must be an int >= 1, got {calibration_rounds!r}")
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise InputError(f"passes must be an int >= 1, got {passes!r}")
+    _require_count("calibration_rounds", calibration_rounds)
+    _require_count("passes", passes)
     target = Path(path) if path is not None else table_path(device.name, space.name)
     with exclusive_lock(table_lock_path(target), f"latency table {str(target)!r}"):
         return _build_locked(space, device, cfg, target, resume, restart, calibration_networks, seed, progress,
@@ -202,6 +200,21 @@ def measure_call_ms(device: Device, cfg: BenchConfig, statistic: str) -> float:
     return float(getattr(result, statistic))
 
 
+class _CalibrationNet(NamedTuple):
+    """A calibration network, built and priced from the table before any network is measured."""
+
+    label: str
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    ops: list[OpCost]
+    values: list[float]  # each op's entry, on the table's statistic
+
+
+def _require_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be an int >= 1, got {value!r}")
+
+
 def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, cfg: BenchConfig,
                        networks: int, seed: int = 0, progress: bool = True, *, rounds: int = 3) -> Overhead:
     """Measure the runtime call cost and ``networks`` distinct random architectures of ``space`` end to end, and
@@ -220,12 +233,11 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     the same 60 networks measured three times, the fit of each one's fastest round left 4 outside ±10 % (RMS
     5.3 %), of its median round 5 (RMS 7.7 %).
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise InputError(f"calibration rounds must be an int >= 1, got {rounds!r}")
+    _require_count("calibration rounds", rounds)
     rng = random.Random(seed)
     archs = sample_distinct(space, rng, networks, _MAX_SAMPLE_TRIES)
     variants = layout_variants(space)
-    nets = []  # (label, model, input shape, ops, entry values): every network checked before one is measured
+    nets: list[_CalibrationNet] = []  # every network is checked before the first one is measured
     for i, arch in enumerate(archs):
         spec, input_size = variants[(i // 2) % len(variants)].to_spec(arch)
         fused = i % 2 == 1 and bool(fusable_blocks(spec))
@@ -238,23 +250,23 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
                                     f"that the space's covering specs do not produce ({len(lacking)} such keys)")
         label = f"{space.name}:{arch!r}" + (" fused" if fused else "")
         values = [table.entries[op.key].value(table.statistic) for op in ops]
-        nets.append((label, zoo.build_model(spec).eval(), (cfg.batch_size, *input_size), ops, values))
+        nets.append(_CalibrationNet(label, zoo.build_model(spec).eval(), (cfg.batch_size, *input_size), ops, values))
     call_ms = measure_call_ms(device, cfg, table.statistic)
     times: list[list[float]] = [[] for _ in nets]
     bar = tqdm(total=len(nets) * rounds, desc=f"{device.name}/{space.name} calibration", unit="net",
                file=sys.stderr, disable=not progress)
     with bar:
         for _ in range(rounds):
-            for (label, model, shape, _ops, _values), samples in zip(nets, times):
-                result = device.measure(model, shape, cfg, label)
-                _check_threads(result, cfg.threads, label)
+            for net, samples in zip(nets, times):
+                result = device.measure(net.model, net.input_shape, cfg, net.label)
+                _check_threads(result, cfg.threads, net.label)
                 samples.append(float(getattr(result, table.statistic)))
                 bar.update()
-    kinds = [kind_sums(ops, values) for _, _, _, ops, values in nets]
+    kinds = [kind_sums(net.ops, net.values) for net in nets]
     # The two forms of an HGC block run at different efficiency inside a network: the HGC form's gets its own scale.
     own = (FUSABLE_KIND,) if any(FUSABLE_KIND in k for k in kinds) else ()
-    return fit_overhead([min(t) for t in times], [sum(n[4]) for n in nets], [len(n[3]) for n in nets],
-                        call_ms, kind_ops=kinds, kinds=own, labels=[n[0] for n in nets],
+    return fit_overhead([min(t) for t in times], [sum(net.values) for net in nets], [len(net.ops) for net in nets],
+                        call_ms, kind_ops=kinds, kinds=own, labels=[net.label for net in nets],
                         rounds_ms=times if rounds > 1 else None)
 
 

@@ -71,15 +71,12 @@ class Entry:
     passes: int = 1
 
     def __post_init__(self) -> None:
-        _check_ms("median_ms", self.median_ms, required=True)
-        if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 1:
-            raise LatencyTableError(f"Entry.passes must be an int >= 1, got {self.passes!r}")
+        _check_ms("Entry.median_ms", self.median_ms, required=True)
+        _check_count("Entry.passes", self.passes, minimum=1)
         for name in ("p10_ms", "p90_ms", "std_ms", "min_ms", "mean_ms"):
-            _check_ms(name, getattr(self, name), required=False)
+            _check_ms(f"Entry.{name}", getattr(self, name), required=False)
         for name in ("n", "macs", "params"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise LatencyTableError(f"Entry.{name} must be an int >= 0, got {value!r}")
+            _check_count(f"Entry.{name}", getattr(self, name), minimum=0)
         if not isinstance(self.kind, str):
             raise LatencyTableError(f"Entry.kind must be a string, got {self.kind!r}")
 
@@ -152,21 +149,17 @@ class CalibrationNetwork:
     rounds_ms: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        rounds = tuple(self.rounds_ms) if isinstance(self.rounds_ms, (list, tuple)) else None
-        if rounds is None or not all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-                                     and v >= 0 for v in rounds):
+        if not isinstance(self.rounds_ms, (list, tuple)):
             raise LatencyTableError(f"CalibrationNetwork.rounds_ms must be a list of finite numbers >= 0, got "
                                     f"{self.rounds_ms!r}")
-        object.__setattr__(self, "rounds_ms", rounds)
+        object.__setattr__(self, "rounds_ms", tuple(self.rounds_ms))
+        for value in self.rounds_ms:
+            _check_ms("CalibrationNetwork.rounds_ms[]", value, required=True)
         if not isinstance(self.label, str) or not self.label:
             raise LatencyTableError(f"CalibrationNetwork.label must be a non-empty string, got {self.label!r}")
         for name in ("measured_ms", "ops_ms"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
-                                                                                    and value >= 0):
-                raise LatencyTableError(f"CalibrationNetwork.{name} must be a finite number >= 0, got {value!r}")
-        if isinstance(self.n_ops, bool) or not isinstance(self.n_ops, int) or self.n_ops < 0:
-            raise LatencyTableError(f"CalibrationNetwork.n_ops must be an int >= 0, got {self.n_ops!r}")
+            _check_ms(f"CalibrationNetwork.{name}", getattr(self, name), required=True)
+        _check_count("CalibrationNetwork.n_ops", self.n_ops, minimum=0)
         try:
             kinds = {str(k): (int(c), float(ms)) for k, (c, ms) in dict(self.kind_ops).items()}
         except (TypeError, ValueError) as err:
@@ -487,10 +480,17 @@ def _input_size(size: object) -> tuple[int, int, int]:
 
 
 def _check_ms(name: str, value: object, required: bool) -> None:
+    """``name`` (e.g. "Entry.min_ms") holds a finite number >= 0 (or None, when not ``required``)."""
     if value is None and not required:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise LatencyTableError(f"Entry.{name} must be a finite number >= 0, got {value!r}")
+        raise LatencyTableError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_count(name: str, value: object, minimum: int) -> None:
+    """``name`` (e.g. "Entry.n") holds an int >= ``minimum`` (a bool is no count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise LatencyTableError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _check_slug(what: str, name: object) -> None:
