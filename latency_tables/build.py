@@ -110,7 +110,7 @@ def build_table(
 
     Every key is measured ``passes`` times, in round-robin passes over the keys, and keeps its fastest pass
     (:class:`Entry` records how many): a shared VM runs in phases, and an op timed once in a slow one stays slow
-    in the table (measured on a 2-core Xeon VM: 8 % of an ORT table's 550 entries 20 % or more apart between two
+    in the table (exploratory, on a 2-core Xeon VM: 8 % of an ORT table's 550 entries 20 % or more apart between two
     passes, nearly all of them slower in the first; the fastest of two passes took the zoo's HGCNets from 6 to 7
     of 8 predicted within ±10 %). A complete table measured in fewer passes gets the missing ones (checkpointed
     as a partial table until they are done) and its overhead is fitted again.
@@ -226,12 +226,12 @@ def calibrate_overhead(space: SearchSpace, device: Device, table: LatencyTable, 
     (:func:`zoo.deploy.deploy_spec`), so that the overhead is fitted on the deployed form too; in a space with
     several input layouts (:func:`zoo.spaces.layout_variants`) the networks take each layout in turn, for the same
     reason. The networks are measured ``rounds`` times, round-robin, and each one's fastest round counts: a shared
-    VM runs in phases (measured on a 2-core Xeon VM: the same MobileNetV2 at 6.8 ms or at 10.9 ms from one second
-    to the next), so one pass put each network in whatever phase it met, and the fit followed the phases (ratios
-    of measured to entries' sum 1.05-1.82 over 60 networks, 35 of them outside ±10 % of the fit). Interference
-    only ever adds time, so the fastest round is the one it touched least, as ``min_ms`` is within a round: over
-    the same 60 networks measured three times, the fit of each one's fastest round left 4 outside ±10 % (RMS
-    5.3 %), of its median round 5 (RMS 7.7 %).
+    VM runs in phases (exploratory, on a 2-core Xeon VM: the same MobileNetV2 at 6.8 ms or at 10.9 ms from one second
+    to the next), so one pass put each network in whatever phase it met and the fit followed the phases.
+    Interference only ever adds time, so the fastest round is the one it touched least, as ``min_ms`` is within a
+    round. From the 60 networks × 3 rounds that ``intel-xeon-f6m207-ort-t1/hgcnet_width`` keeps
+    (``bench/lut_calibration.py``): fitted on each network's fastest round, 60 within ±10 % (worst 7.2 %); on its
+    median round 59 (worst 11.5 %); on its first round alone, as one pass measured, 57 (worst 42 %).
     """
     _require_count("calibration rounds", rounds)
     rng = random.Random(seed)
