@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from collections import Counter
@@ -483,6 +484,33 @@ def portable_lib() -> Any:
     with _quiet_import():
         from executorch.extension.pybindings import portable_lib
     return portable_lib
+
+
+_BINDINGS_PACKAGE = "executorch.extension.pybindings"
+_BINDINGS = f"{_BINDINGS_PACKAGE}.portable_lib"
+
+
+def runtime_without_compiler() -> None:
+    """Let this process load ExecuTorch's runtime without its compiler: for a process that only runs programs.
+
+    ``pybindings.portable_lib``, which the runtime API imports, re-exports the C extension ``pybindings._C`` but
+    first imports ``executorch.exir`` (the whole compiler: 4-5 s of a measuring process's 6 s of imports, paid once
+    per op of a latency table) for one warning class. After this call ``_C`` itself stands in for
+    ``portable_lib``: the same extension and the same functions, so the runtime and every timing are unchanged.
+    It does nothing where ``portable_lib`` or ``exir`` is already loaded (a process that exports keeps the real
+    module) or where this ExecuTorch has no ``_C`` extension.
+    """
+    if _BINDINGS in sys.modules or "executorch.exir" in sys.modules:
+        return
+    import torch  # noqa: F401 (the extension links against libtorch, which this loads)
+
+    try:
+        from executorch.extension import pybindings
+        from executorch.extension.pybindings import _C
+    except ImportError:
+        return
+    sys.modules[_BINDINGS] = _C
+    pybindings.portable_lib = _C  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

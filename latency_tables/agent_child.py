@@ -80,8 +80,9 @@ def _load_runtime(runtime: str) -> None:
     elif runtime == "litert":
         import ai_edge_litert.interpreter  # noqa: F401 (as above)
     else:
-        from export.executorch import portable_lib
+        from export.executorch import portable_lib, runtime_without_compiler
 
+        runtime_without_compiler()
         portable_lib()
 
 

@@ -17,7 +17,7 @@ import torch
 
 from common.errors import InputError
 from export.errors import ExecutorchVerificationError, ExportError
-from export.executorch import load_pte, portable_lib, runtime_log, with_log
+from export.executorch import load_pte, portable_lib, runtime_log, runtime_without_compiler, with_log
 from latency_tables.measure import CHILD_THREAD_ENV, BenchConfig, LatencyResult, child_env, make_result, time_runs
 
 
@@ -69,6 +69,7 @@ def _child_answer(done: subprocess.CompletedProcess[str], path: str) -> LatencyR
 
 def _child_main(request_json: str) -> int:
     """Entry point of the measuring process: fix the thread pool, then load and time the program."""
+    runtime_without_compiler()
     request = json.loads(request_json)
     cfg = BenchConfig(**request["config"])
     try:

@@ -7,6 +7,8 @@ import copy
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from export.executorch import (
     load_pte,
     pte_metadata,
 )
-from latency_tables.measure import BenchConfig, LatencyResult
+from latency_tables.measure import BenchConfig, LatencyResult, child_env
 from latency_tables.measure_pte import measure_pte
 from export.pipeline import resolve_model
 
@@ -176,6 +178,44 @@ def test_program_matches_eager_on_a_new_input(xnn_export: tuple[nn.Module, Path,
     x = seeded_input(1)
     (got,) = loaded.run(x)
     np.testing.assert_allclose(got.numpy(), eager(model, x), rtol=0, atol=1e-4)
+
+
+_RUN_WITHOUT_COMPILER = """
+import json, sys
+import numpy as np, torch
+from export.executorch import load_pte, runtime_without_compiler
+runtime_without_compiler()
+(y,) = load_pte(sys.argv[1]).run(torch.from_numpy(np.load(sys.argv[2])))
+np.save(sys.argv[3], y.numpy())
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("executorch.exir"))))
+"""
+_MEASURING_CHILD = """
+import json, sys
+from latency_tables.measure_pte import _child_main
+_child_main(json.dumps({"path": sys.argv[1], "config": {"warmup_runs": 1, "warmup_min_seconds": 0.0, "runs": 2,
+                                                      "min_seconds": 0.0, "stable_rel_tol": None}}))
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("executorch.exir"))))
+"""
+
+
+@pytest.mark.parametrize("script", [_RUN_WITHOUT_COMPILER, _MEASURING_CHILD], ids=["runtime", "measuring-child"])
+def test_a_process_that_only_runs_programs_never_imports_the_compiler(
+        xnn_export: tuple[nn.Module, Path, PteExportReport], tmp_path: Path, script: str) -> None:
+    """Each op of an XNNPACK latency table is timed in a fresh process, and importing ExecuTorch's compiler
+    (``executorch.exir``, which the runtime's ``portable_lib`` pulls in for a warning class) was 4 of that process's
+    9 s. After ``runtime_without_compiler`` the same program loads and runs, with the same outputs, without it."""
+    model, path, _ = xnn_export
+    x = seeded_input(1, seed=11)
+    np.save(tmp_path / "x.npy", x.numpy())
+    done = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+    if script is _RUN_WITHOUT_COMPILER:
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), eager(model, x), rtol=0, atol=1e-4)
+    else:
+        answer = json.loads(done.stdout.splitlines()[-2].split(" ", 1)[1])
+        assert answer["n"] == 2 and answer["min_ms"] > 0
 
 
 def test_metadata_round_trips(xnn_export: tuple[nn.Module, Path, PteExportReport]) -> None:
