@@ -18,16 +18,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from common.errors import InputError
 from common.environment import Environment, current_environment
-from export.onnx import load_onnx
+
+if TYPE_CHECKING:  # ONNX Runtime and onnx load when an ONNX file is timed, not in an ExecuTorch measuring process
+    import onnxruntime as ort
 
 ONNX_RUNTIME = "onnxruntime-cpu"
 TORCH_RUNTIME = "torch-eager"
@@ -218,6 +219,8 @@ def measure_onnx(path: str | os.PathLike[str], cfg: BenchConfig = BenchConfig())
     First-run and session-creation times are the first session's; the statistics cover every session's timed
     samples. Raises ``OnnxLoadError`` for missing or corrupt files.
     """
+    from export.onnx import load_onnx
+
     load_onnx(path)  # clear one-line errors before ORT's own, much less readable ones
     samples: list[float] = []
     first_run_ms = session_create_ms = 0.0
@@ -232,6 +235,8 @@ def measure_onnx(path: str | os.PathLike[str], cfg: BenchConfig = BenchConfig())
 def _measure_onnx_session(path: str | os.PathLike[str],
                           cfg: BenchConfig) -> tuple[float, float, tuple[int, ...], list[float]]:
     """(session create ms, first run ms, input shape, timed samples) of one fresh session."""
+    import onnxruntime as ort
+
     # Pinned already while the session is created: ORT's pool threads start then and inherit the affinity.
     with pinned_cpus(cfg.cpus):
         start = time.perf_counter_ns()
@@ -270,6 +275,8 @@ def measure_torch(
 
 
 def _session_options(threads: int) -> ort.SessionOptions:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
