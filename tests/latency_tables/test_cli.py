@@ -132,9 +132,11 @@ def test_a_table_is_shipped_for_this_machines_cpu() -> None:
 
 def test_this_machines_own_tables_are_shipped_too() -> None:
     # The family 26 model 2 EPYC measured tables of its own (ORT's and ExecuTorch-XNNPACK's hgcnet_width with the
-    # fused keys, LiteRT's and ncnn's nbmacro); they must sit beside the family 23 ones, not replace them.
+    # fused keys, LiteRT's and ncnn's nbmacro), and so did the family 6 model 207 Xeon (ORT's and XNNPACK's
+    # hgcnet_width); they must sit beside the family 23 ones, not replace them.
     assert {SHIPPED_DEVICE, "amd-epyc-f26m2-ort-t1", "amd-epyc-f26m2-xnnpack-t1", "amd-epyc-f26m2-litert-t1",
-            "amd-epyc-f26m2-ncnn-t1"} <= set(SHIPPED_MEASURED)
+            "amd-epyc-f26m2-ncnn-t1", "intel-xeon-f6m207-ort-t1",
+            "intel-xeon-f6m207-xnnpack-t1"} <= set(SHIPPED_MEASURED)
 
 
 # The fused (deploy-time) form of HGC blocks (issue #22) and the CIFAR layout of the width spaces (issue #18: the
