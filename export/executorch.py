@@ -486,8 +486,7 @@ def portable_lib() -> Any:
     return portable_lib
 
 
-_BINDINGS_PACKAGE = "executorch.extension.pybindings"
-_BINDINGS = f"{_BINDINGS_PACKAGE}.portable_lib"
+_BINDINGS = "executorch.extension.pybindings.portable_lib"
 
 
 def runtime_without_compiler() -> None:
